@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs the real components the integration tests and the demo run against:
+# apache2 (served on a private 127.0.0.1 port by each test), minisign, zstd,
+# tar, GNU time and coreutils. Idempotent: a re-run with everything present
+# does nothing but report, and never touches the package index.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+# package -> a command it provides (checked with `command -v`)
+declare -A wanted=(
+    [apache2]=/usr/sbin/apache2
+    [apache2-utils]=htpasswd
+    [minisign]=minisign
+    [zstd]=zstd
+    [tar]=tar
+    [time]=/usr/bin/time
+    [coreutils]=sha256sum
+)
+
+missing=()
+for pkg in apache2 apache2-utils minisign zstd tar time coreutils; do
+    cmd=${wanted[$pkg]}
+    if command -v "$cmd" >/dev/null 2>&1 \
+        && dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
+        echo "ok: $pkg already installed ($cmd)"
+    else
+        echo "missing: $pkg (no $cmd)"
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "done: nothing to install"
+    exit 0
+fi
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo --preserve-env=DEBIAN_FRONTEND)
+    else
+        echo "error: need root (or sudo) to install: ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+echo "running: apt-get update"
+"${SUDO[@]}" apt-get update -qq
+echo "running: apt-get install -y --no-install-recommends apache2 apache2-utils minisign zstd tar time coreutils"
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
+    apache2 apache2-utils minisign zstd tar time coreutils
+
+for pkg in "${missing[@]}"; do
+    cmd=${wanted[$pkg]}
+    if command -v "$cmd" >/dev/null 2>&1; then
+        echo "installed: $pkg ($cmd)"
+    else
+        echo "error: $pkg installed but $cmd still not found" >&2
+        exit 1
+    fi
+done
+echo "done: installed ${missing[*]}"

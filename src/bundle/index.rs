@@ -1,0 +1,139 @@
+//! `bundle/index.json`: the signed table of contents. The signature covers these bytes, and
+//! these bytes cover every entry (path, size, sha256), so nothing else needs trusting.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+
+/// The bundle format version this tool writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+pub const INDEX_PATH: &str = "bundle/index.json";
+pub const INDEX_SIG_PATH: &str = "bundle/index.json.minisig";
+pub const MANIFEST_PATH: &str = "bundle/manifest.lock.yaml";
+/// Upper bound on `index.json`, read into memory before its signature is checked.
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+pub const MAX_SIGNATURE_BYTES: u64 = 4096;
+
+/// What an entry is, which decides the install target it goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// The locked manifest the bundle was made from.
+    Manifest,
+    /// A plain file for the web root's `files/`.
+    File,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Manifest => "manifest",
+            EntryKind::File => "file",
+        }
+    }
+}
+
+/// One artifact of the manifest (a file, later an image, a package …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub kind: EntryKind,
+    /// Where it came from (canonical URL or image reference).
+    pub source: String,
+    /// Where it goes on the destination (web-root path or image name).
+    pub dest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+    pub size: u64,
+}
+
+/// One tar entry after the signature, with what it must hash to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub path: String,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+    pub kind: EntryKind,
+    /// Indexes into `Index::artifacts` of the artifacts this entry belongs to (a shared
+    /// blob belongs to several).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<usize>,
+}
+
+/// The whole index. Fields may be added in later versions, never renamed or removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Index {
+    pub format: u32,
+    pub name: String,
+    pub version: String,
+    pub created: String,
+    pub tool: String,
+    pub manifest_sha256: Sha256Digest,
+    pub artifacts: Vec<Artifact>,
+    pub entries: Vec<IndexEntry>,
+}
+
+impl Index {
+    /// Canonical bytes: fixed field order, no whitespace, entries sorted by path.
+    pub fn to_canonical_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("index serialises")
+    }
+
+    /// Parses signed index bytes and checks that they describe a bundle this tool can read.
+    pub fn from_signed_bytes(bytes: &[u8]) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Version {
+            format: u32,
+        }
+        let version: Version = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Verify(format!("{INDEX_PATH} is not a bundle index: {e}")))?;
+        if version.format != FORMAT_VERSION {
+            return Err(Error::Usage(format!(
+                "bundle format version {} is not supported by this tool (it reads version {FORMAT_VERSION})\nhint: use the airgap-bundle release that made the bundle, or a newer one",
+                version.format
+            )));
+        }
+        let index: Index = serde_json::from_slice(bytes).map_err(|e| {
+            Error::Verify(format!("{INDEX_PATH} is not a valid version-1 index: {e}"))
+        })?;
+        index.validate()?;
+        Ok(index)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for e in &self.entries {
+            super::check_entry_path(&e.path)
+                .map_err(|why| Error::Verify(format!("signed index entry `{}`: {why}", e.path)))?;
+            if [INDEX_PATH, INDEX_SIG_PATH].contains(&e.path.as_str())
+                || !seen.insert(e.path.as_str())
+            {
+                return Err(Error::Verify(format!(
+                    "signed index lists `{}` twice",
+                    e.path
+                )));
+            }
+            if e.artifacts.iter().any(|&a| a >= self.artifacts.len()) {
+                return Err(Error::Verify(format!(
+                    "signed index entry `{}` names an unknown artifact",
+                    e.path
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sum of all entry sizes (what install writes, what verify hashes).
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// Paths of the entries that belong to artifact `i`.
+    pub fn entries_of(&self, artifact: usize) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|e| e.artifacts.contains(&artifact))
+            .map(|e| e.path.as_str())
+            .collect()
+    }
+}

@@ -1,0 +1,271 @@
+//! Writes a bundle: the signed index first, then its signature, the locked manifest and
+//! the content in a fixed order, through the seekable frame writer, into a temporary file
+//! that is renamed into place only when complete, plus a detached signature of the file.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+
+use super::frames::{FrameSizes, FrameWriter};
+use super::index::{
+    Artifact, EntryKind, FORMAT_VERSION, INDEX_PATH, INDEX_SIG_PATH, Index, IndexEntry,
+    MANIFEST_PATH,
+};
+use super::signing::{Prehasher, SecretKey};
+use crate::digest::{HashingReader, Sha256Digest};
+use crate::error::{Error, IoContext, Result};
+
+/// One content entry to pack: where its bytes are now and what they must hash to.
+#[derive(Debug, Clone)]
+pub struct ContentEntry {
+    pub path: String,
+    pub kind: EntryKind,
+    pub local: PathBuf,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+    pub artifacts: Vec<usize>,
+    /// Names the artifact in errors (its canonical URL).
+    pub origin: String,
+}
+
+/// Everything that goes into a bundle.
+pub struct BundlePlan {
+    pub name: String,
+    pub version: String,
+    pub locked_manifest: Vec<u8>,
+    pub artifacts: Vec<Artifact>,
+    pub contents: Vec<ContentEntry>,
+    /// Unix seconds recorded as creation time and as every entry's mtime.
+    pub created_epoch: u64,
+}
+
+/// What `write_bundle` produced.
+#[derive(Debug)]
+pub struct WrittenBundle {
+    pub path: PathBuf,
+    pub signature_path: PathBuf,
+    pub bytes: u64,
+    pub frames: Vec<FrameSizes>,
+    pub index: Index,
+}
+
+/// Counts and prehashes the compressed bytes on their way to the file.
+struct OutputSink<W> {
+    inner: W,
+    prehash: Prehasher,
+    bytes: u64,
+}
+
+impl<W: Write> Write for OutputSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.prehash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn tar_header(size: u64, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    let _ = h.set_username("root");
+    let _ = h.set_groupname("root");
+    h
+}
+
+impl BundlePlan {
+    /// The index this plan produces (content sorted by path, duplicates folded).
+    pub fn index(&mut self, tool: &str) -> Result<Index> {
+        self.contents.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut folded: Vec<ContentEntry> = Vec::with_capacity(self.contents.len());
+        for c in self.contents.drain(..) {
+            match folded.last_mut() {
+                Some(prev) if prev.path == c.path => {
+                    if prev.sha256 != c.sha256 {
+                        return Err(Error::Usage(format!(
+                            "`{}` and `{}` both map to `{}` with different content",
+                            prev.origin, c.origin, c.path
+                        )));
+                    }
+                    prev.artifacts.extend(c.artifacts);
+                }
+                _ => folded.push(c),
+            }
+        }
+        self.contents = folded;
+        let mut entries = vec![IndexEntry {
+            path: MANIFEST_PATH.to_string(),
+            size: self.locked_manifest.len() as u64,
+            sha256: Sha256Digest::of_bytes(&self.locked_manifest),
+            kind: EntryKind::Manifest,
+            artifacts: Vec::new(),
+        }];
+        entries.extend(self.contents.iter().map(|c| IndexEntry {
+            path: c.path.clone(),
+            size: c.size,
+            sha256: c.sha256,
+            kind: c.kind,
+            artifacts: c.artifacts.clone(),
+        }));
+        Ok(Index {
+            format: FORMAT_VERSION,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            created: crate::timefmt::rfc3339(self.created_epoch),
+            tool: tool.to_string(),
+            manifest_sha256: Sha256Digest::of_bytes(&self.locked_manifest),
+            artifacts: self.artifacts.clone(),
+            entries,
+        })
+    }
+}
+
+/// Packs, signs and writes the bundle to `out` (atomically), and `out.minisig` beside it.
+pub fn write_bundle(
+    mut plan: BundlePlan,
+    key: &SecretKey,
+    out: &Path,
+    threads: usize,
+    progress: &ProgressBar,
+) -> Result<WrittenBundle> {
+    let tool = format!("airgap-bundle {}", env!("CARGO_PKG_VERSION"));
+    let index = plan.index(&tool)?;
+    let index_json = index.to_canonical_json();
+    let trusted = format!(
+        "timestamp:{}\tfile:{INDEX_PATH}\tbundle:{} {}",
+        plan.created_epoch, plan.name, plan.version
+    );
+    let index_sig = key
+        .sign(&index_json, &trusted)
+        .to_file_string("signature from airgap-bundle secret key")
+        .into_bytes();
+
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let file_name = out
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("{}: not a file name", out.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .at("cannot create a temporary file in", dir)?;
+    let file = tmp.as_file().try_clone().at("cannot open", tmp.path())?;
+    let sink = OutputSink {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        prehash: Prehasher::default(),
+        bytes: 0,
+    };
+    let write_err = |e: io::Error| Error::io("cannot write", out, e);
+    let mut tar = tar::Builder::new(FrameWriter::new(sink, threads));
+    let mtime = plan.created_epoch;
+    for (path, bytes) in [
+        (INDEX_PATH, index_json.as_slice()),
+        (INDEX_SIG_PATH, index_sig.as_slice()),
+        (MANIFEST_PATH, plan.locked_manifest.as_slice()),
+    ] {
+        tar.get_mut().cut().map_err(write_err)?;
+        tar.append_data(&mut tar_header(bytes.len() as u64, mtime), path, bytes)
+            .map_err(write_err)?;
+    }
+    for c in &plan.contents {
+        tar.get_mut().cut().map_err(write_err)?;
+        let file = File::open(&c.local).at("cannot read", &c.local)?;
+        let mut hashing = HashingReader::new(ProgressReader {
+            inner: file.take(c.size),
+            bar: progress,
+        });
+        tar.append_data(&mut tar_header(c.size, mtime), &c.path, &mut hashing)
+            .map_err(|e| match e.raw_os_error() {
+                Some(_) => write_err(e),
+                None => Error::io("cannot read", &c.local, e),
+            })?;
+        let (digest, n) = hashing.finish();
+        if n != c.size || digest != c.sha256 {
+            return Err(Error::Verify(format!(
+                "{}: cached copy {} changed: sha256 {digest} ({n} bytes), expected {} ({} bytes)\nhint: delete it from the cache and run create again",
+                c.origin,
+                c.local.display(),
+                c.sha256,
+                c.size
+            )));
+        }
+    }
+    let frames_out = tar.into_inner().map_err(write_err)?;
+    let (sink, frames) = frames_out.finish().map_err(write_err)?;
+    let OutputSink {
+        inner,
+        prehash,
+        bytes,
+    } = sink;
+    let file = inner.into_inner().map_err(|e| write_err(e.into_error()))?;
+    file.sync_all().map_err(write_err)?;
+
+    let whole = key.sign_prehashed(
+        &prehash.finish(),
+        &format!(
+            "timestamp:{}\tfile:{file_name}\tprehashed",
+            plan.created_epoch
+        ),
+    );
+    let signature_path = PathBuf::from(format!("{}.minisig", out.display()));
+    write_atomically(
+        &signature_path,
+        whole
+            .to_file_string("signature from airgap-bundle secret key")
+            .as_bytes(),
+    )?;
+    tmp.persist(out)
+        .map_err(|e| Error::io("cannot rename into place", out, e.error))?;
+    Ok(WrittenBundle {
+        path: out.to_path_buf(),
+        signature_path,
+        bytes,
+        frames,
+        index,
+    })
+}
+
+/// Writes a small file via a temporary name and rename, so it is never seen half-written.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .at("cannot create a temporary file in", dir)?;
+    tmp.write_all(bytes).at("cannot write", path)?;
+    tmp.as_file().sync_all().at("cannot write", path)?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("cannot rename into place", path, e.error))?;
+    Ok(())
+}
+
+struct ProgressReader<'a, R> {
+    inner: R,
+    bar: &'a ProgressBar,
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}

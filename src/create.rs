@@ -1,0 +1,114 @@
+//! `bundle create`: locked manifest → verified downloads in the cache → signed bundle.
+
+use std::path::{Path, PathBuf};
+
+use crate::bundle::index::{Artifact, EntryKind};
+use crate::bundle::signing::SecretKey;
+use crate::bundle::writer::{BundlePlan, ContentEntry, WrittenBundle, write_bundle};
+use crate::error::{Error, Result};
+use crate::fetch::{Download, FetchOptions, Fetcher};
+use crate::manifest;
+use crate::progress::Reporter;
+
+pub struct CreateOptions {
+    pub locked: PathBuf,
+    pub out: PathBuf,
+    pub fetch: FetchOptions,
+    /// Compression threads (0: one per core).
+    pub threads: usize,
+}
+
+/// Checks a locked manifest and the output path before any download starts.
+fn preflight(options: &CreateOptions) -> Result<manifest::LoadedManifest> {
+    let loaded = manifest::load(&options.locked)?;
+    let m = &loaded.manifest;
+    m.require_supported()?;
+    let unpinned = m.unpinned_entries();
+    if !unpinned.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} is not locked; these entries are not pinned:\n  {}\nhint: run `bundle lock {} -o LOCKED` and create from its output",
+            options.locked.display(),
+            unpinned.join("\n  "),
+            options.locked.display()
+        )));
+    }
+    m.file_dest_paths()?;
+    if options.out.is_dir() {
+        return Err(Error::Usage(format!(
+            "-o {}: is a directory; give a file name",
+            options.out.display()
+        )));
+    }
+    let parent = options
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(Error::Usage(format!(
+            "-o {}: directory {} does not exist",
+            options.out.display(),
+            parent.display()
+        )));
+    }
+    Ok(loaded)
+}
+
+pub fn create(
+    options: &CreateOptions,
+    key: &SecretKey,
+    reporter: &Reporter,
+) -> Result<WrittenBundle> {
+    let loaded = preflight(options)?;
+    let m = &loaded.manifest;
+    let dests = m.file_dest_paths()?;
+    let downloads = m
+        .files
+        .iter()
+        .map(|f| Download::for_file(m, f))
+        .collect::<Result<Vec<_>>>()?;
+    let total: u64 = downloads.iter().filter_map(|d| d.expected_size).sum();
+    let fetcher = Fetcher::new(&options.fetch)?;
+    let bar = reporter.bytes_bar(total, "download");
+    let fetched = fetcher.fetch_all(&downloads, &bar)?;
+    bar.finish_and_clear();
+
+    let mut artifacts = Vec::with_capacity(fetched.len());
+    let mut contents = Vec::with_capacity(fetched.len());
+    for (i, ((entry, dest), f)) in m.files.iter().zip(dests).zip(&fetched).enumerate() {
+        reporter.detail(format!(
+            "{} {} -> {dest}",
+            if f.from_cache { "cached " } else { "fetched" },
+            entry.url
+        ));
+        artifacts.push(Artifact {
+            kind: EntryKind::File,
+            source: entry.url.to_string(),
+            dest: dest.clone(),
+            sha256: Some(f.sha256),
+            size: f.size,
+        });
+        contents.push(ContentEntry {
+            path: dest,
+            kind: EntryKind::File,
+            local: f.path.clone(),
+            size: f.size,
+            sha256: f.sha256,
+            artifacts: vec![i],
+            origin: entry.url.to_string(),
+        });
+    }
+    let plan = BundlePlan {
+        name: m.name.clone(),
+        version: m.version.clone(),
+        locked_manifest: loaded.bytes.clone(),
+        artifacts,
+        contents,
+        created_epoch: crate::timefmt::build_epoch(),
+    };
+    let total_content: u64 = plan.contents.iter().map(|c| c.size).sum();
+    let bar = reporter.bytes_bar(total_content, "pack");
+    let written = write_bundle(plan, key, &options.out, options.threads, &bar)?;
+    bar.finish_and_clear();
+    Ok(written)
+}

@@ -1,0 +1,89 @@
+//! The library's one error type. Each variant belongs to one of SPEC §5's exit codes, so
+//! `main` maps errors to exit codes without knowing where they came from.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, grouped by what the operator has to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line or an input file is wrong: fix the input (exit 2).
+    #[error("{0}")]
+    Usage(String),
+
+    /// A manifest failed to parse or validate, with its position (exit 2).
+    #[error("{path}:{line}:{column}: {message}")]
+    Manifest {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+
+    /// A signature, digest or bundle structure check failed (exit 3).
+    #[error("verification failed: {0}")]
+    Verify(String),
+
+    /// A network transfer failed after retries (exit 1).
+    #[error("{url}: {message}")]
+    Network { url: String, message: String },
+
+    /// A local file operation failed (exit 1).
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Any other runtime failure (exit 1).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl Error {
+    /// SPEC §5: 0 success, 1 runtime, 2 usage, 3 verification.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Manifest { .. } => 2,
+            Error::Verify(_) => 3,
+            Error::Network { .. } | Error::Io { .. } | Error::Runtime(_) => 1,
+        }
+    }
+
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Classifies an I/O error that happened while *reading a bundle*: an operating-system
+    /// error (EIO on a failing stick) is a runtime error, anything else (a decoder or tar
+    /// parser complaining, an unexpected end of file) means the bytes are wrong.
+    pub fn from_bundle_read(what: &str, source: std::io::Error) -> Self {
+        if source.raw_os_error().is_some() {
+            Error::Runtime(format!("reading {what}: {source}"))
+        } else if source.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::Verify(format!("{what} is truncated ({source})"))
+        } else {
+            Error::Verify(format!("{what} is corrupt: {source}"))
+        }
+    }
+}
+
+/// Adds the path to `std::io::Result`s at the point where the path is known.
+pub trait IoContext<T> {
+    fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, e))
+    }
+}

@@ -1,0 +1,61 @@
+//! The content-addressed download cache: `sha256/<hex>` holds complete, verified blobs;
+//! `partial/<key>.part` holds interrupted downloads so that the next attempt resumes.
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::Sha256Digest;
+use crate::error::{IoContext, Result};
+
+#[derive(Clone, Debug)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    /// Opens (creating) a cache directory.
+    pub fn open(root: &Path) -> Result<Self> {
+        for sub in ["sha256", "partial"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).at("cannot create cache directory", &dir)?;
+        }
+        Ok(Cache {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The default cache: `$XDG_CACHE_HOME/airgap-bundle` or `~/.cache/airgap-bundle`.
+    pub fn default_dir() -> PathBuf {
+        if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(x).join("airgap-bundle");
+        }
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+        home.join(".cache").join("airgap-bundle")
+    }
+
+    /// Where a blob with this digest lives (it may not exist).
+    pub fn blob_path(&self, digest: &Sha256Digest) -> PathBuf {
+        self.root.join("sha256").join(digest.hex())
+    }
+
+    /// A complete blob, if cached with the expected size (content is re-hashed when used).
+    pub fn lookup(&self, digest: &Sha256Digest, size: Option<u64>) -> Option<PathBuf> {
+        let path = self.blob_path(digest);
+        let meta = std::fs::metadata(&path).ok()?;
+        if !meta.is_file() || size.is_some_and(|s| s != meta.len()) {
+            return None;
+        }
+        Some(path)
+    }
+
+    /// The partial-download file for a key (expected digest, or a hash of the URL).
+    pub fn partial_path(&self, key: &str) -> PathBuf {
+        self.root.join("partial").join(format!("{key}.part"))
+    }
+
+    /// Moves a finished partial download to its content address.
+    pub fn commit(&self, partial: &Path, digest: &Sha256Digest) -> Result<PathBuf> {
+        let dest = self.blob_path(digest);
+        std::fs::rename(partial, &dest).at("cannot store in cache", &dest)?;
+        Ok(dest)
+    }
+}

@@ -1,0 +1,367 @@
+//! Downloads over HTTP(S): parallel (`--jobs`), retried with backoff, resumed with HTTP
+//! Range after an interruption, hashed while streaming into the content-addressed
+//! [`cache::Cache`], and checked against the pinned sha256 before anything uses them.
+
+pub mod cache;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+
+pub use cache::Cache;
+
+use crate::digest::{HashingWriter, Sha256Digest};
+use crate::error::{Error, IoContext, Result};
+use crate::manifest::SourceUrl;
+
+/// Network settings shared by `lock` and `create`.
+#[derive(Clone, Debug)]
+pub struct FetchOptions {
+    pub cache_dir: PathBuf,
+    pub jobs: usize,
+    /// Extra PEM roots trusted on top of the system's.
+    pub ca: Option<PathBuf>,
+    /// Attempts after the first one.
+    pub retries: u32,
+}
+
+/// One thing to download.
+#[derive(Clone, Debug)]
+pub struct Download {
+    /// The URL the artifact is known by (digest, bundle path, index).
+    pub canonical: SourceUrl,
+    /// Where it is actually fetched from (a mirror, or the canonical URL).
+    pub from: SourceUrl,
+    pub expected_sha256: Option<Sha256Digest>,
+    pub expected_size: Option<u64>,
+}
+
+impl Download {
+    /// The download of a manifest file entry, through the manifest's `mirrors`.
+    pub fn for_file(
+        manifest: &crate::manifest::Manifest,
+        entry: &crate::manifest::FileEntry,
+    ) -> Result<Self> {
+        Ok(Download {
+            canonical: entry.url.clone(),
+            from: manifest.fetch_url(&entry.url)?,
+            expected_sha256: entry.sha256,
+            expected_size: entry.size,
+        })
+    }
+}
+
+/// A downloaded, verified blob in the cache.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub path: PathBuf,
+    pub from_cache: bool,
+}
+
+pub struct Fetcher {
+    client: Client,
+    cache: Cache,
+    retries: u32,
+    jobs: usize,
+}
+
+/// A failed attempt: worth retrying or not.
+enum Attempt {
+    Retry(String),
+    Fatal(Error),
+}
+
+impl Fetcher {
+    pub fn new(options: &FetchOptions) -> Result<Self> {
+        let mut builder = Client::builder()
+            .user_agent(concat!("airgap-bundle/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(None::<Duration>);
+        if let Some(ca) = &options.ca {
+            let pem = std::fs::read(ca).at("cannot read CA bundle", ca)?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::Usage(format!(
+                    "{}: not a PEM certificate bundle: {e}",
+                    ca.display()
+                ))
+            })? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::Runtime(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Fetcher {
+            client,
+            cache: Cache::open(&options.cache_dir)?,
+            retries: options.retries,
+            jobs: options.jobs.max(1),
+        })
+    }
+
+    /// Downloads (or finds in the cache) one artifact, verified against its pin if any.
+    pub fn fetch(&self, d: &Download, bar: &ProgressBar) -> Result<Fetched> {
+        if let Some(digest) = d.expected_sha256
+            && let Some(path) = self.cache.lookup(&digest, d.expected_size)
+        {
+            let size = std::fs::metadata(&path).at("cannot read", &path)?.len();
+            bar.inc(size);
+            return Ok(Fetched {
+                sha256: digest,
+                size,
+                path,
+                from_cache: true,
+            });
+        }
+        let key = match d.expected_sha256 {
+            Some(digest) => digest.hex(),
+            None => Sha256Digest::of_bytes(d.from.as_str().as_bytes()).hex(),
+        };
+        let partial = self.cache.partial_path(&key);
+        let mut last = String::new();
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(250 << (attempt - 1).min(5)));
+            }
+            match self.try_once(d, &partial, bar) {
+                Ok((sha256, size)) => return self.finish(d, &partial, sha256, size),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(why)) => last = why,
+            }
+        }
+        Err(Error::Network {
+            url: d.from.to_string(),
+            message: format!(
+                "{last} (gave up after {} attempts)\nhint: check that the server is reachable, or set a `mirrors` entry",
+                self.retries + 1
+            ),
+        })
+    }
+
+    fn finish(
+        &self,
+        d: &Download,
+        partial: &Path,
+        sha256: Sha256Digest,
+        size: u64,
+    ) -> Result<Fetched> {
+        let size_ok = d.expected_size.is_none_or(|s| s == size);
+        if let Some(expected) = d.expected_sha256
+            && (expected != sha256 || !size_ok)
+        {
+            let _ = std::fs::remove_file(partial);
+            return Err(Error::Verify(format!(
+                "{} (fetched from {}): sha256 mismatch: the lock pins {expected}, the download is {sha256} ({size} bytes)\nhint: the upstream file changed; check it, then run `bundle lock` again",
+                d.canonical, d.from
+            )));
+        }
+        let path = self.cache.commit(partial, &sha256)?;
+        Ok(Fetched {
+            sha256,
+            size,
+            path,
+            from_cache: false,
+        })
+    }
+
+    /// One HTTP request, resuming the partial file when the server honours Range.
+    fn try_once(
+        &self,
+        d: &Download,
+        partial: &Path,
+        bar: &ProgressBar,
+    ) -> Result<(Sha256Digest, u64), Attempt> {
+        let fatal = |e: Error| Attempt::Fatal(e);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(partial)
+            .at("cannot write", partial)
+            .map_err(fatal)?;
+        let have = file
+            .metadata()
+            .at("cannot read", partial)
+            .map_err(fatal)?
+            .len();
+        let mut request = self.client.get(d.from.as_str());
+        if have > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        }
+        let mut response = request.send().map_err(|e| Attempt::Retry(describe(&e)))?;
+        let status = response.status();
+        let resumed = match status {
+            StatusCode::PARTIAL_CONTENT
+                if have > 0 && content_range_start(&response) == Some(have) =>
+            {
+                true
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => {
+                // Our partial file is complete or stale: start over without Range.
+                file.set_len(0)
+                    .at("cannot truncate", partial)
+                    .map_err(fatal)?;
+                return Err(Attempt::Retry(
+                    "server refused to resume; restarting".into(),
+                ));
+            }
+            s if s.is_success() => false,
+            s if s.is_server_error()
+                || s == StatusCode::TOO_MANY_REQUESTS
+                || s == StatusCode::REQUEST_TIMEOUT =>
+            {
+                return Err(Attempt::Retry(format!("HTTP {s}")));
+            }
+            s => {
+                return Err(fatal(Error::Network {
+                    url: d.from.to_string(),
+                    message: format!(
+                        "HTTP {s}\nhint: check the URL in the manifest (and its `mirrors` entry)"
+                    ),
+                }));
+            }
+        };
+        let start = if resumed { have } else { 0 };
+        if !resumed {
+            file.set_len(0)
+                .at("cannot truncate", partial)
+                .map_err(fatal)?;
+        }
+        file.seek(SeekFrom::Start(start))
+            .at("cannot write", partial)
+            .map_err(fatal)?;
+        let mut sink = HashingWriter::new(&mut file);
+        if resumed {
+            seed_from_file(&mut sink, partial, have).map_err(fatal)?;
+            bar.inc(have);
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match response.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => return Err(Attempt::Retry(format!("transfer interrupted: {e}"))),
+            };
+            sink.write_all(&buf[..n])
+                .map_err(|e| fatal(Error::io("cannot write", partial, e)))?;
+            bar.inc(n as u64);
+        }
+        sink.flush().at("cannot write", partial).map_err(fatal)?;
+        let (_, sha256, size) = sink.finish();
+        Ok((sha256, size))
+    }
+
+    /// Fetches everything on `jobs` threads; results in input order. The first failure
+    /// stops new downloads from starting and is returned.
+    pub fn fetch_all(&self, downloads: &[Download], bar: &ProgressBar) -> Result<Vec<Fetched>> {
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let mut results: Vec<Option<Result<Fetched>>> =
+            (0..downloads.len()).map(|_| None).collect();
+        let slots: Vec<std::sync::Mutex<Option<Result<Fetched>>>> = (0..downloads.len())
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        std::thread::scope(|scope| {
+            for _ in 0..self.jobs.min(downloads.len().max(1)) {
+                scope.spawn(|| {
+                    loop {
+                        if failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(d) = downloads.get(i) else { break };
+                        let r = self.fetch(d, bar);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        if let Ok(mut slot) = slots[i].lock() {
+                            *slot = Some(r);
+                        }
+                    }
+                });
+            }
+        });
+        for (i, slot) in slots.into_iter().enumerate() {
+            results[i] = slot.into_inner().ok().flatten();
+        }
+        let mut out = Vec::with_capacity(downloads.len());
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Some(Ok(f)) => out.push(f),
+                Some(Err(e)) => {
+                    // A digest mismatch outranks other failures: it is the one to act on.
+                    let worse = first_err
+                        .as_ref()
+                        .is_none_or(|p: &Error| p.exit_code() != 3 && e.exit_code() == 3);
+                    if worse {
+                        first_err = Some(e);
+                    }
+                }
+                None => {}
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+/// Hashes the bytes already in a partial file so the digest covers the whole download.
+fn seed_from_file<W: Write>(
+    hashing: &mut HashingWriter<W>,
+    partial: &Path,
+    have: u64,
+) -> Result<()> {
+    let mut f = File::open(partial).at("cannot read", partial)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = have;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = f.read(&mut buf[..want]).at("cannot read", partial)?;
+        if n == 0 {
+            break;
+        }
+        hashing.seed(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn content_range_start(response: &reqwest::blocking::Response) -> Option<u64> {
+    let value = response
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let rest = value.strip_prefix("bytes ")?;
+    rest.split('-').next()?.parse().ok()
+}
+
+/// A reqwest error with its causes, the way an operator wants to read it.
+fn describe(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_connect() {
+        "cannot connect".to_string()
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}

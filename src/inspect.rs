@@ -1,0 +1,200 @@
+//! `bundle inspect`: what a bundle holds and who signed it, read from the index at the
+//! front (and the seek table at the end), so it is instant on any size. The JSON form is a
+//! stable interface (SPEC §6): fields may be added, never renamed or removed.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::bundle::frames::read_seek_table;
+use crate::bundle::index::Index;
+use crate::bundle::reader::read_unverified_head;
+use crate::bundle::volumes::BundleSource;
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Serialize)]
+pub struct InspectReport {
+    pub format: u32,
+    pub name: String,
+    pub version: String,
+    pub created: String,
+    pub tool: String,
+    pub signed_by: SignedBy,
+    pub manifest_sha256: Sha256Digest,
+    pub index_sha256: Sha256Digest,
+    pub volumes: Vec<Volume>,
+    pub compression: Compression,
+    pub totals: Totals,
+    pub kinds: BTreeMap<String, Totals>,
+    pub artifacts: Vec<ArtifactReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SignedBy {
+    pub key_id: String,
+    pub trusted_comment: String,
+    /// Always false here: inspect does not check the signature (use `bundle verify`).
+    pub verified: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Volume {
+    pub path: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Compression {
+    pub seekable: bool,
+    pub frames: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct Totals {
+    pub entries: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ArtifactReport {
+    pub kind: String,
+    pub source: String,
+    pub dest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+    pub size: u64,
+    pub entries: Vec<String>,
+}
+
+pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
+    let head = read_unverified_head(source)?;
+    let index = Index::from_signed_bytes(&head.index_bytes)?;
+    let mut reader = source.reader()?;
+    let table = match read_seek_table(&mut reader, source.total_len()) {
+        Ok(t) => t,
+        Err(Error::Verify(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let mut kinds: BTreeMap<String, Totals> = BTreeMap::new();
+    for e in &index.entries {
+        let t = kinds.entry(e.kind.as_str().to_string()).or_default();
+        t.entries += 1;
+        t.bytes += e.size;
+    }
+    let artifacts = index
+        .artifacts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| ArtifactReport {
+            kind: a.kind.as_str().to_string(),
+            source: a.source.clone(),
+            dest: a.dest.clone(),
+            sha256: a.sha256,
+            size: a.size,
+            entries: index.entries_of(i).into_iter().map(String::from).collect(),
+        })
+        .collect();
+    Ok(InspectReport {
+        format: index.format,
+        name: index.name.clone(),
+        version: index.version.clone(),
+        created: index.created.clone(),
+        tool: index.tool.clone(),
+        signed_by: SignedBy {
+            key_id: head.signature.key_id.to_string(),
+            trusted_comment: head.signature.trusted_comment.clone(),
+            verified: false,
+        },
+        manifest_sha256: index.manifest_sha256,
+        index_sha256: Sha256Digest::of_bytes(&head.index_bytes),
+        volumes: source
+            .volumes()
+            .iter()
+            .map(|(p, n)| Volume {
+                path: p.display().to_string(),
+                size: *n,
+            })
+            .collect(),
+        compression: Compression {
+            seekable: table.is_some(),
+            frames: table.map(|t| t.len()),
+        },
+        totals: Totals {
+            entries: index.entries.len(),
+            bytes: index.total_bytes(),
+        },
+        kinds,
+        artifacts,
+    })
+}
+
+impl InspectReport {
+    /// The human-readable form.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(s, "bundle    {} {}", self.name, self.version);
+        let _ = writeln!(s, "created   {} by {}", self.created, self.tool);
+        let _ = writeln!(
+            s,
+            "signed by key {} (not checked here; run `bundle verify --pubkey`)",
+            self.signed_by.key_id
+        );
+        let _ = writeln!(s, "trusted   {}", self.signed_by.trusted_comment);
+        let _ = writeln!(s, "manifest  sha256:{}", self.manifest_sha256);
+        for v in &self.volumes {
+            let _ = writeln!(s, "volume    {} ({})", v.path, human_bytes(v.size));
+        }
+        let _ = writeln!(
+            s,
+            "stream    {}",
+            match self.compression.frames {
+                Some(n) => format!("seekable, {n} zstd frames"),
+                None => "not seekable (no seek table): verified by streaming".into(),
+            }
+        );
+        let _ = writeln!(
+            s,
+            "totals    {} entries, {}",
+            self.totals.entries,
+            human_bytes(self.totals.bytes)
+        );
+        for (kind, t) in &self.kinds {
+            let _ = writeln!(
+                s,
+                "  {kind:<9} {} entries, {}",
+                t.entries,
+                human_bytes(t.bytes)
+            );
+        }
+        let _ = writeln!(s, "artifacts");
+        for a in &self.artifacts {
+            let _ = writeln!(
+                s,
+                "  {:<5} {:>10}  {}\n        -> {}",
+                a.kind,
+                human_bytes(a.size),
+                a.source,
+                a.dest
+            );
+        }
+        s
+    }
+}
+
+/// `1.5 MiB`-style sizes for people.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,22 @@
+//! `bundle lock`: resolves a loose manifest into a locked one (every artifact pinned by
+//! sha256 or digest). One resolver per artifact kind; the output is deterministic.
+
+pub mod files;
+
+use crate::error::Result;
+use crate::fetch::Fetcher;
+use crate::manifest::{LoadedManifest, Manifest};
+use crate::progress::Reporter;
+
+/// Pins every entry of the manifest, fetching what is not pinned yet.
+pub fn lock_manifest(
+    loaded: &LoadedManifest,
+    fetcher: &Fetcher,
+    reporter: &Reporter,
+) -> Result<Manifest> {
+    let manifest = &loaded.manifest;
+    manifest.require_supported()?;
+    let mut locked = manifest.clone();
+    files::lock_files(&mut locked, fetcher, reporter)?;
+    Ok(locked)
+}

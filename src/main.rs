@@ -1,0 +1,325 @@
+//! The `bundle` command line: parses arguments, picks the output mode, runs one library
+//! operation and maps its error to SPEC §5's exit codes. Nothing else lives here.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use airgap_bundle::bundle::reader::{DiscardSink, ReadOptions, read_verified};
+use airgap_bundle::bundle::signing::{PublicKey, SecretKey};
+use airgap_bundle::bundle::volumes::BundleSource;
+use airgap_bundle::bundle::writer::write_atomically;
+use airgap_bundle::create::{CreateOptions, create};
+use airgap_bundle::fetch::{Cache, FetchOptions, Fetcher};
+use airgap_bundle::inspect::{human_bytes, inspect};
+use airgap_bundle::progress::Reporter;
+use airgap_bundle::{Error, Result, lock, manifest};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bundle",
+    version,
+    about = "Carry a Kubernetes site's artifacts across an air gap in one signed bundle"
+)]
+struct Cli {
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Print a line per artifact.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Print the command's report as JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a minisign-format Ed25519 key pair: PREFIX.key (secret) and PREFIX.pub.
+    Keygen {
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+        /// Store the secret key unencrypted (otherwise BUNDLE_KEY_PASSWORD or a prompt).
+        #[arg(long)]
+        no_password: bool,
+        /// Overwrite existing key files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Resolve a manifest into a locked one (every artifact pinned by sha256). Online.
+    Lock {
+        manifest: PathBuf,
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Download, verify, pack and sign a locked manifest into one bundle. Online.
+    Create {
+        locked: PathBuf,
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+        /// Secret key (minisign format); BUNDLE_KEY_PASSWORD unlocks an encrypted one.
+        #[arg(long)]
+        key: PathBuf,
+        /// Split into volumes of this size (a later release).
+        #[arg(long, value_name = "SIZE")]
+        split_size: Option<String>,
+        /// Compression threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Check a bundle's signature and every byte. Offline; writes nothing.
+    Verify {
+        bundle: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+    },
+    /// Show what a bundle holds and who signed it.
+    Inspect { bundle: PathBuf },
+}
+
+#[derive(Args)]
+struct NetArgs {
+    /// Parallel downloads.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// Download cache (default ~/.cache/airgap-bundle).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust besides the system roots.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Speak plain HTTP to registries (for a loopback registry).
+    #[arg(long)]
+    plain_http: bool,
+    /// Retries per download after the first attempt.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
+}
+
+impl NetArgs {
+    fn options(&self) -> FetchOptions {
+        FetchOptions {
+            cache_dir: self.cache.clone().unwrap_or_else(Cache::default_dir),
+            jobs: self.jobs,
+            ca: self.ca.clone(),
+            retries: self.retries,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!(
+            "error: internal error: {info}\nhint: this is a bug in airgap-bundle; please report it"
+        );
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let reporter = Reporter::new(cli.quiet || cli.json, cli.verbose);
+    match run(cli.command, cli.json, &reporter) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Runtime(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
+    match command {
+        Command::Keygen {
+            out,
+            no_password,
+            force,
+        } => keygen(&out, no_password, force, reporter),
+        Command::Lock {
+            manifest,
+            output,
+            net,
+        } => {
+            let loaded = manifest::load(&manifest)?;
+            let fetcher = Fetcher::new(&net.options())?;
+            let locked = lock::lock_manifest(&loaded, &fetcher, reporter)?;
+            write_atomically(&output, locked.to_yaml()?.as_bytes())?;
+            reporter.info(format!(
+                "locked {} files into {}",
+                locked.files.len(),
+                output.display()
+            ));
+            Ok(())
+        }
+        Command::Create {
+            locked,
+            output,
+            key,
+            split_size,
+            threads,
+            net,
+        } => {
+            if let Some(size) = split_size {
+                return Err(Error::Usage(format!(
+                    "--split-size {size}: split volumes are not supported by this version yet\nhint: write one file and copy it to an exFAT stick"
+                )));
+            }
+            let secret = SecretKey::load(&key, key_password)?;
+            let options = CreateOptions {
+                locked,
+                out: output,
+                fetch: net.options(),
+                threads,
+            };
+            let written = create(&options, &secret, reporter)?;
+            if json {
+                print_json(&serde_json::json!({
+                    "bundle": written.path,
+                    "signature": written.signature_path,
+                    "bytes": written.bytes,
+                    "entries": written.index.entries.len(),
+                    "content_bytes": written.index.total_bytes(),
+                    "frames": written.frames.len(),
+                }))?;
+            }
+            reporter.info(format!(
+                "wrote {} ({}, {} entries, {} frames) and {}",
+                written.path.display(),
+                human_bytes(written.bytes),
+                written.index.entries.len(),
+                written.frames.len(),
+                written.signature_path.display()
+            ));
+            Ok(())
+        }
+        Command::Verify { bundle, pubkey } => {
+            let key = PublicKey::load(&pubkey)?;
+            let source = BundleSource::open(&bundle)?;
+            let bar = reporter.bytes_bar(0, "verify");
+            let verified = read_verified(
+                &source,
+                ReadOptions {
+                    pubkey: &key,
+                    progress: Some(&bar),
+                },
+                &mut |v| {
+                    bar.set_length(v.index.total_bytes());
+                    Ok(())
+                },
+                &mut DiscardSink,
+            )?;
+            bar.finish_and_clear();
+            let index = &verified.index;
+            if json {
+                print_json(&serde_json::json!({
+                    "verified": true,
+                    "name": index.name,
+                    "version": index.version,
+                    "key_id": verified.signature.key_id.to_string(),
+                    "index_sha256": verified.index_sha256,
+                    "entries": index.entries.len(),
+                    "bytes": index.total_bytes(),
+                }))?;
+            }
+            reporter.info(format!(
+                "OK: {} {} — signature by key {} and all {} entries ({}) verified",
+                index.name,
+                index.version,
+                verified.signature.key_id,
+                index.entries.len(),
+                human_bytes(index.total_bytes())
+            ));
+            Ok(())
+        }
+        Command::Inspect { bundle } => {
+            let report = inspect(&BundleSource::open(&bundle)?)?;
+            if json {
+                print_json(&report)
+            } else {
+                print!("{}", report.to_text());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The secret key's password: `BUNDLE_KEY_PASSWORD`, else a prompt on a terminal.
+fn key_password() -> Result<String> {
+    if let Ok(pw) = std::env::var("BUNDLE_KEY_PASSWORD") {
+        return Ok(pw);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "the secret key is encrypted: set BUNDLE_KEY_PASSWORD (no terminal to prompt on)"
+                .into(),
+        ));
+    }
+    rpassword::prompt_password("Password for the secret key: ")
+        .map_err(|e| Error::Runtime(format!("cannot read the password: {e}")))
+}
+
+fn keygen(prefix: &Path, no_password: bool, force: bool, reporter: &Reporter) -> Result<()> {
+    let key_path = PathBuf::from(format!("{}.key", prefix.display()));
+    let pub_path = PathBuf::from(format!("{}.pub", prefix.display()));
+    for p in [&key_path, &pub_path] {
+        if p.exists() && !force {
+            return Err(Error::Usage(format!(
+                "{} already exists; pass --force to overwrite",
+                p.display()
+            )));
+        }
+    }
+    let password = if no_password {
+        None
+    } else if let Ok(pw) = std::env::var("BUNDLE_KEY_PASSWORD") {
+        Some(pw)
+    } else if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("Password for the new secret key: ")
+            .map_err(|e| Error::Runtime(format!("cannot read the password: {e}")))?;
+        let b = rpassword::prompt_password("Password (again): ")
+            .map_err(|e| Error::Runtime(format!("cannot read the password: {e}")))?;
+        if a != b {
+            return Err(Error::Usage("the passwords differ".into()));
+        }
+        Some(a)
+    } else {
+        return Err(Error::Usage(
+            "no password: set BUNDLE_KEY_PASSWORD, or pass --no-password for an unencrypted key"
+                .into(),
+        ));
+    };
+    let secret = SecretKey::generate()?;
+    let text = secret.to_file_string(password.as_deref())?;
+    write_atomically(&key_path, text.as_bytes())?;
+    set_mode(&key_path, 0o600)?;
+    write_atomically(&pub_path, secret.public_key().to_file_string().as_bytes())?;
+    set_mode(&pub_path, 0o644)?;
+    reporter.info(format!(
+        "key {} written: {} (secret, keep it off the air-gapped side) and {} (public)",
+        secret.key_id,
+        key_path.display(),
+        pub_path.display()
+    ));
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("cannot set permissions on", path, e))
+}

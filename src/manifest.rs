@@ -1,0 +1,687 @@
+//! The manifest schema of SPEC §2 (every section, so that later kinds only add resolvers),
+//! loaded from YAML or JSON with file/line/column errors, and the checks that tell a loose
+//! manifest from a locked one.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, IoContext, Result};
+
+/// The only manifest API version this tool reads.
+pub const API_VERSION: &str = "bundle/v1";
+
+/// A manifest as written by an operator (loose) or by `bundle lock` (locked).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<Platform>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub debs: Vec<DebRepo>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub charts: Vec<ChartEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonSection>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A plain file fetched over HTTP(S), installed under `files/<host>/<path>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    pub url: SourceUrl,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// An OCI image, pinned by digest in a lock.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageEntry {
+    #[serde(rename = "ref")]
+    pub reference: ImageRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<Vec<Platform>>,
+}
+
+/// A Debian-style apt repository and the packages taken from it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DebRepo {
+    pub name: String,
+    pub url: SourceUrl,
+    pub suite: String,
+    #[serde(default)]
+    pub components: Vec<String>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(rename = "signed-by", default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+    #[serde(default)]
+    pub packages: Vec<DebPackage>,
+}
+
+/// One package of a [`DebRepo`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DebPackage {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+}
+
+/// A Helm chart: `{repo, name, version, sha256}` from an HTTP repo or `{ref}` from OCI.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChartEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<SourceUrl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// Python wheels and sdists for a PEP 503 mirror.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PythonSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<SourceUrl>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<PythonPackage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
+}
+
+/// One Python distribution: `{url, sha256}` or `{name, version}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PythonPackage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<SourceUrl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Fetch URLs starting with `prefix` from `url` instead; the canonical URL is kept
+/// everywhere else (digest, bundle path, index).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub prefix: String,
+    pub url: SourceUrl,
+}
+
+/// An absolute `http`/`https` URL with a host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceUrl(url::Url);
+
+impl SourceUrl {
+    pub fn as_url(&self) -> &url::Url {
+        &self.0
+    }
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl FromStr for SourceUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("`{s}`: only http and https URLs are supported"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("`{s}`: URL has no host"));
+        }
+        Ok(SourceUrl(url))
+    }
+}
+
+impl Serialize for SourceUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `os/arch[/variant]`, e.g. `linux/amd64`, `linux/arm/v7`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let valid =
+            |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match parts.as_slice() {
+            [os, arch] if valid(os) && valid(arch) => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: Some(variant.to_string()),
+            }),
+            _ => Err(format!(
+                "`{s}` is not a platform (expected os/arch[/variant], e.g. linux/amd64)"
+            )),
+        }
+    }
+}
+
+/// An image reference `[host[:port]/]path[:tag][@sha256:digest]`, normalised like Docker
+/// (`nginx` → `docker.io/library/nginx`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ImageRef {
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<Sha256Digest>,
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@sha256:{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ImageRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("`{s}` is not an image reference: {why}");
+        let (rest, digest) = match s.split_once('@') {
+            Some((rest, d)) => (rest, Some(d.parse::<Sha256Digest>().map_err(|e| bad(&e))?)),
+            None => (s, None),
+        };
+        let (name, tag) = match rest.rfind(':') {
+            Some(i) if !rest[i + 1..].contains('/') => {
+                (&rest[..i], Some(rest[i + 1..].to_string()))
+            }
+            _ => (rest, None),
+        };
+        if let Some(t) = &tag {
+            let ok = !t.is_empty()
+                && t.len() <= 128
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !ok {
+                return Err(bad("invalid tag"));
+            }
+        }
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, path)) if first.contains(['.', ':']) || first == "localhost" => {
+                (first.to_string(), path.to_string())
+            }
+            _ => ("docker.io".to_string(), name.to_string()),
+        };
+        let repository = if registry == "docker.io" && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
+        let repo_ok = !repository.is_empty()
+            && repository.split('/').all(|c| {
+                !c.is_empty()
+                    && c.chars().all(|ch| {
+                        ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch)
+                    })
+            });
+        if !repo_ok {
+            return Err(bad("invalid repository name"));
+        }
+        Ok(ImageRef {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
+    }
+}
+
+macro_rules! serde_via_str {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                String::deserialize(deserializer)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+serde_via_str!(Platform);
+serde_via_str!(ImageRef);
+
+/// A manifest together with where it came from (relative paths inside it resolve against
+/// its directory, SPEC §6).
+#[derive(Debug, Clone)]
+pub struct LoadedManifest {
+    pub manifest: Manifest,
+    pub path: PathBuf,
+    /// The exact bytes read, hashed into the bundle index.
+    pub bytes: Vec<u8>,
+}
+
+impl LoadedManifest {
+    /// The directory relative paths in the manifest resolve against.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Reads and validates a manifest file (YAML, or JSON for `*.json`).
+pub fn load(path: &Path) -> Result<LoadedManifest> {
+    let bytes = std::fs::read(path).at("cannot read manifest", path)?;
+    let manifest = parse(&bytes, path)?;
+    Ok(LoadedManifest {
+        manifest,
+        path: path.to_path_buf(),
+        bytes,
+    })
+}
+
+/// Parses manifest bytes; `origin` only names the file in errors and picks the syntax.
+pub fn parse(bytes: &[u8], origin: &Path) -> Result<Manifest> {
+    let shown = origin.display().to_string();
+    let is_json = origin.extension().is_some_and(|e| e == "json");
+    let manifest: Manifest = if is_json {
+        serde_json::from_slice(bytes).map_err(|e| Error::Manifest {
+            path: shown.clone(),
+            line: e.line(),
+            column: e.column(),
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        })?
+    } else {
+        let text = std::str::from_utf8(bytes).map_err(|e| Error::Manifest {
+            path: shown.clone(),
+            line: 1,
+            column: 1,
+            message: format!("not UTF-8 text: {e}"),
+        })?;
+        if text.trim().is_empty() {
+            return Err(Error::Manifest {
+                path: shown,
+                line: 1,
+                column: 1,
+                message: "the manifest is empty (expected `apiVersion: bundle/v1`, `name`, `version`, ...)".into(),
+            });
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            let message = e.to_string();
+            let message = message
+                .rsplit_once(" at line ")
+                .map(|(m, _)| m.to_string())
+                .unwrap_or(message);
+            Error::Manifest {
+                path: shown.clone(),
+                line,
+                column,
+                message,
+            }
+        })?
+    };
+    if manifest.api_version != API_VERSION {
+        return Err(Error::Manifest {
+            path: shown,
+            line: 1,
+            column: 1,
+            message: format!(
+                "apiVersion `{}` is not supported (expected `{API_VERSION}`)",
+                manifest.api_version
+            ),
+        });
+    }
+    for (what, value) in [("name", &manifest.name), ("version", &manifest.version)] {
+        if value.is_empty() || value.contains(['/', '\\', '\0']) || value.starts_with('.') {
+            return Err(Error::Manifest {
+                path: shown,
+                line: 1,
+                column: 1,
+                message: format!(
+                    "`{what}` must be a non-empty name without `/` (it names the receipt file)"
+                ),
+            });
+        }
+    }
+    Ok(manifest)
+}
+
+impl Manifest {
+    /// Every entry that a lock must pin but that is not pinned, named for the operator.
+    pub fn unpinned_entries(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            if f.sha256.is_none() {
+                out.push(format!("files[{i}] {} has no sha256", f.url));
+            }
+        }
+        for (i, img) in self.images.iter().enumerate() {
+            if img.reference.digest.is_none() {
+                out.push(format!(
+                    "images[{i}] {} has no @sha256 digest",
+                    img.reference
+                ));
+            }
+        }
+        for repo in &self.debs {
+            for (i, p) in repo.packages.iter().enumerate() {
+                if p.sha256.is_none() || p.version.is_none() {
+                    out.push(format!(
+                        "debs[{}].packages[{i}] {} has no version/sha256",
+                        repo.name, p.name
+                    ));
+                }
+            }
+        }
+        for (i, c) in self.charts.iter().enumerate() {
+            let pinned = match &c.reference {
+                Some(r) => r.contains("@sha256:"),
+                None => c.sha256.is_some(),
+            };
+            if !pinned {
+                out.push(format!("charts[{i}] has no sha256"));
+            }
+        }
+        if let Some(py) = &self.python {
+            for (i, p) in py.packages.iter().enumerate() {
+                if p.url.is_none() || p.sha256.is_none() {
+                    out.push(format!("python.packages[{i}] has no url/sha256"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Sections this version of the tool cannot carry yet (each lands with its own issue).
+    pub fn unsupported_sections(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.images.is_empty() {
+            out.push("images");
+        }
+        if !self.debs.is_empty() {
+            out.push("debs");
+        }
+        if !self.charts.is_empty() {
+            out.push("charts");
+        }
+        if self.python.is_some() {
+            out.push("python");
+        }
+        out
+    }
+
+    /// Fails with a usage error when the manifest has sections this build cannot carry.
+    pub fn require_supported(&self) -> Result<()> {
+        let unsupported = self.unsupported_sections();
+        if unsupported.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Usage(format!(
+            "this manifest has {} entries, which this version of airgap-bundle cannot carry yet \
+             (supported: files)\nhint: move them to another manifest for now",
+            unsupported.join(", ")
+        )))
+    }
+
+    /// The `files/<host>/<path>` of every file entry, in order; two URLs that map to the
+    /// same path are an error (SPEC §6).
+    pub fn file_dest_paths(&self) -> Result<Vec<String>> {
+        let mut seen: std::collections::HashMap<String, &SourceUrl> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(self.files.len());
+        for f in &self.files {
+            let dest = file_dest_path(&f.url).map_err(Error::Usage)?;
+            if let Some(other) = seen.insert(dest.clone(), &f.url) {
+                return Err(Error::Usage(format!(
+                    "{other} and {} both map to `{dest}` on the web root\nhint: keep only one of them",
+                    f.url
+                )));
+            }
+            out.push(dest);
+        }
+        Ok(out)
+    }
+
+    /// Serialises the manifest as YAML: deterministic (fixed field order, no maps).
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_yaml_ng::to_string(self)
+            .map_err(|e| Error::Runtime(format!("cannot write manifest: {e}")))
+    }
+
+    /// The URL to fetch `canonical` from, after the `mirrors` rewrite (longest prefix wins).
+    pub fn fetch_url(&self, canonical: &SourceUrl) -> Result<SourceUrl> {
+        let best = self
+            .mirrors
+            .iter()
+            .filter(|m| canonical.as_str().starts_with(&m.prefix))
+            .max_by_key(|m| m.prefix.len());
+        match best {
+            None => Ok(canonical.clone()),
+            Some(m) => {
+                let rest = &canonical.as_str()[m.prefix.len()..];
+                let base = m.url.as_str();
+                let joined = if base.ends_with('/') || rest.is_empty() || rest.starts_with('/') {
+                    format!("{base}{rest}")
+                } else {
+                    format!("{base}/{rest}")
+                };
+                joined.parse().map_err(|e: String| {
+                    Error::Usage(format!("mirror {} for {canonical}: {e}", m.prefix))
+                })
+            }
+        }
+    }
+}
+
+/// The web-root relative path of a file artifact (SPEC §6): `files/<host>[:port]/<path>`,
+/// the port only when it is not the scheme's default, the query dropped, the path
+/// percent-decoded and checked so that it can never leave `files/`.
+pub fn file_dest_path(url: &SourceUrl) -> Result<String, String> {
+    let u = url.as_url();
+    let host = u.host_str().unwrap_or_default();
+    let host = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let mut parts = vec!["files".to_string(), host];
+    let segments: Vec<&str> = u.path().split('/').skip(1).collect();
+    if segments.last().is_none_or(|s| s.is_empty()) {
+        return Err(format!(
+            "{url}: the URL does not name a file (it ends with `/`)"
+        ));
+    }
+    for seg in segments {
+        let decoded =
+            percent_decode(seg).ok_or_else(|| format!("{url}: path is not valid UTF-8"))?;
+        if decoded.is_empty()
+            || decoded == "."
+            || decoded == ".."
+            || decoded.contains(['/', '\\', '\0'])
+        {
+            return Err(format!(
+                "{url}: path segment `{seg}` cannot be stored safely"
+            ));
+        }
+        parts.push(decoded);
+    }
+    Ok(parts.join("/"))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> SourceUrl {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn dest_paths_follow_wget_naming() {
+        assert_eq!(
+            file_dest_path(&url(
+                "https://dl.k8s.io/release/v1.31.4/bin/linux/amd64/kubeadm"
+            ))
+            .unwrap(),
+            "files/dl.k8s.io/release/v1.31.4/bin/linux/amd64/kubeadm"
+        );
+        assert_eq!(
+            file_dest_path(&url("http://127.0.0.1:8080/a?x=1")).unwrap(),
+            "files/127.0.0.1:8080/a"
+        );
+        assert_eq!(
+            file_dest_path(&url("https://h.example.org:443/a")).unwrap(),
+            "files/h.example.org/a"
+        );
+        assert_eq!(
+            file_dest_path(&url("https://h/a%2Bb")).unwrap(),
+            "files/h/a+b"
+        );
+        assert!(file_dest_path(&url("https://h/dir/")).is_err());
+        assert_eq!(
+            file_dest_path(&url("https://h/a/%2e%2e/b")).unwrap(),
+            "files/h/b"
+        );
+        assert!(file_dest_path(&url("https://h/a/%00b")).is_err());
+        assert!(file_dest_path(&url("https://h/a%2Fb")).is_err());
+    }
+
+    #[test]
+    fn image_refs_normalise_like_docker() {
+        let r: ImageRef = "nginx:1.27".parse().unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/nginx:1.27");
+        let r: ImageRef = "127.0.0.1:5000/test/app:v1".parse().unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("127.0.0.1:5000", "test/app")
+        );
+        assert!("Bad/Name".parse::<ImageRef>().is_err());
+    }
+
+    #[test]
+    fn unknown_keys_report_position_and_accepted_keys() {
+        let yaml = "apiVersion: bundle/v1\nname: n\nversion: '1'\nfiles:\n  - url: https://example.org/a\n    sha: abc\n";
+        let err = parse(yaml.as_bytes(), Path::new("m.yaml")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("m.yaml:6:5: "), "{text}");
+        assert!(text.contains("unknown field `sha`"), "{text}");
+        assert!(text.contains("`sha256`"), "{text}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn mirrors_rewrite_longest_prefix() {
+        let yaml = "apiVersion: bundle/v1\nname: n\nversion: '1'\nmirrors:\n  - {prefix: 'https://dl.k8s.io/', url: 'http://127.0.0.1:1/m/'}\n";
+        let m = parse(yaml.as_bytes(), Path::new("m.yaml")).unwrap();
+        assert_eq!(
+            m.fetch_url(&url("https://dl.k8s.io/release/x"))
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:1/m/release/x"
+        );
+        assert_eq!(
+            m.fetch_url(&url("https://github.com/x")).unwrap().as_str(),
+            "https://github.com/x"
+        );
+    }
+}
