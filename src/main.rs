@@ -12,6 +12,7 @@ use airgap_bundle::bundle::writer::write_atomically;
 use airgap_bundle::create::{CreateOptions, create};
 use airgap_bundle::fetch::{Cache, FetchOptions, Fetcher};
 use airgap_bundle::inspect::{human_bytes, inspect};
+use airgap_bundle::install::{InstallOptions, install};
 use airgap_bundle::progress::Reporter;
 use airgap_bundle::{Error, Result, lock, manifest};
 use clap::{Args, Parser, Subcommand};
@@ -82,6 +83,18 @@ enum Command {
     },
     /// Show what a bundle holds and who signed it.
     Inspect { bundle: PathBuf },
+    /// Verify a bundle and install it: files into the web root (air-gapped side).
+    Install {
+        bundle: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// The Apache document root (Kubespray's files_repo lives under files/).
+        #[arg(long)]
+        web_root: Option<PathBuf>,
+        /// URL the web root is served under, used in kubespray-offline.yml.
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -158,7 +171,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             let loaded = manifest::load(&manifest)?;
             let fetcher = Fetcher::new(&net.options())?;
             let locked = lock::lock_manifest(&loaded, &fetcher, reporter)?;
-            write_atomically(&output, locked.to_yaml()?.as_bytes())?;
+            write_atomically(&output, locked.to_yaml()?.as_bytes(), 0o644)?;
             reporter.info(format!(
                 "locked {} files into {}",
                 locked.files.len(),
@@ -246,6 +259,35 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             ));
             Ok(())
         }
+        Command::Install {
+            bundle,
+            pubkey,
+            web_root,
+            base_url,
+        } => {
+            let key = PublicKey::load(&pubkey)?;
+            let options = InstallOptions {
+                bundle,
+                web_root,
+                base_url,
+            };
+            let report = install(&options, &key, reporter)?;
+            if json {
+                print_json(&report)?;
+            }
+            reporter.info(format!(
+                "installed {} {}: {} files written ({}), {} already present",
+                report.name,
+                report.version,
+                report.installed,
+                human_bytes(report.bytes_written),
+                report.already_present
+            ));
+            if let Some(vars) = &report.kubespray_vars {
+                reporter.info(format!("Kubespray variables: {}", vars.display()));
+            }
+            Ok(())
+        }
         Command::Inspect { bundle } => {
             let report = inspect(&BundleSource::open(&bundle)?)?;
             if json {
@@ -305,10 +347,12 @@ fn keygen(prefix: &Path, no_password: bool, force: bool, reporter: &Reporter) ->
     };
     let secret = SecretKey::generate()?;
     let text = secret.to_file_string(password.as_deref())?;
-    write_atomically(&key_path, text.as_bytes())?;
-    set_mode(&key_path, 0o600)?;
-    write_atomically(&pub_path, secret.public_key().to_file_string().as_bytes())?;
-    set_mode(&pub_path, 0o644)?;
+    write_atomically(&key_path, text.as_bytes(), 0o600)?;
+    write_atomically(
+        &pub_path,
+        secret.public_key().to_file_string().as_bytes(),
+        0o644,
+    )?;
     reporter.info(format!(
         "key {} written: {} (secret, keep it off the air-gapped side) and {} (public)",
         secret.key_id,
@@ -316,10 +360,4 @@ fn keygen(prefix: &Path, no_password: bool, force: bool, reporter: &Reporter) ->
         pub_path.display()
     ));
     Ok(())
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("cannot set permissions on", path, e))
 }

@@ -268,7 +268,9 @@ fn parallel_decoder<R: Read + Send + 'static>(
             }
             pool.submit((index, bytes, sizes));
             while pool.in_flight() > threads {
-                let Some(out) = pool.next_result() else { return };
+                let Some(out) = pool.next_result() else {
+                    return;
+                };
                 if !forward(out) {
                     return;
                 }

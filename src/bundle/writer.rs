@@ -228,7 +228,14 @@ pub fn write_bundle(
         whole
             .to_file_string("signature from airgap-bundle secret key")
             .as_bytes(),
+        0o644,
     )?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .at("cannot set permissions on", tmp.path())?;
+    }
     tmp.persist(out)
         .map_err(|e| Error::io("cannot rename into place", out, e.error))?;
     Ok(WrittenBundle {
@@ -240,8 +247,10 @@ pub fn write_bundle(
     })
 }
 
-/// Writes a small file via a temporary name and rename, so it is never seen half-written.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a small file via a temporary name and rename, so it is never seen half-written
+/// (nor with the wrong permissions).
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -251,6 +260,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .at("cannot create a temporary file in", dir)?;
     tmp.write_all(bytes).at("cannot write", path)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .at("cannot set permissions on", tmp.path())?;
     tmp.as_file().sync_all().at("cannot write", path)?;
     tmp.persist(path)
         .map_err(|e| Error::io("cannot rename into place", path, e.error))?;

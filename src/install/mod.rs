@@ -1,2 +1,228 @@
-//! `bundle install` (air-gapped side): one verified streaming pass into staged
-//! destinations, committed only after the whole bundle checked out.
+//! `bundle install` (air-gapped side): one verified streaming pass over the bundle into
+//! staged destinations, committed only after the whole bundle checked out (SPEC §4).
+//!
+//! Order of events: lock the web root → check the index signature → pre-flight (space,
+//! write access) → stream, hash and stage every entry → commit (rename into place) →
+//! receipt and Kubespray variables. A failure before the commit leaves every destination
+//! as it was; a run killed at any point is finished by running it again.
+
+pub mod kubespray;
+pub mod receipt;
+pub mod web_root;
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::bundle::index::IndexEntry;
+use crate::bundle::reader::{EntrySink, ReadOptions, read_verified};
+use crate::bundle::signing::PublicKey;
+use crate::bundle::volumes::BundleSource;
+use crate::bundle::writer::write_atomically;
+use crate::error::{Error, IoContext, Result};
+use crate::progress::Reporter;
+use receipt::{Receipt, ReceiptFile};
+use web_root::{Outcome, WebRootSink};
+
+pub struct InstallOptions {
+    pub bundle: PathBuf,
+    pub web_root: Option<PathBuf>,
+    /// The URL the web root is served under (default `http://<hostname>/`).
+    pub base_url: Option<String>,
+}
+
+/// What an install did, for people and for `--json`.
+#[derive(Debug, Serialize)]
+pub struct InstallReport {
+    pub name: String,
+    pub version: String,
+    pub installed: usize,
+    pub already_present: usize,
+    pub bytes_written: u64,
+    pub receipt: Option<PathBuf>,
+    pub kubespray_vars: Option<PathBuf>,
+}
+
+/// Routes entries to the web-root sink once pre-flight has created it.
+struct LateSink<'a>(&'a RefCell<Option<WebRootSink>>);
+
+impl EntrySink for LateSink<'_> {
+    fn accept(&mut self, entry: &IndexEntry, data: &mut dyn Read) -> Result<()> {
+        match self.0.borrow_mut().as_mut() {
+            Some(sink) => sink.accept(entry, data),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An exclusive lock on the web root directory itself (no file is created), so two
+/// installs never interleave and stale staging directories can be removed safely.
+struct WebRootLock(#[allow(dead_code)] File);
+
+impl WebRootLock {
+    fn acquire(web_root: &Path) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let dir = File::open(web_root).at("cannot open the web root", web_root)?;
+        // SAFETY: a valid open descriptor.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::Runtime(format!(
+                "another install is running on {}\nhint: wait for it to finish",
+                web_root.display()
+            )));
+        }
+        Ok(WebRootLock(dir))
+    }
+}
+
+pub fn install(
+    options: &InstallOptions,
+    pubkey: &PublicKey,
+    reporter: &Reporter,
+) -> Result<InstallReport> {
+    let source = BundleSource::open(&options.bundle)?;
+    let _lock = match &options.web_root {
+        Some(root) => {
+            let lock = WebRootLock::acquire(root)?;
+            web_root::remove_stale_staging(root);
+            Some(lock)
+        }
+        None => None,
+    };
+    let staged: RefCell<Option<WebRootSink>> = RefCell::new(None);
+    let bar = reporter.bytes_bar(0, "install");
+    let verified = read_verified(
+        &source,
+        ReadOptions {
+            pubkey,
+            progress: Some(&bar),
+        },
+        &mut |v| {
+            bar.set_length(v.index.total_bytes());
+            let web_entries = v
+                .index
+                .entries
+                .iter()
+                .filter(|e| web_root::is_web_entry(e))
+                .count();
+            match &options.web_root {
+                Some(root) => {
+                    web_root::preflight(root, &v.index)?;
+                    *staged.borrow_mut() = Some(WebRootSink::new(root)?);
+                }
+                None if web_entries > 0 => {
+                    return Err(Error::Usage(format!(
+                        "this bundle carries {web_entries} files for the web root: pass --web-root DIR (e.g. /var/www/html)"
+                    )));
+                }
+                None => {}
+            }
+            Ok(())
+        },
+        &mut LateSink(&staged),
+    )?;
+    bar.finish_and_clear();
+
+    let index = &verified.index;
+    let mut report = InstallReport {
+        name: index.name.clone(),
+        version: index.version.clone(),
+        installed: 0,
+        already_present: 0,
+        bytes_written: 0,
+        receipt: None,
+        kubespray_vars: None,
+    };
+    let (Some(root), Some(sink)) = (&options.web_root, staged.into_inner()) else {
+        return Ok(report);
+    };
+    report.bytes_written = sink.bytes_written();
+    let placed = sink.commit()?;
+    for p in &placed {
+        match p.outcome {
+            Outcome::Installed => report.installed += 1,
+            Outcome::AlreadyPresent => report.already_present += 1,
+        }
+        reporter.detail(format!(
+            "{} {}",
+            if p.outcome == Outcome::Installed {
+                "installed"
+            } else {
+                "present  "
+            },
+            p.path
+        ));
+    }
+
+    let vars_path = root.join("kubespray-offline.yml");
+    let bundle_path =
+        std::fs::canonicalize(&options.bundle).unwrap_or_else(|_| options.bundle.clone());
+    let receipt = Receipt {
+        name: index.name.clone(),
+        version: index.version.clone(),
+        bundle: bundle_path.display().to_string(),
+        index_sha256: verified.index_sha256,
+        manifest_sha256: index.manifest_sha256,
+        signed_by: verified.signature.key_id.to_string(),
+        created: index.created.clone(),
+        installed_at: crate::timefmt::rfc3339(crate::timefmt::now_epoch()),
+        tool: format!("airgap-bundle {}", env!("CARGO_PKG_VERSION")),
+        files: placed
+            .iter()
+            .map(|p| ReceiptFile {
+                path: p.path.clone(),
+                sha256: p.sha256,
+                size: p.size,
+                status: match p.outcome {
+                    Outcome::Installed => "installed".into(),
+                    Outcome::AlreadyPresent => "present".into(),
+                },
+            })
+            .collect(),
+        kubespray_vars: Some(vars_path.display().to_string()),
+    };
+    let receipt_path = receipt::receipt_path(root, &index.name, &index.version);
+    web_root::create_dirs_0755(root, &root.join(".bundle"))?;
+    write_public(&receipt_path, &receipt.to_json()?)?;
+
+    let receipts = receipt::all_receipts(root);
+    let hosts: BTreeSet<String> = receipts
+        .iter()
+        .flat_map(|r| r.files.iter())
+        .filter_map(|f| kubespray::host_of(&f.path).map(String::from))
+        .collect();
+    let bundles: Vec<String> = receipts
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.version))
+        .collect();
+    let base_url = options.base_url.clone().unwrap_or_else(default_base_url);
+    let vars = kubespray::render(
+        &base_url,
+        &hosts,
+        &format!("bundles installed: {}", bundles.join(", ")),
+    );
+    if std::fs::read(&vars_path).ok().as_deref() != Some(vars.as_bytes()) {
+        write_public(&vars_path, vars.as_bytes())?;
+    }
+    report.receipt = Some(receipt_path);
+    report.kubespray_vars = Some(vars_path);
+    Ok(report)
+}
+
+/// Writes a small file atomically with mode 0644 (served by the web server).
+fn write_public(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically(path, bytes, 0o644)
+}
+
+/// `http://<hostname>/`, what nodes on the site network use by default.
+fn default_base_url() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("http://{host}/")
+}
