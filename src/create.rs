@@ -54,6 +54,14 @@ fn preflight(options: &CreateOptions) -> Result<manifest::LoadedManifest> {
     Ok(loaded)
 }
 
+/// The lock as the bundle carries it: canonical YAML without `mirrors`, so a bundle made
+/// through a mirror is identical to one made without, and no proxy URL crosses the gap.
+fn carried_lock(m: &manifest::Manifest) -> Result<Vec<u8>> {
+    let mut carried = m.clone();
+    carried.mirrors.clear();
+    Ok(carried.to_yaml()?.into_bytes())
+}
+
 pub fn create(
     options: &CreateOptions,
     key: &SecretKey,
@@ -101,7 +109,7 @@ pub fn create(
     let plan = BundlePlan {
         name: m.name.clone(),
         version: m.version.clone(),
-        locked_manifest: loaded.bytes.clone(),
+        locked_manifest: carried_lock(m)?,
         artifacts,
         contents,
         created_epoch: crate::timefmt::build_epoch(),

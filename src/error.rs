@@ -70,12 +70,16 @@ impl Error {
         if source.raw_os_error().is_some() {
             Error::Runtime(format!("reading {what}: {source}"))
         } else if source.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::Verify(format!("{what} is truncated ({source})"))
+            Error::Verify(format!("{what} is truncated ({source}){DAMAGED_HINT}"))
         } else {
-            Error::Verify(format!("{what} is corrupt: {source}"))
+            Error::Verify(format!("{what} is corrupt: {source}{DAMAGED_HINT}"))
         }
     }
 }
+
+/// What to do about a bundle whose bytes are damaged.
+const DAMAGED_HINT: &str = "\nhint: the bundle's bytes were changed or cut short: copy it again from the source \
+                            and check the copy with `minisign -Vm BUNDLE -p PUBKEY`";
 
 /// Adds the path to `std::io::Result`s at the point where the path is known.
 pub trait IoContext<T> {

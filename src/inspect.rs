@@ -151,7 +151,8 @@ impl InspectReport {
             "stream    {}",
             match self.compression.frames {
                 Some(n) => format!("seekable, {n} zstd frames"),
-                None => "not seekable (no seek table): verified by streaming".into(),
+                None =>
+                    "not seekable: no seek table (recompressed by stock zstd, or cut short)".into(),
             }
         );
         let _ = writeln!(

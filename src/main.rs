@@ -144,16 +144,34 @@ fn main() -> ExitCode {
     match run(cli.command, cli.json, &reporter) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            let text = e.to_string();
+            eprintln!("error: {text}");
+            if e.exit_code() == 3 && !text.contains("hint:") {
+                eprintln!(
+                    "hint: do not install this bundle: get a fresh copy from its source and check it \
+                     with `minisign -Vm BUNDLE -p PUBKEY` (the publisher's key)"
+                );
+            }
             ExitCode::from(e.exit_code() as u8)
         }
     }
 }
 
+/// Writes a report to stdout; a closed pipe (`bundle inspect x | head`) is not an error.
+fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Runtime(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Runtime(e.to_string()))?;
-    println!("{text}");
-    Ok(())
+    print_out(&format!("{text}\n"))
 }
 
 fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
@@ -293,8 +311,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             if json {
                 print_json(&report)
             } else {
-                print!("{}", report.to_text());
-                Ok(())
+                print_out(&report.to_text())
             }
         }
     }

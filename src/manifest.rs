@@ -343,7 +343,15 @@ impl LoadedManifest {
 
 /// Reads and validates a manifest file (YAML, or JSON for `*.json`).
 pub fn load(path: &Path) -> Result<LoadedManifest> {
-    let bytes = std::fs::read(path).at("cannot read manifest", path)?;
+    let bytes = match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Usage(format!(
+                "{}: no such manifest",
+                path.display()
+            )));
+        }
+        other => other.at("cannot read manifest", path)?,
+    };
     let manifest = parse(&bytes, path)?;
     Ok(LoadedManifest {
         manifest,
@@ -369,12 +377,17 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Manifest> {
                 .to_string(),
         })?
     } else {
-        let text = std::str::from_utf8(bytes).map_err(|e| Error::Manifest {
-            path: shown.clone(),
-            line: 1,
-            column: 1,
-            message: format!("not UTF-8 text: {e}"),
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let (line, column) = position_of(bytes, e.valid_up_to());
+            Error::Manifest {
+                path: shown.clone(),
+                line,
+                column,
+                message: "not UTF-8 text (the manifest must be UTF-8)".into(),
+            }
         })?;
+        // YAML allows a byte-order mark at the start.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if text.trim().is_empty() {
             return Err(Error::Manifest {
                 path: shown,
@@ -393,6 +406,10 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Manifest> {
                 .rsplit_once(" at line ")
                 .map(|(m, _)| m.to_string())
                 .unwrap_or(message);
+            // Value checks (digests, URLs) are reported by the parser at the start of their
+            // mapping; point at the offending value itself when it can be found below.
+            let (line, column) =
+                locate_quoted_value(text, &message, line).unwrap_or((line, column));
             Error::Manifest {
                 path: shown.clone(),
                 line,
@@ -401,11 +418,13 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Manifest> {
             }
         })?
     };
+    let key_position = |key: &str| find_top_level_key(bytes, key);
     if manifest.api_version != API_VERSION {
+        let (line, column) = key_position("apiVersion");
         return Err(Error::Manifest {
             path: shown,
-            line: 1,
-            column: 1,
+            line,
+            column,
             message: format!(
                 "apiVersion `{}` is not supported (expected `{API_VERSION}`)",
                 manifest.api_version
@@ -414,10 +433,11 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Manifest> {
     }
     for (what, value) in [("name", &manifest.name), ("version", &manifest.version)] {
         if value.is_empty() || value.contains(['/', '\\', '\0']) || value.starts_with('.') {
+            let (line, column) = key_position(what);
             return Err(Error::Manifest {
                 path: shown,
-                line: 1,
-                column: 1,
+                line,
+                column,
                 message: format!(
                     "`{what}` must be a non-empty name without `/` (it names the receipt file)"
                 ),
@@ -425,6 +445,45 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Manifest> {
         }
     }
     Ok(manifest)
+}
+
+/// 1-based line and column of byte `offset`.
+fn position_of(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, column)
+}
+
+/// The position of the first `` `value` `` quoted in `message`, searched from `from_line`
+/// on, for errors about a value rather than a key.
+fn locate_quoted_value(text: &str, message: &str, from_line: usize) -> Option<(usize, usize)> {
+    if message.contains("unknown field") || message.contains("missing field") {
+        return None;
+    }
+    let value = message.split('`').nth(1).filter(|v| !v.is_empty())?;
+    text.lines()
+        .enumerate()
+        .skip(from_line.saturating_sub(1))
+        .take(64)
+        .find_map(|(n, line)| line.find(value).map(|col| (n + 1, col + 1)))
+}
+
+/// Where a top-level key is written (for checks made after parsing); 1:1 if not found.
+fn find_top_level_key(bytes: &[u8], key: &str) -> (usize, usize) {
+    let text = String::from_utf8_lossy(bytes);
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start_matches(['{', ' ', '"', '\u{feff}']);
+        if trimmed.starts_with(key)
+            && trimmed[key.len()..]
+                .trim_start_matches('"')
+                .trim_start()
+                .starts_with(':')
+        {
+            return (n + 1, line.len() - trimmed.len() + 1);
+        }
+    }
+    (1, 1)
 }
 
 impl Manifest {

@@ -236,10 +236,234 @@ pub fn decode<R: Read + Seek + Send + 'static>(
     })
 }
 
-/// Streams through stock zstd decoding: concatenated frames, skippable frames skipped,
-/// truncation and trailing garbage reported as errors.
+/// The start of the decompressed stream, for reading the head only (`inspect`): serial, over
+/// the bytes before the seek table when there is one.
+pub fn decode_head<R: Read + Seek + Send + 'static>(
+    mut source: R,
+    total: u64,
+) -> Result<impl Read + Send> {
+    let data_len = match read_seek_table(&mut source, total) {
+        Ok(Some(frames)) => frames.iter().map(|f| u64::from(f.compressed)).sum(),
+        _ => total,
+    };
+    source
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Error::from_bundle_read("the bundle", e))?;
+    serial_decoder(source.take(data_len))
+}
+
+/// Streams through stock zstd decoding (concatenated frames; truncation reported as an
+/// error), with the compressed framing checked on the way in by [`FrameWalker`]: a stream
+/// without a valid seek table may hold nothing but zstd frames, so unsigned data cannot
+/// ride along in a skippable frame or after the end.
 pub fn serial_decoder<R: Read + Send + 'static>(source: R) -> Result<impl Read + Send> {
-    zstd::stream::read::Decoder::new(source).map_err(|e| Error::Runtime(format!("zstd: {e}")))
+    zstd::stream::read::Decoder::new(FrameWalker::new(source))
+        .map_err(|e| Error::Runtime(format!("zstd: {e}")))
+}
+
+/// Where the walker is in the zstd framing.
+#[derive(Clone, Copy, Debug)]
+enum Walk {
+    /// Expecting a frame's magic number (or the end of the stream).
+    Magic,
+    /// Inside the fixed part of a frame header: `left` bytes still to read.
+    Header { left: usize, checksum: bool },
+    /// Expecting a 3-byte block header.
+    BlockHeader { checksum: bool },
+    /// Inside a block's payload.
+    Block {
+        left: u64,
+        last: bool,
+        checksum: bool,
+    },
+    /// Inside the 4-byte content checksum.
+    Checksum { left: usize },
+}
+
+/// A pass-through reader that parses zstd frame and block headers as the bytes flow by
+/// (without buffering a frame) and fails on anything that is not a plain zstd frame.
+pub struct FrameWalker<R> {
+    inner: R,
+    state: Walk,
+    /// Bytes of a header being collected.
+    pending: Vec<u8>,
+    offset: u64,
+    /// Where the frame being parsed started: bytes before it are known good.
+    frame_start: u64,
+    /// A problem found ahead of what the decoder has consumed, reported once the good
+    /// bytes before it are used up (so the error is not blamed on an earlier entry).
+    deferred: Option<(io::ErrorKind, String)>,
+}
+
+impl<R: Read> FrameWalker<R> {
+    pub fn new(inner: R) -> Self {
+        FrameWalker {
+            inner,
+            state: Walk::Magic,
+            pending: Vec::with_capacity(16),
+            offset: 0,
+            frame_start: 0,
+            deferred: None,
+        }
+    }
+
+    fn fail(&self, why: &str) -> io::Error {
+        corrupt(format!("at compressed byte {}: {why}", self.offset))
+    }
+
+    /// Advances the parser over `bytes`.
+    fn walk(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match self.state {
+                Walk::Magic | Walk::Header { .. } | Walk::BlockHeader { .. } => {
+                    let want = match self.state {
+                        Walk::Magic => 5, // magic + frame header descriptor
+                        Walk::Header { left, .. } => left,
+                        _ => 3,
+                    };
+                    if matches!(self.state, Walk::Magic) && self.pending.is_empty() {
+                        self.frame_start = self.offset;
+                    }
+                    let take = (want - self.pending.len()).min(bytes.len());
+                    self.pending.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    self.offset += take as u64;
+                    if self.pending.len() == want {
+                        self.parse_pending()?;
+                    }
+                }
+                Walk::Block {
+                    left,
+                    last,
+                    checksum,
+                } => {
+                    let take = left.min(bytes.len() as u64);
+                    bytes = &bytes[take as usize..];
+                    self.offset += take;
+                    self.state = if take < left {
+                        Walk::Block {
+                            left: left - take,
+                            last,
+                            checksum,
+                        }
+                    } else if !last {
+                        Walk::BlockHeader { checksum }
+                    } else if checksum {
+                        Walk::Checksum { left: 4 }
+                    } else {
+                        Walk::Magic
+                    };
+                }
+                Walk::Checksum { left } => {
+                    let take = left.min(bytes.len());
+                    bytes = &bytes[take..];
+                    self.offset += take as u64;
+                    self.state = if take < left {
+                        Walk::Checksum { left: left - take }
+                    } else {
+                        Walk::Magic
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_pending(&mut self) -> io::Result<()> {
+        let p = std::mem::take(&mut self.pending);
+        self.state = match self.state {
+            Walk::Magic => {
+                let magic = u32_at(&p, 0);
+                if magic & 0xFFFF_FFF0 == SKIPPABLE_MAGIC & 0xFFFF_FFF0 {
+                    return Err(self.fail(
+                        "a skippable frame (data that is not part of the bundle, or a seek table that does not match)",
+                    ));
+                }
+                if magic != ZSTD_MAGIC {
+                    return Err(
+                        self.fail("not a zstd frame (garbage after the end of the bundle?)")
+                    );
+                }
+                let fhd = p[4];
+                if fhd & 0x08 != 0 {
+                    return Err(self.fail("reserved bit set in a zstd frame header"));
+                }
+                let single_segment = fhd & 0x20 != 0;
+                let window = usize::from(!single_segment);
+                let dict = [0, 1, 2, 4][usize::from(fhd & 3)];
+                let fcs = match fhd >> 6 {
+                    0 => usize::from(single_segment),
+                    1 => 2,
+                    2 => 4,
+                    _ => 8,
+                };
+                let checksum = fhd & 0x04 != 0;
+                match window + dict + fcs {
+                    0 => Walk::BlockHeader { checksum },
+                    left => Walk::Header { left, checksum },
+                }
+            }
+            Walk::Header { checksum, .. } => Walk::BlockHeader { checksum },
+            Walk::BlockHeader { checksum } => {
+                let h = u32::from(p[0]) | u32::from(p[1]) << 8 | u32::from(p[2]) << 16;
+                let last = h & 1 != 0;
+                let size = u64::from(h >> 3);
+                let left = match (h >> 1) & 3 {
+                    0 | 2 => size,
+                    1 => 1,
+                    _ => return Err(self.fail("reserved zstd block type")),
+                };
+                if left == 0 {
+                    if !last {
+                        Walk::BlockHeader { checksum }
+                    } else if checksum {
+                        Walk::Checksum { left: 4 }
+                    } else {
+                        Walk::Magic
+                    }
+                } else {
+                    Walk::Block {
+                        left,
+                        last,
+                        checksum,
+                    }
+                }
+            }
+            other => other,
+        };
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for FrameWalker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((kind, msg)) = &self.deferred {
+            return Err(io::Error::new(*kind, msg.clone()));
+        }
+        let start = self.offset;
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            let clean = matches!(self.state, Walk::Magic) && self.pending.is_empty();
+            if !clean {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the compressed stream ends inside a frame (at byte {})",
+                        self.offset
+                    ),
+                ));
+            }
+            return Ok(0);
+        }
+        match self.walk(&buf[..n]) {
+            Ok(()) => Ok(n),
+            Err(e) => {
+                let good = self.frame_start.saturating_sub(start).min(n as u64) as usize;
+                self.deferred = Some((e.kind(), e.to_string()));
+                if good > 0 { Ok(good) } else { Err(e) }
+            }
+        }
+    }
 }
 
 /// Reads frames in order on one thread, decompresses them on all cores, and hands the
@@ -310,13 +534,17 @@ fn decompress_frame(
             )));
         }
     }
+    if let Ok(Some(declared)) = zstd_safe::get_frame_content_size(bytes)
+        && declared != u64::from(expect.decompressed)
+    {
+        return Err(corrupt(format!(
+            "the seek table does not match the frames: frame {index} holds {declared} bytes, the table says {}",
+            expect.decompressed
+        )));
+    }
     let out = d
         .decompress(bytes, expect.decompressed as usize)
-        .map_err(|e| {
-            corrupt(format!(
-                "frame {index} is corrupt or does not match the seek table: {e}"
-            ))
-        })?;
+        .map_err(|e| corrupt(format!("zstd frame {index} is damaged: {e}")))?;
     if out.len() != expect.decompressed as usize {
         return Err(corrupt(format!(
             "the seek table does not match the frames: frame {index} holds {} bytes, the table says {}",
@@ -410,12 +638,61 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, data);
+        // Without its table the same frames decode serially.
+        let body = z[..z.len() - (8 + frames.len() * 8 + 9)].to_vec();
         let mut out = Vec::new();
-        serial_decoder(Cursor::new(z))
+        serial_decoder(Cursor::new(body))
             .unwrap()
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn the_walker_rejects_skippable_frames_and_garbage_without_a_table() {
+        let data = pseudo_random(300_000);
+        let z = compress(&data, &[1000]);
+        let table_len = 8 + 2 * 8 + 9;
+        let body = z[..z.len() - table_len].to_vec();
+        // Without the table: plain frames decode.
+        let mut out = Vec::new();
+        decode(Cursor::new(body.clone()), body.len() as u64)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        // Stock zstd output (one frame, checksum) passes the walker too.
+        let stock = zstd::stream::encode_all(&data[..], 19).unwrap();
+        let mut out = Vec::new();
+        decode(Cursor::new(stock.clone()), stock.len() as u64)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        // A skippable frame after the table (so the table is not at the end) is rejected.
+        let mut extra = z.clone();
+        extra.extend_from_slice(&[0x50, 0x2A, 0x4D, 0x18, 2, 0, 0, 0, 1, 2]);
+        let err = decode(Cursor::new(extra.clone()), extra.len() as u64)
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("skippable"), "{err}");
+        // Garbage after the last frame, and a stream cut inside a frame.
+        let mut junk = body.clone();
+        junk.extend_from_slice(b"junk!");
+        assert!(
+            decode(Cursor::new(junk.clone()), junk.len() as u64)
+                .unwrap()
+                .read_to_end(&mut Vec::new())
+                .is_err()
+        );
+        let cut = body[..body.len() - 3].to_vec();
+        assert!(
+            decode(Cursor::new(cut.clone()), cut.len() as u64)
+                .unwrap()
+                .read_to_end(&mut Vec::new())
+                .is_err()
+        );
     }
 
     #[test]

@@ -70,9 +70,17 @@ fn read_small_entry(entries: &mut TarEntries<'_>, expected: &str, limit: u64) ->
             "expected `{expected}` next, found {found}: this is not an airgap bundle, or its signed head was removed"
         ))
     };
-    let mut entry = match entries.next() {
-        None => return Err(not_bundle("the end of the archive")),
-        Some(e) => e.map_err(read_err)?,
+    // A re-tar may put a global PAX header first: it carries no content.
+    let mut entry = loop {
+        match entries.next() {
+            None => return Err(not_bundle("the end of the archive")),
+            Some(e) => {
+                let e = e.map_err(read_err)?;
+                if e.header().entry_type() != tar::EntryType::XGlobalHeader {
+                    break e;
+                }
+            }
+        }
     };
     let path = entry_path(&entry)?;
     if path != expected || entry.header().entry_type() != tar::EntryType::Regular {
@@ -107,7 +115,8 @@ fn open_archive(source: &BundleSource) -> Result<tar::Archive<Box<dyn Read + Sen
 /// The index and signature at the front of the bundle, without verifying (for `inspect`:
 /// it decodes only the first frames, so it is instant on any size).
 pub fn read_unverified_head(source: &BundleSource) -> Result<UnverifiedHead> {
-    let reader: Box<dyn Read + Send> = Box::new(frames::serial_decoder(source.reader()?)?);
+    let reader: Box<dyn Read + Send> =
+        Box::new(frames::decode_head(source.reader()?, source.total_len())?);
     let mut archive = tar::Archive::new(reader);
     let mut entries = archive.entries().map_err(read_err)?;
     read_head(&mut entries)
@@ -162,8 +171,10 @@ fn stream_entries(
         .map(|(i, e)| (e.path.as_str(), i))
         .collect();
     let mut seen = vec![false; index.entries.len()];
+    let mut previous = String::from("the signed head");
     for entry in entries {
-        let mut entry = entry.map_err(read_err)?;
+        let mut entry = entry
+            .map_err(|e| Error::from_bundle_read(&format!("the archive after `{previous}`"), e))?;
         let path = entry_path(&entry)?;
         let kind = entry.header().entry_type();
         let reject = |why: &str| Error::Verify(format!("entry `{path}`: {why}"));
@@ -195,6 +206,15 @@ fn stream_entries(
             return Err(reject("appears twice"));
         }
         let expected = &index.entries[i];
+        let reject = |why: &str| {
+            let from = expected
+                .artifacts
+                .first()
+                .and_then(|&a| index.artifacts.get(a))
+                .map(|a| format!(" (artifact {})", a.source))
+                .unwrap_or_default();
+            Error::Verify(format!("entry `{path}`{from}: {why}"))
+        };
         let size = entry.header().size().map_err(read_err)?;
         if size != expected.size {
             return Err(reject(&format!(
@@ -207,7 +227,8 @@ fn stream_entries(
             bar: options.progress,
         });
         sink.accept(expected, &mut hashing)?;
-        io::copy(&mut hashing, &mut io::sink()).map_err(read_err)?;
+        io::copy(&mut hashing, &mut io::sink())
+            .map_err(|e| Error::from_bundle_read(&format!("entry `{path}`"), e))?;
         let (digest, n) = hashing.finish();
         if n != expected.size {
             return Err(reject(&format!(
@@ -221,6 +242,7 @@ fn stream_entries(
                 expected.sha256
             )));
         }
+        previous = path;
     }
     let missing: Vec<&str> = index
         .entries
@@ -231,8 +253,13 @@ fn stream_entries(
         .collect();
     if let Some(first) = missing.first() {
         return Err(Error::Verify(format!(
-            "the bundle is incomplete: {} signed entries missing, first `{first}` (truncated or half-written bundle?)",
-            missing.len()
+            "the bundle is incomplete: {} signed {} missing, first `{first}` (truncated or half-written bundle?)",
+            missing.len(),
+            if missing.len() == 1 {
+                "entry"
+            } else {
+                "entries"
+            }
         )));
     }
     Ok(())

@@ -176,7 +176,9 @@ impl SecretKey {
         let zero_ok = !encrypted && checksum.iter().all(|&b| b == 0);
         if checksum != expected.as_slice() && !zero_ok {
             return Err(if encrypted {
-                Error::Usage(format!("{shown}: wrong password for this secret key"))
+                Error::Usage(format!(
+                    "{shown}: wrong password for this secret key\nhint: check BUNDLE_KEY_PASSWORD"
+                ))
             } else {
                 bad_key(&shown, "checksum mismatch (damaged key file)")
             });
@@ -288,7 +290,8 @@ fn scrypt_stream(
         let max_rp = ((opslimit / 4) >> n_log2).min(0x3fff_ffff);
         (n_log2, (max_rp as u32 / r).max(1))
     };
-    if n_log2 > 22 {
+    // Bounded so that a crafted key file cannot make us work for hours or exhaust memory.
+    if n_log2 > 22 || p > 16 {
         return Err(bad_key(origin, "scrypt parameters are too high"));
     }
     let params = scrypt::Params::new(n_log2, r, p, 32)

@@ -140,8 +140,9 @@ impl Fetcher {
         Err(Error::Network {
             url: d.from.to_string(),
             message: format!(
-                "{last} (gave up after {} attempts)\nhint: check that the server is reachable, or set a `mirrors` entry",
-                self.retries + 1
+                "{last} (gave up after {} attempt{})\nhint: check that the server is reachable, or set a `mirrors` entry",
+                self.retries + 1,
+                if self.retries == 0 { "" } else { "s" }
             ),
         })
     }
@@ -158,9 +159,14 @@ impl Fetcher {
             && (expected != sha256 || !size_ok)
         {
             let _ = std::fs::remove_file(partial);
+            let via = if d.from == d.canonical {
+                String::new()
+            } else {
+                format!(" (fetched from {})", d.from)
+            };
             return Err(Error::Verify(format!(
-                "{} (fetched from {}): sha256 mismatch: the lock pins {expected}, the download is {sha256} ({size} bytes)\nhint: the upstream file changed; check it, then run `bundle lock` again",
-                d.canonical, d.from
+                "{}{via}: sha256 mismatch: the lock pins {expected}, the download is {sha256} ({size} bytes)\nhint: the upstream file changed (check it, then run `bundle lock` again), or an interrupted download in the cache was stale (it was removed: run create again)",
+                d.canonical
             )));
         }
         let path = self.cache.commit(partial, &sha256)?;

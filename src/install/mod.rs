@@ -185,7 +185,7 @@ pub fn install(
         kubespray_vars: Some(vars_path.display().to_string()),
     };
     let receipt_path = receipt::receipt_path(root, &index.name, &index.version);
-    web_root::create_dirs_0755(root, &root.join(".bundle"))?;
+    web_root::create_dirs_0755(root, &root.join(".bundle"), &mut Vec::new())?;
     write_public(&receipt_path, &receipt.to_json()?)?;
 
     let receipts = receipt::all_receipts(root);

@@ -165,22 +165,62 @@ impl WebRootSink {
     }
 
     /// Renames every staged file into place (after the whole bundle verified), with the
-    /// permissions a web server needs whatever the umask.
+    /// permissions a web server needs whatever the umask. If any step fails (a full disk
+    /// while creating directories, say), every step already taken is undone, so the web
+    /// root is left as it was.
     pub fn commit(mut self) -> Result<Vec<Placed>> {
         sync_filesystem(&self.staging);
-        for p in &self.placed {
+        let mut journal = Journal::default();
+        if let Err(e) = self.commit_all(&mut journal) {
+            journal.undo();
+            return Err(e);
+        }
+        sync_filesystem(&self.web_root);
+        Ok(std::mem::take(&mut self.placed))
+    }
+
+    fn commit_all(&self, journal: &mut Journal) -> Result<()> {
+        for (n, p) in self.placed.iter().enumerate() {
             let Some(staged) = &p.staged else { continue };
             let dest = self.web_root.join(&p.path);
             if let Some(parent) = dest.parent() {
-                create_dirs_0755(&self.web_root, parent)?;
+                create_dirs_0755(&self.web_root, parent, &mut journal.created_dirs)?;
             }
             fs::set_permissions(staged, fs::Permissions::from_mode(0o644))
                 .at("cannot set permissions on", staged)?;
-            fs::rename(staged, &dest).at("cannot move into place", &dest)?;
+            // Keep the file being replaced (as a hard link) so that a rollback restores it.
+            let backup = self.staging.join(format!("previous-{n}"));
+            let backup = fs::hard_link(&dest, &backup).ok().map(|_| backup);
+            fs::rename(staged, &dest).map_err(|e| {
+                Error::Runtime(format!(
+                    "cannot move {} into place: {e}\nhint: the web root was left as it was; fix the cause and run install again",
+                    dest.display()
+                ))
+            })?;
+            journal.moved.push((staged.clone(), dest, backup));
         }
-        sync_filesystem(&self.web_root);
-        let placed = std::mem::take(&mut self.placed);
-        Ok(placed)
+        Ok(())
+    }
+}
+
+/// Steps of a commit, undone in reverse order when a later step fails.
+#[derive(Default)]
+struct Journal {
+    created_dirs: Vec<PathBuf>,
+    moved: Vec<(PathBuf, PathBuf, Option<PathBuf>)>,
+}
+
+impl Journal {
+    fn undo(self) {
+        for (staged, dest, backup) in self.moved.into_iter().rev() {
+            let _ = match backup {
+                Some(previous) => fs::rename(previous, &dest),
+                None => fs::rename(&dest, staged),
+            };
+        }
+        for dir in self.created_dirs.into_iter().rev() {
+            let _ = fs::remove_dir(dir);
+        }
     }
 }
 
@@ -234,20 +274,21 @@ impl EntrySink for WebRootSink {
     }
 }
 
-fn disk_error(web_root: &Path, entry: &str, e: io::Error) -> Error {
+fn disk_error(web_root: &Path, what: &str, e: io::Error) -> Error {
     let hint = if e.raw_os_error() == Some(libc::ENOSPC) {
         "\nhint: the web root's filesystem is full; free space and run install again (nothing was installed)"
     } else {
         ""
     };
     Error::Runtime(format!(
-        "cannot stage {entry} on {}: {e}{hint}",
+        "cannot write {what} on {}: {e}{hint}",
         web_root.display()
     ))
 }
 
-/// Creates `dir` and its missing parents below `root`, each 0755 whatever the umask.
-pub fn create_dirs_0755(root: &Path, dir: &Path) -> Result<()> {
+/// Creates `dir` and its missing parents below `root`, each 0755 whatever the umask,
+/// recording each directory it created (for rollback).
+pub fn create_dirs_0755(root: &Path, dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -255,13 +296,16 @@ pub fn create_dirs_0755(root: &Path, dir: &Path) -> Result<()> {
         && parent != root
         && parent.starts_with(root)
     {
-        create_dirs_0755(root, parent)?;
+        create_dirs_0755(root, parent, created)?;
     }
     match fs::create_dir(dir) {
-        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
-            .at("cannot set permissions on", dir),
+        Ok(()) => {
+            created.push(dir.to_path_buf());
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+                .at("cannot set permissions on", dir)
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::io("cannot create directory", dir, e)),
+        Err(e) => Err(disk_error(root, &dir.display().to_string(), e)),
     }
 }
 
