@@ -22,7 +22,6 @@ use crate::bundle::index::IndexEntry;
 use crate::bundle::reader::{EntrySink, ReadOptions, read_verified};
 use crate::bundle::signing::PublicKey;
 use crate::bundle::volumes::BundleSource;
-use crate::bundle::writer::write_atomically;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Reporter;
 use receipt::{Receipt, ReceiptFile};
@@ -66,7 +65,15 @@ struct WebRootLock(#[allow(dead_code)] File);
 impl WebRootLock {
     fn acquire(web_root: &Path) -> Result<Self> {
         use std::os::fd::AsRawFd;
-        let dir = File::open(web_root).at("cannot open the web root", web_root)?;
+        let dir = match File::open(web_root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Usage(format!(
+                    "--web-root {}: no such directory\nhint: create it, or point at the web server's document root (e.g. /var/www/html)",
+                    web_root.display()
+                )));
+            }
+            other => other.at("cannot open the web root", web_root)?,
+        };
         // SAFETY: a valid open descriptor.
         if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(Error::Runtime(format!(
@@ -136,28 +143,15 @@ pub fn install(
         receipt: None,
         kubespray_vars: None,
     };
-    let (Some(root), Some(sink)) = (&options.web_root, staged.into_inner()) else {
+    let (Some(root), Some(mut sink)) = (&options.web_root, staged.into_inner()) else {
         return Ok(report);
     };
     report.bytes_written = sink.bytes_written();
-    let placed = sink.commit()?;
-    for p in &placed {
-        match p.outcome {
-            Outcome::Installed => report.installed += 1,
-            Outcome::AlreadyPresent => report.already_present += 1,
-        }
-        reporter.detail(format!(
-            "{} {}",
-            if p.outcome == Outcome::Installed {
-                "installed"
-            } else {
-                "present  "
-            },
-            p.path
-        ));
-    }
 
-    let vars_path = root.join("kubespray-offline.yml");
+    // The receipt and the variables are staged too, so that they land with the content in
+    // one journalled commit (or not at all).
+    let vars_rel = "kubespray-offline.yml";
+    let vars_path = root.join(vars_rel);
     let bundle_path =
         std::fs::canonicalize(&options.bundle).unwrap_or_else(|_| options.bundle.clone());
     let receipt = Receipt {
@@ -170,25 +164,38 @@ pub fn install(
         created: index.created.clone(),
         installed_at: crate::timefmt::rfc3339(crate::timefmt::now_epoch()),
         tool: format!("airgap-bundle {}", env!("CARGO_PKG_VERSION")),
-        files: placed
+        files: sink
+            .placed()
             .iter()
-            .map(|p| ReceiptFile {
-                path: p.path.clone(),
-                sha256: p.sha256,
-                size: p.size,
-                status: match p.outcome {
-                    Outcome::Installed => "installed".into(),
-                    Outcome::AlreadyPresent => "present".into(),
-                },
+            .filter_map(|p| {
+                let status = match p.outcome {
+                    Outcome::Installed => "installed",
+                    Outcome::AlreadyPresent => "present",
+                    Outcome::Generated => return None,
+                };
+                Some(ReceiptFile {
+                    path: p.path.clone(),
+                    sha256: p.sha256,
+                    size: p.size,
+                    status: status.into(),
+                })
             })
             .collect(),
         kubespray_vars: Some(vars_path.display().to_string()),
     };
     let receipt_path = receipt::receipt_path(root, &index.name, &index.version);
-    web_root::create_dirs_0755(root, &root.join(".bundle"), &mut Vec::new())?;
-    write_public(&receipt_path, &receipt.to_json()?)?;
-
-    let receipts = receipt::all_receipts(root);
+    let receipt_rel = receipt_path
+        .strip_prefix(root)
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut receipts: Vec<Receipt> = receipt::all_receipts(root)
+        .into_iter()
+        .filter(|r| {
+            (r.name.as_str(), r.version.as_str()) != (index.name.as_str(), index.version.as_str())
+        })
+        .collect();
+    receipts.push(receipt);
+    receipts.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     let hosts: BTreeSet<String> = receipts
         .iter()
         .flat_map(|r| r.files.iter())
@@ -204,17 +211,35 @@ pub fn install(
         &hosts,
         &format!("bundles installed: {}", bundles.join(", ")),
     );
+    let this = receipts
+        .iter()
+        .find(|r| r.name == index.name && r.version == index.version)
+        .expect("pushed above");
+    sink.stage_generated(&receipt_rel, &this.to_json()?)?;
     if std::fs::read(&vars_path).ok().as_deref() != Some(vars.as_bytes()) {
-        write_public(&vars_path, vars.as_bytes())?;
+        sink.stage_generated(vars_rel, vars.as_bytes())?;
+    }
+
+    let placed = sink.commit()?;
+    for p in &placed {
+        match p.outcome {
+            Outcome::Installed => report.installed += 1,
+            Outcome::AlreadyPresent => report.already_present += 1,
+            Outcome::Generated => continue,
+        }
+        reporter.detail(format!(
+            "{} {}",
+            if p.outcome == Outcome::Installed {
+                "installed"
+            } else {
+                "present  "
+            },
+            p.path
+        ));
     }
     report.receipt = Some(receipt_path);
     report.kubespray_vars = Some(vars_path);
     Ok(report)
-}
-
-/// Writes a small file atomically with mode 0644 (served by the web server).
-fn write_public(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically(path, bytes, 0o644)
 }
 
 /// `http://<hostname>/`, what nodes on the site network use by default.

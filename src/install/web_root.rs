@@ -22,6 +22,8 @@ const SPACE_SLACK: u64 = 1 << 20;
 pub enum Outcome {
     Installed,
     AlreadyPresent,
+    /// Written by the install itself (receipt, Kubespray variables), committed with the rest.
+    Generated,
 }
 
 /// One entry bound for the web root.
@@ -98,7 +100,7 @@ pub fn preflight(web_root: &Path, index: &Index) -> Result<u64> {
     for dir in existing_dirs_written(web_root, index) {
         if !writable(&dir) {
             return Err(Error::Runtime(format!(
-                "{} is not writable\nhint: run as a user that may write the web root; nothing was written",
+                "{} is not writable\nhint: run as a user that may write the web root, and check that its filesystem is not mounted read-only; nothing was written",
                 dir.display()
             )));
         }
@@ -158,6 +160,26 @@ impl WebRootSink {
 
     pub fn staging_dir(&self) -> &Path {
         &self.staging
+    }
+
+    /// What has been staged or found in place so far.
+    pub fn placed(&self) -> &[Placed] {
+        &self.placed
+    }
+
+    /// Stages a file the install generates (receipt, variables) so that it is committed,
+    /// or rolled back, together with the content.
+    pub fn stage_generated(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+        let staged = self.staging.join(self.placed.len().to_string());
+        fs::write(&staged, bytes).map_err(|e| disk_error(&self.web_root, path, e))?;
+        self.placed.push(Placed {
+            path: path.to_string(),
+            sha256: Sha256Digest::of_bytes(bytes),
+            size: bytes.len() as u64,
+            outcome: Outcome::Generated,
+            staged: Some(staged),
+        });
+        Ok(())
     }
 
     pub fn bytes_written(&self) -> u64 {
@@ -247,7 +269,7 @@ impl EntrySink for WebRootSink {
             return Ok(());
         }
         let staged = self.staging.join(self.placed.len().to_string());
-        let file = File::create(&staged).at("cannot write to the staging area", &staged)?;
+        let file = File::create(&staged).map_err(|e| disk_error(&self.web_root, &entry.path, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut buf = vec![0u8; 256 * 1024];
         loop {
