@@ -59,3 +59,19 @@ impl Reporter {
         }
     }
 }
+
+/// A reader that advances a progress bar by the bytes it yields.
+pub struct ProgressReader<'a, R> {
+    pub inner: R,
+    pub bar: Option<&'a ProgressBar>,
+}
+
+impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(bar) = self.bar {
+            bar.inc(n as u64);
+        }
+        Ok(n)
+    }
+}

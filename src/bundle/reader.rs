@@ -16,6 +16,7 @@ use super::signing::{PublicKey, Signature};
 use super::volumes::BundleSource;
 use crate::digest::{HashingReader, Sha256Digest};
 use crate::error::{Error, Result};
+use crate::progress::ProgressReader;
 
 /// Receives each entry's bytes while they are being verified. An entry is only known good
 /// when the whole read returns `Ok`: sinks must not commit anything before that.
@@ -222,7 +223,7 @@ fn stream_entries(
                 expected.size
             )));
         }
-        let mut hashing = HashingReader::new(ProgressRead {
+        let mut hashing = HashingReader::new(ProgressReader {
             inner: &mut entry,
             bar: options.progress,
         });
@@ -277,20 +278,5 @@ fn expect_only_padding(mut rest: Box<dyn Read + Send>) -> Result<()> {
         if buf[..n].iter().any(|&b| b != 0) {
             return Err(Error::Verify("data after the end of the archive".into()));
         }
-    }
-}
-
-struct ProgressRead<'a, R> {
-    inner: R,
-    bar: Option<&'a ProgressBar>,
-}
-
-impl<R: Read> Read for ProgressRead<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(bar) = self.bar {
-            bar.inc(n as u64);
-        }
-        Ok(n)
     }
 }

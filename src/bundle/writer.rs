@@ -16,6 +16,7 @@ use super::index::{
 use super::signing::{Prehasher, SecretKey};
 use crate::digest::{HashingReader, Sha256Digest};
 use crate::error::{Error, IoContext, Result};
+use crate::progress::ProgressReader;
 
 /// One content entry to pack: where its bytes are now and what they must hash to.
 #[derive(Debug, Clone)]
@@ -187,7 +188,7 @@ pub fn write_bundle(
         let file = File::open(&c.local).at("cannot read", &c.local)?;
         let mut hashing = HashingReader::new(ProgressReader {
             inner: file.take(c.size),
-            bar: progress,
+            bar: Some(progress),
         });
         tar.append_data(&mut tar_header(c.size, mtime), &c.path, &mut hashing)
             .map_err(|e| match e.raw_os_error() {
@@ -267,17 +268,4 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     tmp.persist(path)
         .map_err(|e| Error::io("cannot rename into place", path, e.error))?;
     Ok(())
-}
-
-struct ProgressReader<'a, R> {
-    inner: R,
-    bar: &'a ProgressBar,
-}
-
-impl<R: Read> Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bar.inc(n as u64);
-        Ok(n)
-    }
 }
