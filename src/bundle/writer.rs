@@ -3,8 +3,10 @@
 //! that is renamed into place only when complete, plus a detached signature of the file.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use indicatif::ProgressBar;
 
@@ -52,22 +54,63 @@ pub struct WrittenBundle {
     pub index: Index,
 }
 
-/// Counts and prehashes the compressed bytes on their way to the file.
-struct OutputSink<W> {
-    inner: W,
-    prehash: Prehasher,
-    bytes: u64,
+/// Writes the compressed bytes to the file on a thread of its own, prehashing them for
+/// the detached signature there, so the packing thread only reads, hashes and copies.
+struct OutputSink {
+    tx: Option<SyncSender<Vec<u8>>>,
+    worker: Option<JoinHandle<io::Result<(File, Prehasher, u64)>>>,
 }
 
-impl<W: Write> Write for OutputSink<W> {
+impl OutputSink {
+    fn new(mut file: File) -> Self {
+        let (tx, rx) = sync_channel::<Vec<u8>>(2);
+        let worker = std::thread::spawn(move || {
+            let mut prehash = Prehasher::default();
+            let mut bytes = 0u64;
+            for chunk in rx {
+                file.write_all(&chunk)?;
+                prehash.update(&chunk);
+                bytes += chunk.len() as u64;
+            }
+            Ok((file, prehash, bytes))
+        });
+        OutputSink {
+            tx: Some(tx),
+            worker: Some(worker),
+        }
+    }
+
+    /// Waits for the writer thread: the file, the prehash and the bytes written.
+    fn finish(mut self) -> io::Result<(File, Prehasher, u64)> {
+        self.tx = None;
+        self.join()
+    }
+
+    fn join(&mut self) -> io::Result<(File, Prehasher, u64)> {
+        match self.worker.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err(io::Error::other("the output writer thread stopped")),
+        }
+    }
+}
+
+impl Write for OutputSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.prehash.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
+        let sent = self.tx.as_ref().map(|tx| tx.send(buf.to_vec()));
+        match sent {
+            Some(Ok(())) => Ok(buf.len()),
+            // The writer thread ended early: report its error (a full disk, say).
+            _ => {
+                self.tx = None;
+                Err(self
+                    .join()
+                    .err()
+                    .unwrap_or_else(|| io::Error::other("output closed")))
+            }
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        Ok(())
     }
 }
 
@@ -166,11 +209,7 @@ pub fn write_bundle(
         .tempfile_in(dir)
         .at("cannot create a temporary file in", dir)?;
     let file = tmp.as_file().try_clone().at("cannot open", tmp.path())?;
-    let sink = OutputSink {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        prehash: Prehasher::default(),
-        bytes: 0,
-    };
+    let sink = OutputSink::new(file);
     let write_err = |e: io::Error| Error::io("cannot write", out, e);
     let mut tar = tar::Builder::new(FrameWriter::new(sink, threads));
     let mtime = plan.created_epoch;
@@ -208,12 +247,7 @@ pub fn write_bundle(
     }
     let frames_out = tar.into_inner().map_err(write_err)?;
     let (sink, frames) = frames_out.finish().map_err(write_err)?;
-    let OutputSink {
-        inner,
-        prehash,
-        bytes,
-    } = sink;
-    let file = inner.into_inner().map_err(|e| write_err(e.into_error()))?;
+    let (file, prehash, bytes) = sink.finish().map_err(write_err)?;
     file.sync_all().map_err(write_err)?;
 
     let whole = key.sign_prehashed(
