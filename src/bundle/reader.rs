@@ -173,6 +173,8 @@ fn stream_entries(
         .collect();
     let mut seen = vec![false; index.entries.len()];
     let mut previous = String::from("the signed head");
+    // Large reads: each one passes through the tar layer, the decoder channel and SHA-256.
+    let mut buf = vec![0u8; 256 * 1024];
     for entry in entries {
         let mut entry = entry
             .map_err(|e| Error::from_bundle_read(&format!("the archive after `{previous}`"), e))?;
@@ -228,7 +230,7 @@ fn stream_entries(
             bar: options.progress,
         });
         sink.accept(expected, &mut hashing)?;
-        io::copy(&mut hashing, &mut io::sink())
+        drain(&mut hashing, &mut buf)
             .map_err(|e| Error::from_bundle_read(&format!("entry `{path}`"), e))?;
         let (digest, n) = hashing.finish();
         if n != expected.size {
@@ -263,6 +265,12 @@ fn stream_entries(
             }
         )));
     }
+    Ok(())
+}
+
+/// Reads what the sink left unread, so that every byte is hashed.
+fn drain(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<()> {
+    while reader.read(buf)? > 0 {}
     Ok(())
 }
 
