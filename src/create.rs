@@ -19,7 +19,8 @@ pub struct CreateOptions {
 }
 
 /// Checks a locked manifest and the output path before any download starts.
-fn preflight(options: &CreateOptions) -> Result<manifest::LoadedManifest> {
+/// Returns the manifest and each file's `files/<host>/<path>`.
+fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<String>)> {
     let loaded = manifest::load(&options.locked)?;
     let m = &loaded.manifest;
     m.require_supported()?;
@@ -32,7 +33,7 @@ fn preflight(options: &CreateOptions) -> Result<manifest::LoadedManifest> {
             options.locked.display()
         )));
     }
-    m.file_dest_paths()?;
+    let dests = m.file_dest_paths()?;
     if options.out.is_dir() {
         return Err(Error::Usage(format!(
             "-o {}: is a directory; give a file name",
@@ -51,7 +52,7 @@ fn preflight(options: &CreateOptions) -> Result<manifest::LoadedManifest> {
             parent.display()
         )));
     }
-    Ok(loaded)
+    Ok((loaded, dests))
 }
 
 /// The lock as the bundle carries it: canonical YAML without `mirrors`, so a bundle made
@@ -67,9 +68,8 @@ pub fn create(
     key: &SecretKey,
     reporter: &Reporter,
 ) -> Result<WrittenBundle> {
-    let loaded = preflight(options)?;
+    let (loaded, dests) = preflight(options)?;
     let m = &loaded.manifest;
-    let dests = m.file_dest_paths()?;
     let downloads = m
         .files
         .iter()

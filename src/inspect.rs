@@ -68,14 +68,17 @@ pub struct ArtifactReport {
 }
 
 pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
-    let head = read_unverified_head(source)?;
-    let index = Index::from_signed_bytes(&head.index_bytes)?;
-    let mut reader = source.reader()?;
-    let table = match read_seek_table(&mut reader, source.total_len()) {
+    let table = match read_seek_table(&mut source.reader()?, source.total_len()) {
         Ok(t) => t,
         Err(Error::Verify(_)) => None,
         Err(e) => return Err(e),
     };
+    // Decode only the frames, so the serial walker never meets the seek table.
+    let data_len = table.as_ref().map_or(source.total_len(), |frames| {
+        frames.iter().map(|f| u64::from(f.compressed)).sum()
+    });
+    let head = read_unverified_head(source, data_len)?;
+    let index = Index::from_signed_bytes(&head.index_bytes)?;
     let mut kinds: BTreeMap<String, Totals> = BTreeMap::new();
     for e in &index.entries {
         let t = kinds.entry(e.kind.as_str().to_string()).or_default();

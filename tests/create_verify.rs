@@ -175,21 +175,7 @@ impl Site {
 
     /// `bundle keygen --out <rel> --no-password`; returns (secret, public) key paths.
     fn keygen(&self, rel: &str) -> (PathBuf, PathBuf) {
-        let prefix = self.path(rel);
-        run_bundle(
-            &[
-                "keygen".as_ref(),
-                "--out".as_ref(),
-                prefix.as_os_str(),
-                "--no-password".as_ref(),
-            ],
-            &[],
-        )
-        .assert_ok();
-        (
-            PathBuf::from(format!("{}.key", prefix.display())),
-            PathBuf::from(format!("{}.pub", prefix.display())),
-        )
+        keygen(&self.path(rel))
     }
 
     /// `bundle lock` into `rel` with its own cache `cache_rel`; returns the lock path.

@@ -70,12 +70,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let ws = Workspace::new();
-        run_bundle_in(
-            ws.root(),
-            &["keygen", "--out", "site", "--no-password"],
-            &[],
-        )
-        .assert_ok();
+        keygen(&ws.path("site"));
         let mut rng = Rng::new(7);
         let files: Vec<(&str, Vec<u8>)> = vec![
             ("dl/random.bin", rng.bytes(150_000)),
@@ -395,12 +390,7 @@ fn garbage_public_keys_are_clean_errors() {
         assert_clean_error(&run, &[2, 3], what);
     }
     // The key of another signer is a verification failure, not a usage error.
-    run_bundle_in(
-        fx.ws.root(),
-        &["keygen", "--out", "other", "--no-password"],
-        &[],
-    )
-    .assert_ok();
+    keygen(&fx.ws.path("other"));
     let run = run_bundle_in(
         fx.ws.root(),
         &["verify", "good.bundle.tar.zst", "--pubkey", "other.pub"],

@@ -54,21 +54,10 @@ fn make_world_readable(path: &Path) {
 /// `bundle keygen --no-password` once per workspace: (`site.key`, `site.pub`).
 fn site_keys(ws: &Workspace) -> (PathBuf, PathBuf) {
     let key = ws.path("site.key");
-    let public = ws.path("site.pub");
     if !key.exists() {
-        let prefix = ws.path("site");
-        run_bundle(
-            &[
-                "keygen".as_ref(),
-                "--out".as_ref(),
-                prefix.as_os_str(),
-                "--no-password".as_ref(),
-            ],
-            &[],
-        )
-        .assert_ok();
+        return keygen(&ws.path("site"));
     }
-    (key, public)
+    (key, ws.path("site.pub"))
 }
 
 /// How the manifest names the files of a test bundle.

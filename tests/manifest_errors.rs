@@ -32,12 +32,7 @@ fn lock(ws: &Workspace, manifest: &str) -> Run {
 /// `bundle create <manifest> -o out.bundle.tar.zst` with a fresh unencrypted key.
 fn create(ws: &Workspace, manifest: &str) -> Run {
     if !ws.path("site.key").exists() {
-        run_bundle_in(
-            ws.root(),
-            &["keygen", "--out", "site", "--no-password"],
-            &[],
-        )
-        .assert_ok();
+        keygen(&ws.path("site"));
     }
     run_bundle_in(
         ws.root(),

@@ -49,13 +49,8 @@ fn locked_manifest(files: &[(String, &[u8])]) -> String {
 }
 
 /// `bundle keygen` in the workspace: `site.key` / `site.pub`.
-fn keygen(ws: &Workspace) {
-    run_bundle_in(
-        ws.root(),
-        &["keygen", "--out", "site", "--no-password"],
-        &[],
-    )
-    .assert_ok();
+fn site_keygen(ws: &Workspace) {
+    keygen(&ws.path("site"));
 }
 
 fn lock(ws: &Workspace, manifest: &str, out: &str, cache: &str, extra: &[&str]) -> Run {
@@ -142,7 +137,7 @@ fn unreachable_upstream_gives_up_after_the_retries() {
     assert!(!ws.path("m.lock.yaml").exists(), "a failed lock wrote -o");
 
     // The same at `create`, from a locked manifest: exit 1, nothing written.
-    keygen(&ws);
+    site_keygen(&ws);
     ws.write(
         "l.yaml",
         locked_manifest(&[(url.clone(), b"never served".as_slice())]),
@@ -192,7 +187,7 @@ fn http_404_names_the_url_and_the_status() {
 #[test]
 fn upstream_change_after_lock_is_a_verification_failure_at_create() {
     let ws = Workspace::new();
-    keygen(&ws);
+    site_keygen(&ws);
     let original = pattern(200_000, 1);
     ws.write("www/dl/tool.bin", &original);
     ws.write("www/dl/other.bin", pattern(50_000, 2));
@@ -248,7 +243,7 @@ fn upstream_change_after_lock_is_a_verification_failure_at_create() {
 #[test]
 fn create_resumes_a_partial_download_with_a_range_request() {
     let ws = Workspace::new();
-    keygen(&ws);
+    site_keygen(&ws);
     let data = pattern(3_000_000, 4);
     let half = data.len() / 2;
     let digest = sha256_bytes(&data);
@@ -277,7 +272,7 @@ fn create_resumes_a_partial_download_with_a_range_request() {
 #[test]
 fn stale_partial_download_fails_once_and_is_discarded() {
     let ws = Workspace::new();
-    keygen(&ws);
+    site_keygen(&ws);
     let data = pattern(400_000, 5);
     let half = data.len() / 2;
     let digest = sha256_bytes(&data);
@@ -307,7 +302,7 @@ fn stale_partial_download_fails_once_and_is_discarded() {
 #[test]
 fn second_create_works_offline_from_the_cache_and_is_byte_identical() {
     let ws = Workspace::new();
-    keygen(&ws);
+    site_keygen(&ws);
     let a = pattern(300_000, 7);
     let b = b"#!/bin/sh\necho hello\n".repeat(1000);
     ws.write("www/a.bin", &a);
@@ -351,7 +346,7 @@ fn second_create_works_offline_from_the_cache_and_is_byte_identical() {
 #[test]
 fn mirror_is_used_for_fetching_but_the_canonical_url_is_recorded() {
     let ws = Workspace::new();
-    keygen(&ws);
+    site_keygen(&ws);
     let kubeadm = pattern(120_000, 8);
     let kubectl = pattern(90_000, 9);
     let rel = "release/v1.31.4/bin/linux/amd64";
@@ -526,7 +521,7 @@ fn two_urls_mapping_to_the_same_bundle_path_are_rejected_at_lock() {
 #[test]
 fn parallel_downloads_fetch_every_file_exactly_once() {
     let ws = Workspace::new();
-    keygen(&ws);
+    site_keygen(&ws);
     let contents: Vec<Vec<u8>> = (0..6)
         .map(|i| pattern(150_000 + i * 1000, 20 + i as u64))
         .collect();

@@ -236,22 +236,6 @@ pub fn decode<R: Read + Seek + Send + 'static>(
     })
 }
 
-/// The start of the decompressed stream, for reading the head only (`inspect`): serial, over
-/// the bytes before the seek table when there is one.
-pub fn decode_head<R: Read + Seek + Send + 'static>(
-    mut source: R,
-    total: u64,
-) -> Result<impl Read + Send> {
-    let data_len = match read_seek_table(&mut source, total) {
-        Ok(Some(frames)) => frames.iter().map(|f| u64::from(f.compressed)).sum(),
-        _ => total,
-    };
-    source
-        .seek(SeekFrom::Start(0))
-        .map_err(|e| Error::from_bundle_read("the bundle", e))?;
-    serial_decoder(source.take(data_len))
-}
-
 /// Streams through stock zstd decoding (concatenated frames; truncation reported as an
 /// error), with the compressed framing checked on the way in by [`FrameWalker`]: a stream
 /// without a valid seek table may hold nothing but zstd frames, so unsigned data cannot
@@ -605,6 +589,15 @@ mod tests {
         w.finish().unwrap().0
     }
 
+    /// Everything `decode` yields for a whole compressed stream.
+    fn decode_all(z: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        decode(Cursor::new(z.to_vec()), z.len() as u64)
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .read_to_end(&mut out)?;
+        Ok(out)
+    }
+
     fn pseudo_random(len: usize) -> Vec<u8> {
         let mut x = 0x1234_5678_u64;
         (0..len)
@@ -632,12 +625,7 @@ mod tests {
                 .sum::<usize>(),
             data.len()
         );
-        let mut out = Vec::new();
-        decode(Cursor::new(z.clone()), z.len() as u64)
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, data);
+        assert_eq!(decode_all(&z).unwrap(), data);
         // Without its table the same frames decode serially.
         let body = z[..z.len() - (8 + frames.len() * 8 + 9)].to_vec();
         let mut out = Vec::new();
@@ -655,44 +643,21 @@ mod tests {
         let table_len = 8 + 2 * 8 + 9;
         let body = z[..z.len() - table_len].to_vec();
         // Without the table: plain frames decode.
-        let mut out = Vec::new();
-        decode(Cursor::new(body.clone()), body.len() as u64)
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, data);
+        assert_eq!(decode_all(&body).unwrap(), data);
         // Stock zstd output (one frame, checksum) passes the walker too.
         let stock = zstd::stream::encode_all(&data[..], 19).unwrap();
-        let mut out = Vec::new();
-        decode(Cursor::new(stock.clone()), stock.len() as u64)
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, data);
+        assert_eq!(decode_all(&stock).unwrap(), data);
         // A skippable frame after the table (so the table is not at the end) is rejected.
         let mut extra = z.clone();
         extra.extend_from_slice(&[0x50, 0x2A, 0x4D, 0x18, 2, 0, 0, 0, 1, 2]);
-        let err = decode(Cursor::new(extra.clone()), extra.len() as u64)
-            .unwrap()
-            .read_to_end(&mut Vec::new())
-            .unwrap_err();
+        let err = decode_all(&extra).unwrap_err();
         assert!(err.to_string().contains("skippable"), "{err}");
         // Garbage after the last frame, and a stream cut inside a frame.
         let mut junk = body.clone();
         junk.extend_from_slice(b"junk!");
-        assert!(
-            decode(Cursor::new(junk.clone()), junk.len() as u64)
-                .unwrap()
-                .read_to_end(&mut Vec::new())
-                .is_err()
-        );
+        assert!(decode_all(&junk).is_err());
         let cut = body[..body.len() - 3].to_vec();
-        assert!(
-            decode(Cursor::new(cut.clone()), cut.len() as u64)
-                .unwrap()
-                .read_to_end(&mut Vec::new())
-                .is_err()
-        );
+        assert!(decode_all(&cut).is_err());
     }
 
     #[test]
@@ -704,11 +669,7 @@ mod tests {
         let entries = n - 9 - 16;
         z[entries + 4..entries + 8].copy_from_slice(&49_999u32.to_le_bytes());
         z[entries + 12..entries + 16].copy_from_slice(&50_001u32.to_le_bytes());
-        let mut out = Vec::new();
-        let err = decode(Cursor::new(z), n as u64)
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap_err();
+        let err = decode_all(&z).unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
     }
 }

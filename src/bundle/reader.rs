@@ -114,10 +114,11 @@ fn open_archive(source: &BundleSource) -> Result<tar::Archive<Box<dyn Read + Sen
 }
 
 /// The index and signature at the front of the bundle, without verifying (for `inspect`:
-/// it decodes only the first frames, so it is instant on any size).
-pub fn read_unverified_head(source: &BundleSource) -> Result<UnverifiedHead> {
+/// it decodes only the first frames, so it is instant on any size). `data_len` is the
+/// length of the compressed frames, before any seek table.
+pub fn read_unverified_head(source: &BundleSource, data_len: u64) -> Result<UnverifiedHead> {
     let reader: Box<dyn Read + Send> =
-        Box::new(frames::decode_head(source.reader()?, source.total_len())?);
+        Box::new(frames::serial_decoder(source.reader()?.take(data_len))?);
     let mut archive = tar::Archive::new(reader);
     let mut entries = archive.entries().map_err(read_err)?;
     read_head(&mut entries)

@@ -271,8 +271,6 @@ impl Fetcher {
     pub fn fetch_all(&self, downloads: &[Download], bar: &ProgressBar) -> Result<Vec<Fetched>> {
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let mut results: Vec<Option<Result<Fetched>>> =
-            (0..downloads.len()).map(|_| None).collect();
         let slots: Vec<std::sync::Mutex<Option<Result<Fetched>>>> = (0..downloads.len())
             .map(|_| std::sync::Mutex::new(None))
             .collect();
@@ -296,12 +294,12 @@ impl Fetcher {
                 });
             }
         });
-        for (i, slot) in slots.into_iter().enumerate() {
-            results[i] = slot.into_inner().ok().flatten();
-        }
         let mut out = Vec::with_capacity(downloads.len());
         let mut first_err = None;
-        for r in results {
+        for r in slots
+            .into_iter()
+            .map(|slot| slot.into_inner().ok().flatten())
+        {
             match r {
                 Some(Ok(f)) => out.push(f),
                 Some(Err(e)) => {

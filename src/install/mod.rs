@@ -194,6 +194,7 @@ pub fn install(
             (r.name.as_str(), r.version.as_str()) != (index.name.as_str(), index.version.as_str())
         })
         .collect();
+    let receipt_json = receipt.to_json()?;
     receipts.push(receipt);
     receipts.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     let hosts: BTreeSet<String> = receipts
@@ -211,11 +212,7 @@ pub fn install(
         &hosts,
         &format!("bundles installed: {}", bundles.join(", ")),
     );
-    let this = receipts
-        .iter()
-        .find(|r| r.name == index.name && r.version == index.version)
-        .expect("pushed above");
-    sink.stage_generated(&receipt_rel, &this.to_json()?)?;
+    sink.stage_generated(&receipt_rel, &receipt_json)?;
     if std::fs::read(&vars_path).ok().as_deref() != Some(vars.as_bytes()) {
         sink.stage_generated(vars_rel, vars.as_bytes())?;
     }

@@ -206,6 +206,24 @@ fn run_bundle_impl<S: AsRef<OsStr>>(cwd: Option<&Path>, args: &[S], envs: &[(&st
 // Files
 // ---------------------------------------------------------------------------
 
+/// `bundle keygen --out PREFIX --no-password`; returns (`PREFIX.key`, `PREFIX.pub`).
+pub fn keygen(prefix: &Path) -> (PathBuf, PathBuf) {
+    run_bundle(
+        &[
+            OsStr::new("keygen"),
+            OsStr::new("--out"),
+            prefix.as_os_str(),
+            OsStr::new("--no-password"),
+        ],
+        &[],
+    )
+    .assert_ok();
+    (
+        PathBuf::from(format!("{}.key", prefix.display())),
+        PathBuf::from(format!("{}.pub", prefix.display())),
+    )
+}
+
 /// SHA-256 of a file's contents, lowercase hex, read in chunks.
 pub fn sha256_file(path: impl AsRef<Path>) -> String {
     let path = path.as_ref();

@@ -130,12 +130,7 @@ pub fn make_source_bundle(dir: &Path) -> SourceBundle {
     let cache = dir.join("cache");
     let bundle = dir.join("source.bundle.tar.zst");
     let os = OsStr::new;
-    bundle_ok(&[
-        os("keygen"),
-        os("--no-password"),
-        os("--out"),
-        prefix.as_os_str(),
-    ]);
+    crate::common::keygen(&prefix);
     bundle_ok(&[
         os("lock"),
         manifest_path.as_os_str(),
@@ -186,12 +181,7 @@ impl TamperKeys {
     pub fn generate(dir: &Path, trusted_pub: &Path) -> TamperKeys {
         mkdir_755(dir);
         let prefix = dir.join("other");
-        bundle_ok(&[
-            OsStr::new("keygen"),
-            OsStr::new("--no-password"),
-            OsStr::new("--out"),
-            prefix.as_os_str(),
-        ]);
+        crate::common::keygen(&prefix);
         TamperKeys {
             trusted_pub: trusted_pub.to_path_buf(),
             other_key: dir.join("other.key"),
