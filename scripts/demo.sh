@@ -15,7 +15,7 @@ source scripts/lib/apache.sh
 
 DEMO=${DEMO_DIR:-$(mktemp -d /tmp/airgap-demo.XXXXXX)}
 chmod 755 "$DEMO"
-trap 'stop_apache; [[ -n ${SITE_PID:-} ]] && kill "$SITE_PID" 2>/dev/null; true' EXIT
+trap stop_apache EXIT   # whichever apache is running (the upstream one is stopped mid-way)
 echo "== demo workspace: $DEMO"
 
 # "Upstream": real-looking release paths, served locally.
@@ -58,7 +58,6 @@ echo "== air-gapped side: install into an apache web root"
 WWW=$DEMO/www
 mkdir -p "$WWW"
 start_apache "$WWW" "$DEMO/apache-site"
-SITE_PID=$APACHE_PID
 "$BUNDLE" install k8s.bundle.tar.zst --pubkey site.pub --web-root "$WWW" \
     --base-url "http://127.0.0.1:$APACHE_PORT/"
 URL="http://127.0.0.1:$APACHE_PORT/files/dl.k8s.io/release/v1.31.4/bin/linux/amd64/kubeadm"
