@@ -25,6 +25,11 @@ impl Sha256Digest {
         Ok(hashing.finish())
     }
 
+    /// The digest a streaming hasher arrived at.
+    pub fn from_hasher(hasher: Sha256) -> Self {
+        Sha256Digest(hasher.finalize().into())
+    }
+
     /// Lowercase hex, the form used in manifests, indexes and file names.
     pub fn hex(&self) -> String {
         hex::encode(self.0)

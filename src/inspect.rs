@@ -83,19 +83,19 @@ pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
     for e in &index.entries {
         let t = kinds.entry(e.kind.as_str().to_string()).or_default();
         t.entries += 1;
-        t.bytes += e.size;
+        t.bytes = t.bytes.saturating_add(e.size);
     }
     let artifacts = index
         .artifacts
         .iter()
-        .enumerate()
-        .map(|(i, a)| ArtifactReport {
+        .zip(index.entries_by_artifact())
+        .map(|(a, entries)| ArtifactReport {
             kind: a.kind.as_str().to_string(),
             source: a.source.clone(),
             dest: a.dest.clone(),
             sha256: a.sha256,
             size: a.size,
-            entries: index.entries_of(i).into_iter().map(String::from).collect(),
+            entries: entries.into_iter().map(String::from).collect(),
         })
         .collect();
     Ok(InspectReport {

@@ -9,6 +9,7 @@ pub mod create;
 pub mod digest;
 pub mod error;
 pub mod fetch;
+pub mod fs;
 pub mod inspect;
 pub mod install;
 pub mod lock;

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use airgap_bundle::bundle::reader::{DiscardSink, ReadOptions, read_verified};
 use airgap_bundle::bundle::signing::{PublicKey, SecretKey};
 use airgap_bundle::bundle::volumes::BundleSource;
-use airgap_bundle::bundle::writer::write_atomically;
 use airgap_bundle::create::{CreateOptions, create};
 use airgap_bundle::fetch::{Cache, FetchOptions, Fetcher};
+use airgap_bundle::fs::write_atomically;
 use airgap_bundle::inspect::{human_bytes, inspect};
 use airgap_bundle::install::{InstallOptions, install};
 use airgap_bundle::progress::Reporter;
@@ -114,6 +114,9 @@ struct NetArgs {
     /// Retries per download after the first attempt.
     #[arg(long, default_value_t = 3)]
     retries: u32,
+    /// Seconds without a byte from a server before the attempt counts as failed (retried).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    timeout: u64,
 }
 
 impl NetArgs {
@@ -123,6 +126,7 @@ impl NetArgs {
             jobs: self.jobs,
             ca: self.ca.clone(),
             retries: self.retries,
+            timeout: std::time::Duration::from_secs(self.timeout),
         }
     }
 }

@@ -432,14 +432,14 @@ pub fn parse(bytes: &[u8], origin: &Path) -> Result<Manifest> {
         });
     }
     for (what, value) in [("name", &manifest.name), ("version", &manifest.version)] {
-        if value.is_empty() || value.contains(['/', '\\', '\0']) || value.starts_with('.') {
+        if let Err(why) = crate::bundle::check_release_name(value) {
             let (line, column) = key_position(what);
             return Err(Error::Manifest {
                 path: shown,
                 line,
                 column,
                 message: format!(
-                    "`{what}` must be a non-empty name without `/` (it names the receipt file)"
+                    "`{what}` {value:?} {why} (it names the receipt file and goes into generated YAML)"
                 ),
             });
         }
@@ -565,6 +565,8 @@ impl Manifest {
 
     /// The `files/<host>/<path>` of every file entry, in order; two URLs that map to the
     /// same path are an error (SPEC §6).
+    /// A path that is a file of one URL and a directory of another is an error too (both
+    /// can never exist on the web root: SPEC §3).
     pub fn file_dest_paths(&self) -> Result<Vec<String>> {
         let mut seen: std::collections::HashMap<String, &SourceUrl> =
             std::collections::HashMap::new();
@@ -578,6 +580,13 @@ impl Manifest {
                 )));
             }
             out.push(dest);
+        }
+        if let Some((file, inside)) = crate::bundle::find_path_clash(out.iter().map(String::as_str))
+        {
+            return Err(Error::Usage(format!(
+                "{} is stored as `{file}`, which {} needs as a directory (`{inside}`): both cannot exist on the web root\nhint: keep only one of them",
+                seen[file], seen[inside]
+            )));
         }
         Ok(out)
     }
@@ -644,7 +653,10 @@ pub fn file_dest_path(url: &SourceUrl) -> Result<String, String> {
         }
         parts.push(decoded);
     }
-    Ok(parts.join("/"))
+    let path = parts.join("/");
+    crate::bundle::check_entry_path(&path)
+        .map_err(|why| format!("{url}: cannot be stored safely: {why}"))?;
+    Ok(path)
 }
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -1,7 +1,8 @@
 //! `lock` and `create` against a real upstream: a private Apache on 127.0.0.1 (never the
-//! internet). Unreachable hosts, HTTP errors, digest mismatches at `create`, resumed and
-//! stale partial downloads, the download cache, `mirrors`, colliding bundle paths and
-//! parallel downloads (SPEC §2, §5, §6).
+//! internet), or a scripted loopback server. Unreachable hosts, HTTP errors, digest
+//! mismatches at `create`, resumed and stale partial downloads (Range + If-Range), the
+//! download cache, `mirrors`, colliding bundle paths, parallel downloads and stalled
+//! transfers (`--timeout`) (SPEC §2, §5, §6).
 
 mod common;
 
@@ -240,6 +241,28 @@ fn upstream_change_after_lock_is_a_verification_failure_at_create() {
 // 4. Resume and stale partial downloads
 // ---------------------------------------------------------------------------
 
+/// Sets a file's mtime an hour back: Apache sends a weak ETag (useless for If-Range)
+/// for a file modified within the last second.
+fn age(path: &Path) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600)))
+        .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
+}
+
+/// The strong ETag Apache sends for `path` (from a HEAD request).
+fn apache_etag(apache: &Apache, path: &str) -> String {
+    let head = apache.http_request("HEAD", path, &[]);
+    assert_eq!(head.status, 200, "HEAD /{path}: {head:?}");
+    let etag = head
+        .header("etag")
+        .unwrap_or_else(|| panic!("apache sent no ETag for /{path}: {head:?}"))
+        .to_string();
+    assert!(etag.starts_with('"'), "not a strong ETag: {etag}");
+    etag
+}
+
 #[test]
 fn create_resumes_a_partial_download_with_a_range_request() {
     let ws = Workspace::new();
@@ -247,12 +270,15 @@ fn create_resumes_a_partial_download_with_a_range_request() {
     let data = pattern(3_000_000, 4);
     let half = data.len() / 2;
     let digest = sha256_bytes(&data);
-    ws.write("www/big/image.tar", &data);
+    age(&ws.write("www/big/image.tar", &data));
     let apache = Apache::start(&ws.path("www"));
     let url = apache.url("big/image.tar");
     ws.write("l.yaml", locked_manifest(&[(url, data.as_slice())]));
-    // The cache layout of src/fetch/cache.rs: partial/<expected sha256 hex>.part.
+    // The cache layout: partial/<expected sha256 hex>.part, and beside it
+    // .part.validator with the If-Range value (the ETag of the interrupted response).
     ws.write(format!("cache/partial/{digest}.part"), &data[..half]);
+    let etag = apache_etag(&apache, "big/image.tar");
+    ws.write(format!("cache/partial/{digest}.part.validator"), &etag);
 
     create(&ws, "l.yaml", "b.bundle.tar.zst", "cache", &[]).assert_ok();
 
@@ -266,11 +292,15 @@ fn create_resumes_a_partial_download_with_a_range_request() {
     );
     verify(&ws, "b.bundle.tar.zst").assert_ok();
     assert!(ws.path(format!("cache/sha256/{digest}")).exists());
-    assert!(dir_names(&ws.path("cache/partial")).is_empty());
+    let left = dir_names(&ws.path("cache/partial"));
+    assert!(
+        left.is_empty(),
+        "leftovers in cache/partial (the .part and its .validator go once the blob is stored): {left:?}"
+    );
 }
 
 #[test]
-fn stale_partial_download_fails_once_and_is_discarded() {
+fn stale_partial_download_is_refetched_whole_on_the_first_run() {
     let ws = Workspace::new();
     site_keygen(&ws);
     let data = pattern(400_000, 5);
@@ -280,19 +310,29 @@ fn stale_partial_download_fails_once_and_is_discarded() {
     let apache = Apache::start(&ws.path("www"));
     let url = apache.url("f/tool.bin");
     ws.write("l.yaml", locked_manifest(&[(url.clone(), data.as_slice())]));
+    // Bytes of some other version, with that version's (bogus) ETag as validator:
+    // If-Range does not match, so Apache answers 200 with the whole file.
     let partial = ws.write(format!("cache/partial/{digest}.part"), pattern(half, 6));
-
-    let run = create(&ws, "l.yaml", "b.bundle.tar.zst", "cache", &[]);
-    run.assert_code(3)
-        .assert_stderr_contains(&url)
-        .assert_stderr_contains(&digest);
-    assert!(!ws.path("b.bundle.tar.zst").exists());
-    assert!(!partial.exists(), "the stale partial download was kept");
+    let validator = ws.write(
+        format!("cache/partial/{digest}.part.validator"),
+        "\"stale\"",
+    );
 
     create(&ws, "l.yaml", "b.bundle.tar.zst", "cache", &[]).assert_ok();
     verify(&ws, "b.bundle.tar.zst").assert_ok();
-    let log = apache.wait_access_log(|l| l.contains("\"GET /f/tool.bin HTTP/1.1\" 200"));
-    assert_eq!(gets(&log, "/f/tool.bin").len(), 2, "{log}");
+    let log = apache.wait_access_log(|l| !gets(l, "/f/tool.bin").is_empty());
+    let lines = gets(&log, "/f/tool.bin");
+    assert_eq!(lines.len(), 1, "one request, on the first run:\n{log}");
+    assert!(
+        lines[0].contains(&format!("\" 200 {} \"bytes={half}-\"", data.len())),
+        "expected a Range request answered 200 with the whole file (If-Range mismatch):\n{log}"
+    );
+    assert!(
+        !partial.exists() && !validator.exists(),
+        "the stale partial download was kept"
+    );
+    assert!(dir_names(&ws.path("cache/partial")).is_empty());
+    assert!(ws.path(format!("cache/sha256/{digest}")).exists());
 }
 
 // ---------------------------------------------------------------------------
@@ -582,114 +622,272 @@ fn parallel_downloads_fetch_every_file_exactly_once() {
 }
 
 // ---------------------------------------------------------------------------
-// Retries and resume after an interruption (a scripted loopback server: Apache
-// cannot be told to fail on cue)
+// Retries, resume after an interruption, If-Range and stalls (a scripted loopback
+// server: Apache cannot be told to fail or change on cue)
 // ---------------------------------------------------------------------------
 
 /// What the scripted server does with the n-th request.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Reply {
     /// `503 Service Unavailable`.
     Unavailable,
     /// `200` announcing the whole body, but only `n` bytes are sent before the
     /// connection is closed.
     CutAfter(usize),
-    /// `200` with the whole body, or `206` when the request has `Range: bytes=N-`.
+    /// `200` with the whole body, or `206` with the rest when the request has
+    /// `Range: bytes=N-` and its `If-Range` (if any) matches the current validator.
     Serve,
+    /// Reads the request, then never answers (the connection stays open until the
+    /// server is dropped).
+    Silent,
+    /// `200` headers announcing the whole body and its first `n` bytes, then nothing
+    /// more (the connection stays open until the server is dropped).
+    StallAfter(usize),
+}
+
+/// What the server currently serves: upstream can change between requests.
+#[derive(Clone)]
+struct Content {
+    body: Vec<u8>,
+    /// Sent as `ETag` (exactly as given, quotes included) when set.
+    etag: Option<String>,
+    /// Sent as `Last-Modified` when set.
+    last_modified: Option<String>,
+}
+
+/// One request as the server saw it, and the status it answered (0: none).
+#[derive(Clone, Debug)]
+struct Seen {
+    line: String,
+    range: Option<usize>,
+    if_range: Option<String>,
+    status: u16,
 }
 
 /// A one-file HTTP/1.1 server on 127.0.0.1 that follows a script, one connection per
-/// request, and records each request's first line and Range header.
+/// request (served in turn), and records each request. Stopped when dropped.
 struct ScriptedServer {
     port: u16,
-    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    content: std::sync::Arc<std::sync::Mutex<Content>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ScriptedServer {
     fn start(body: Vec<u8>, script: Vec<Reply>) -> ScriptedServer {
-        use std::io::{BufRead, BufReader, Write};
+        ScriptedServer::start_with(
+            Content {
+                body,
+                etag: None,
+                last_modified: None,
+            },
+            script,
+        )
+    }
+
+    /// Like [`ScriptedServer::start`], with an `ETag` on every response.
+    fn start_with_etag(body: Vec<u8>, etag: &str, script: Vec<Reply>) -> ScriptedServer {
+        ScriptedServer::start_with(
+            Content {
+                body,
+                etag: Some(etag.to_string()),
+                last_modified: None,
+            },
+            script,
+        )
+    }
+
+    fn start_with(content: Content, script: Vec<Reply>) -> ScriptedServer {
+        use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = requests.clone();
-        std::thread::spawn(move || {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let content = std::sync::Arc::new(std::sync::Mutex::new(content));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log, current, stopping) = (seen.clone(), content.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // Connections a stalling reply keeps open; closed when the server stops.
+            let mut held = Vec::new();
             for (n, stream) in listener.incoming().enumerate() {
-                let Ok(mut stream) = stream else { return };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                let mut range = None;
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    if first.is_empty() {
-                        first = line.trim().to_string();
-                    } else if line.trim().is_empty() {
-                        break;
-                    } else if let Some((k, v)) = line.split_once(':')
-                        && k.eq_ignore_ascii_case("range")
-                    {
-                        range = v
-                            .trim()
-                            .strip_prefix("bytes=")
-                            .and_then(|r| r.strip_suffix('-'))
-                            .and_then(|r| r.parse::<usize>().ok());
-                    }
+                if stopping.load(Ordering::SeqCst) {
+                    break;
                 }
-                log.lock().unwrap().push(format!("{first} range={range:?}"));
+                let Ok(stream) = stream else { break };
                 let reply = script.get(n).copied().unwrap_or(Reply::Serve);
-                let _ = match reply {
-                    Reply::Unavailable => stream.write_all(
-                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    ),
-                    Reply::CutAfter(cut) => stream
-                        .write_all(
-                            format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                body.len()
-                            )
-                            .as_bytes(),
-                        )
-                        .and_then(|_| stream.write_all(&body[..cut])),
-                    Reply::Serve => match range {
-                        Some(from) if from < body.len() => stream
-                            .write_all(
-                                format!(
-                                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
-                                    body.len() - from,
-                                    body.len() - 1,
-                                    body.len()
-                                )
-                                .as_bytes(),
-                            )
-                            .and_then(|_| stream.write_all(&body[from..])),
-                        _ => stream
-                            .write_all(
-                                format!(
-                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                    body.len()
-                                )
-                                .as_bytes(),
-                            )
-                            .and_then(|_| stream.write_all(&body)),
-                    },
-                };
-                let _ = stream.flush();
-                let _ = stream.shutdown(std::net::Shutdown::Both);
+                let c = current.lock().unwrap().clone();
+                if let Some(keep) = serve_one(stream, reply, &c, &log) {
+                    held.push(keep);
+                }
             }
+            drop(held);
         });
-        ScriptedServer { port, requests }
+        ScriptedServer {
+            port,
+            seen,
+            content,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}/{path}", self.port)
     }
 
+    /// Each request's first line and Range start: `"GET /x HTTP/1.1 range=Some(5)"`.
     fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
+        self.seen()
+            .iter()
+            .map(|s| format!("{} range={:?}", s.line, s.range))
+            .collect()
     }
+
+    /// Each request in full, with the status answered.
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Upstream changes: later requests get `body` and `etag`.
+    fn set_content(&self, body: Vec<u8>, etag: Option<&str>) {
+        let mut c = self.content.lock().unwrap();
+        c.body = body;
+        c.etag = etag.map(str::to_string);
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect_timeout(
+            &SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)),
+            Duration::from_secs(2),
+        );
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one request from `stream` and answers it per `reply`. Returns the stream when
+/// the reply leaves the connection open (a stall).
+fn serve_one(
+    mut stream: TcpStream,
+    reply: Reply,
+    content: &Content,
+    log: &std::sync::Mutex<Vec<Seen>>,
+) -> Option<TcpStream> {
+    use std::io::{BufRead, BufReader, Write};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut first = String::new();
+    let mut range = None;
+    let mut if_range = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if first.is_empty() {
+            first = line.trim().to_string();
+        } else if line.trim().is_empty() {
+            break;
+        } else if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("range") {
+                range = v
+                    .trim()
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.strip_suffix('-'))
+                    .and_then(|r| r.parse::<usize>().ok());
+            } else if k.eq_ignore_ascii_case("if-range") {
+                if_range = Some(v.trim().to_string());
+            }
+        }
+    }
+    let body = &content.body;
+    let mut validators = String::new();
+    if let Some(etag) = &content.etag {
+        validators.push_str(&format!("ETag: {etag}\r\n"));
+    }
+    if let Some(lm) = &content.last_modified {
+        validators.push_str(&format!("Last-Modified: {lm}\r\n"));
+    }
+    let full_head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{validators}Connection: close\r\n\r\n",
+        body.len()
+    );
+    // RFC 9110 §13.1.5: the range is served only if If-Range matches the current
+    // representation (an entity tag compared strongly, or the exact Last-Modified date).
+    let if_range_holds = match &if_range {
+        None => true,
+        Some(v) if v.starts_with('"') => content.etag.as_deref() == Some(v.as_str()),
+        Some(v) => content.last_modified.as_deref() == Some(v.as_str()),
+    };
+    let (status, result, keep) = match reply {
+        Reply::Unavailable => (
+            503,
+            stream.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            ),
+            false,
+        ),
+        Reply::CutAfter(cut) => (
+            200,
+            stream
+                .write_all(full_head.as_bytes())
+                .and_then(|_| stream.write_all(&body[..cut])),
+            false,
+        ),
+        Reply::Silent => (0, Ok(()), true),
+        Reply::StallAfter(cut) => (
+            200,
+            stream
+                .write_all(full_head.as_bytes())
+                .and_then(|_| stream.write_all(&body[..cut]))
+                .and_then(|_| stream.flush()),
+            true,
+        ),
+        Reply::Serve => match range {
+            Some(from) if from < body.len() && if_range_holds => (
+                206,
+                stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\n{validators}Connection: close\r\n\r\n",
+                            body.len() - from,
+                            body.len() - 1,
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|_| stream.write_all(&body[from..])),
+                false,
+            ),
+            _ => (
+                200,
+                stream
+                    .write_all(full_head.as_bytes())
+                    .and_then(|_| stream.write_all(body)),
+                false,
+            ),
+        },
+    };
+    let _ = result;
+    log.lock().unwrap().push(Seen {
+        line: first,
+        range,
+        if_range,
+        status,
+    });
+    if keep {
+        return Some(stream);
+    }
+    let _ = stream.flush();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    None
 }
 
 #[test]
@@ -697,7 +895,8 @@ fn an_interrupted_transfer_is_resumed_on_the_retry() {
     let ws = Workspace::new();
     let data = pattern(500_000, 30);
     let cut = 200_000;
-    let server = ScriptedServer::start(data.clone(), vec![Reply::CutAfter(cut)]);
+    let server =
+        ScriptedServer::start_with_etag(data.clone(), "\"e1\"", vec![Reply::CutAfter(cut)]);
     let url = server.url("files/cut.bin");
     ws.write("m.yaml", manifest(std::slice::from_ref(&url), ""));
     lock(&ws, "m.yaml", "m.lock.yaml", "cache", &["--retries", "2"]).assert_ok();
@@ -713,6 +912,14 @@ fn an_interrupted_transfer_is_resumed_on_the_retry() {
         ],
         "the retry must resume where the interrupted transfer stopped"
     );
+    let seen = server.seen();
+    assert_eq!(seen[0].if_range, None, "{seen:?}");
+    assert_eq!(
+        seen[1].if_range.as_deref(),
+        Some("\"e1\""),
+        "the resumed request must carry If-Range with the ETag of the interrupted response: {seen:?}"
+    );
+    assert_eq!(seen[1].status, 206, "{seen:?}");
 }
 
 #[test]
@@ -741,4 +948,337 @@ fn server_errors_are_retried_then_reported() {
         .assert_stderr_contains("gave up after 3 attempts");
     assert_eq!(server.requests().len(), 3, "{:?}", server.requests());
     assert!(!ws.path("m2.lock.yaml").exists());
+}
+
+// ---------------------------------------------------------------------------
+// If-Range: a resume never splices bytes of two upstream versions (SPEC §5)
+// ---------------------------------------------------------------------------
+
+/// The cache's interrupted download for `digest` and its validator file (the value to
+/// send as If-Range), if present.
+fn partial_and_validator(
+    ws: &Workspace,
+    cache: &str,
+    digest: &str,
+) -> (Option<Vec<u8>>, Option<String>) {
+    (
+        fs::read(ws.path(format!("{cache}/partial/{digest}.part"))).ok(),
+        fs::read_to_string(ws.path(format!("{cache}/partial/{digest}.part.validator"))).ok(),
+    )
+}
+
+#[test]
+fn a_resume_after_upstream_changed_fetches_the_new_file_whole() {
+    let ws = Workspace::new();
+    site_keygen(&ws);
+    let v1 = pattern(400_000, 40);
+    let v2 = pattern(400_000, 41);
+    let half = v1.len() / 2;
+    let pinned = sha256_bytes(&v2);
+    // Upstream serves v1 (cut after half), while the lock pins v2.
+    let server = ScriptedServer::start_with_etag(v1.clone(), "\"v1\"", vec![Reply::CutAfter(half)]);
+    let url = server.url("dl/tool.bin");
+    ws.write("l.yaml", locked_manifest(&[(url.clone(), v2.as_slice())]));
+
+    let run = create(
+        &ws,
+        "l.yaml",
+        "b.bundle.tar.zst",
+        "cache",
+        &["--retries", "0"],
+    );
+    run.assert_code(1).assert_stderr_contains(&url);
+    assert!(!ws.path("b.bundle.tar.zst").exists());
+    let (part, validator) = partial_and_validator(&ws, "cache", &pinned);
+    assert_eq!(
+        part.as_deref(),
+        Some(&v1[..half]),
+        "the interrupted download must be kept at cache/partial/{pinned}.part"
+    );
+
+    // Upstream now serves v2 under a new ETag: the resume must not splice v1 + v2.
+    server.set_content(v2.clone(), Some("\"v2\""));
+    let run = create(
+        &ws,
+        "l.yaml",
+        "b.bundle.tar.zst",
+        "cache",
+        &["--retries", "0"],
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}\n{run:?}");
+    assert_eq!(
+        (seen[1].range, seen[1].if_range.as_deref()),
+        (Some(half), Some("\"v1\"")),
+        "the resume must send Range and If-Range with the ETag of the interrupted response \
+         (validator file after the first run: {validator:?})\n{run:?}"
+    );
+    assert_eq!(
+        seen[1].status, 200,
+        "If-Range did not match: the server sends it whole"
+    );
+    run.assert_ok();
+    assert_eq!(
+        validator.as_deref(),
+        Some("\"v1\""),
+        "cache/partial/{pinned}.part.validator must hold the ETag as received"
+    );
+    verify(&ws, "b.bundle.tar.zst").assert_ok();
+    assert!(ws.path(format!("cache/sha256/{pinned}")).exists());
+    let left = dir_names(&ws.path("cache/partial"));
+    assert!(left.is_empty(), "leftovers in cache/partial: {left:?}");
+}
+
+#[test]
+fn a_resume_of_an_unchanged_upstream_gets_only_the_rest() {
+    let ws = Workspace::new();
+    site_keygen(&ws);
+    let v2 = pattern(400_000, 42);
+    let half = v2.len() / 2;
+    let pinned = sha256_bytes(&v2);
+    let server = ScriptedServer::start_with_etag(v2.clone(), "\"v2\"", vec![Reply::CutAfter(half)]);
+    let url = server.url("dl/tool.bin");
+    ws.write("l.yaml", locked_manifest(&[(url.clone(), v2.as_slice())]));
+
+    create(
+        &ws,
+        "l.yaml",
+        "b.bundle.tar.zst",
+        "cache",
+        &["--retries", "0"],
+    )
+    .assert_code(1)
+    .assert_stderr_contains(&url);
+    let (part, validator) = partial_and_validator(&ws, "cache", &pinned);
+    assert_eq!(part.as_deref(), Some(&v2[..half]));
+    assert_eq!(
+        validator.as_deref(),
+        Some("\"v2\""),
+        "cache/partial/{pinned}.part.validator must hold the ETag as received"
+    );
+
+    let run = create(
+        &ws,
+        "l.yaml",
+        "b.bundle.tar.zst",
+        "cache",
+        &["--retries", "0"],
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}\n{run:?}");
+    assert_eq!(
+        (seen[1].range, seen[1].if_range.as_deref(), seen[1].status),
+        (Some(half), Some("\"v2\""), 206),
+        "{run:?}"
+    );
+    run.assert_ok();
+    verify(&ws, "b.bundle.tar.zst").assert_ok();
+    assert!(dir_names(&ws.path("cache/partial")).is_empty());
+}
+
+#[test]
+fn a_resume_uses_last_modified_when_there_is_no_etag() {
+    let ws = Workspace::new();
+    site_keygen(&ws);
+    let data = pattern(300_000, 43);
+    let half = data.len() / 2;
+    let pinned = sha256_bytes(&data);
+    let date = "Tue, 15 Oct 2024 07:28:00 GMT";
+    let server = ScriptedServer::start_with(
+        Content {
+            body: data.clone(),
+            etag: None,
+            last_modified: Some(date.to_string()),
+        },
+        vec![Reply::CutAfter(half)],
+    );
+    let url = server.url("dl/lm.bin");
+    ws.write("l.yaml", locked_manifest(&[(url.clone(), data.as_slice())]));
+    create(
+        &ws,
+        "l.yaml",
+        "b.bundle.tar.zst",
+        "cache",
+        &["--retries", "0"],
+    )
+    .assert_code(1)
+    .assert_stderr_contains(&url);
+    let (_, validator) = partial_and_validator(&ws, "cache", &pinned);
+    assert_eq!(
+        validator.as_deref(),
+        Some(date),
+        "with no ETag, cache/partial/{pinned}.part.validator must hold the Last-Modified as received"
+    );
+    let run = create(
+        &ws,
+        "l.yaml",
+        "b.bundle.tar.zst",
+        "cache",
+        &["--retries", "0"],
+    );
+    let seen = server.seen();
+    assert_eq!(
+        (seen[1].range, seen[1].if_range.as_deref(), seen[1].status),
+        (Some(half), Some(date), 206),
+        "{seen:?}\n{run:?}"
+    );
+    run.assert_ok();
+    verify(&ws, "b.bundle.tar.zst").assert_ok();
+}
+
+// ---------------------------------------------------------------------------
+// Nothing hangs: --timeout (SPEC §5)
+// ---------------------------------------------------------------------------
+
+/// Runs `bundle args` in the workspace, killing it (by its own handle) if it has not
+/// finished within `deadline`. `None` when it had to be killed; also the time it took.
+fn run_with_deadline(
+    ws: &Workspace,
+    args: &[&str],
+    deadline: Duration,
+) -> (Option<Run>, Duration, String) {
+    use std::process::{Command, Stdio};
+    let out = ws.path("deadline.stdout");
+    let err = ws.path("deadline.stderr");
+    let mut child = Command::new(bundle_bin())
+        .args(args)
+        .current_dir(ws.root())
+        .env("NO_COLOR", "1")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("spawn bundle");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if start.elapsed() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let elapsed = start.elapsed();
+    let stdout = fs::read_to_string(&out).unwrap_or_default();
+    let stderr = fs::read_to_string(&err).unwrap_or_default();
+    let run = status.map(|s| Run {
+        code: s.code().unwrap_or(-1),
+        stdout,
+        stderr: stderr.clone(),
+    });
+    (run, elapsed, stderr)
+}
+
+/// A stalled transfer, two ways: no answer at all, and headers plus half the body.
+fn stall_scripts(len: usize) -> [(&'static str, Vec<Reply>); 2] {
+    [
+        ("never answers", vec![Reply::Silent; 4]),
+        (
+            "stalls after half the body",
+            vec![Reply::StallAfter(len / 2); 4],
+        ),
+    ]
+}
+
+#[track_caller]
+fn assert_timed_out(
+    what: &str,
+    result: (Option<Run>, Duration, String),
+    url: &str,
+    server: &ScriptedServer,
+) {
+    let (run, elapsed, stderr) = result;
+    let Some(run) = run else {
+        panic!(
+            "{what}: still running after {elapsed:?}; killed it (it hangs instead of \
+             timing out)\n--- stderr so far ---\n{stderr}"
+        );
+    };
+    run.assert_code(1)
+        .assert_stderr_contains(url)
+        .assert_stderr_contains("timed out")
+        .assert_stderr_contains("gave up after 2 attempts");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "{what}: took {elapsed:?}"
+    );
+    assert_eq!(
+        server.seen().len(),
+        2,
+        "{what}: --retries 1 means two attempts: {:?}",
+        server.seen()
+    );
+}
+
+#[test]
+fn lock_gives_up_on_a_stalled_server_after_the_timeout() {
+    let ws = Workspace::new();
+    let data = pattern(200_000, 50);
+    for (i, (how, script)) in stall_scripts(data.len()).into_iter().enumerate() {
+        let server = ScriptedServer::start_with_etag(data.clone(), "\"s\"", script);
+        let url = server.url("stall/tool.bin");
+        let m = format!("m{i}.yaml");
+        let out = format!("m{i}.lock.yaml");
+        ws.write(&m, manifest(std::slice::from_ref(&url), ""));
+        let result = run_with_deadline(
+            &ws,
+            &[
+                "lock",
+                &m,
+                "-o",
+                &out,
+                "--cache",
+                "cache",
+                "--timeout",
+                "2",
+                "--retries",
+                "1",
+            ],
+            Duration::from_secs(20),
+        );
+        assert_timed_out(&format!("lock, server {how}"), result, &url, &server);
+        assert!(!ws.path(&out).exists());
+    }
+}
+
+#[test]
+fn create_gives_up_on_a_stalled_server_after_the_timeout() {
+    let ws = Workspace::new();
+    site_keygen(&ws);
+    let data = pattern(200_000, 51);
+    ws.mkdir("out");
+    for (i, (how, script)) in stall_scripts(data.len()).into_iter().enumerate() {
+        let server = ScriptedServer::start_with_etag(data.clone(), "\"s\"", script);
+        let url = server.url("stall/tool.bin");
+        let l = format!("l{i}.yaml");
+        ws.write(&l, locked_manifest(&[(url.clone(), data.as_slice())]));
+        let result = run_with_deadline(
+            &ws,
+            &[
+                "create",
+                &l,
+                "-o",
+                "out/b.bundle.tar.zst",
+                "--key",
+                "site.key",
+                "--cache",
+                &format!("cache{i}"),
+                "--timeout",
+                "2",
+                "--retries",
+                "1",
+            ],
+            Duration::from_secs(20),
+        );
+        assert_timed_out(&format!("create, server {how}"), result, &url, &server);
+        assert!(
+            dir_names(&ws.path("out")).is_empty(),
+            "{:?}",
+            dir_names(&ws.path("out"))
+        );
+    }
 }

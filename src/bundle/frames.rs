@@ -204,6 +204,14 @@ pub fn read_seek_table<R: Read + Seek>(
                 f.decompressed
             )));
         }
+        // A frame is read whole into memory before it is decoded: no larger than zstd's
+        // worst case for the largest frame allowed.
+        if f.compressed as usize > zstd_safe::compress_bound(MAX_FRAME_BYTES as usize) {
+            return Err(table_mismatch(format!(
+                "frame {i} declares {} compressed bytes, more than a frame of {MAX_FRAME_BYTES} bytes can take",
+                f.compressed
+            )));
+        }
         sum += u64::from(f.compressed);
         frames.push(f);
     }

@@ -80,6 +80,8 @@ impl Index {
     }
 
     /// Parses signed index bytes and checks that they describe a bundle this tool can read.
+    /// Linear in the size of the index, whoever wrote it (`inspect` runs this on an index
+    /// whose signature it does not check).
     pub fn from_signed_bytes(bytes: &[u8]) -> Result<Self> {
         #[derive(Deserialize)]
         struct Version {
@@ -94,6 +96,12 @@ impl Index {
             )));
         }
         let index: Index = serde_json::from_slice(bytes).map_err(|e| {
+            if let Some(kind) = unknown_kind(bytes) {
+                return Error::Usage(format!(
+                    "this bundle has entries of kind `{kind}`, which this version of airgap-bundle \
+                     does not know\nhint: a newer `bundle` is needed to read it (the bundle itself is not damaged)"
+                ));
+            }
             Error::Verify(format!("{INDEX_PATH} is not a valid version-1 index: {e}"))
         })?;
         index.validate()?;
@@ -101,39 +109,84 @@ impl Index {
     }
 
     fn validate(&self) -> Result<()> {
-        let mut seen = std::collections::HashSet::new();
+        let bad = |what: String| Error::Verify(format!("signed index: {what}"));
+        for (what, value) in [("name", &self.name), ("version", &self.version)] {
+            super::check_release_name(value)
+                .map_err(|why| bad(format!("the bundle {what} {value:?} {why}")))?;
+        }
+        let mut seen = std::collections::HashSet::with_capacity(self.entries.len());
+        let mut total: u64 = 0;
         for e in &self.entries {
             super::check_entry_path(&e.path)
-                .map_err(|why| Error::Verify(format!("signed index entry `{}`: {why}", e.path)))?;
+                .map_err(|why| bad(format!("entry {:?}: {why}", e.path)))?;
             if [INDEX_PATH, INDEX_SIG_PATH].contains(&e.path.as_str())
                 || !seen.insert(e.path.as_str())
             {
-                return Err(Error::Verify(format!(
-                    "signed index lists `{}` twice",
-                    e.path
-                )));
+                return Err(bad(format!("it lists `{}` twice", e.path)));
             }
             if e.artifacts.iter().any(|&a| a >= self.artifacts.len()) {
-                return Err(Error::Verify(format!(
-                    "signed index entry `{}` names an unknown artifact",
-                    e.path
-                )));
+                return Err(bad(format!("entry `{}` names an unknown artifact", e.path)));
             }
+            total = total.checked_add(e.size).ok_or_else(|| {
+                bad(format!(
+                    "the entry sizes overflow a 64-bit count at `{}`",
+                    e.path
+                ))
+            })?;
+        }
+        if let Some((dir, inside)) =
+            super::find_path_clash(self.entries.iter().map(|e| e.path.as_str()))
+        {
+            return Err(bad(format!(
+                "`{dir}` is a file and also the directory of `{inside}`"
+            )));
         }
         Ok(())
     }
 
-    /// Sum of all entry sizes (what install writes, what verify hashes).
+    /// Sum of all entry sizes (what install writes, what verify hashes); cannot overflow
+    /// once the index validated.
     pub fn total_bytes(&self) -> u64 {
-        self.entries.iter().map(|e| e.size).sum()
-    }
-
-    /// Paths of the entries that belong to artifact `i`.
-    pub fn entries_of(&self, artifact: usize) -> Vec<&str> {
         self.entries
             .iter()
-            .filter(|e| e.artifacts.contains(&artifact))
-            .map(|e| e.path.as_str())
-            .collect()
+            .fold(0u64, |sum, e| sum.saturating_add(e.size))
     }
+
+    /// The entries of every artifact, in one pass (artifact `i` → its entries' paths).
+    pub fn entries_by_artifact(&self) -> Vec<Vec<&str>> {
+        let mut out = vec![Vec::new(); self.artifacts.len()];
+        for e in &self.entries {
+            for &a in &e.artifacts {
+                if let Some(list) = out.get_mut(a) {
+                    list.push(e.path.as_str());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The first entry or artifact kind this tool does not know, for an index that failed to
+/// parse (a bundle from a newer tool is not a damaged one: SPEC §3).
+fn unknown_kind(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Kinds {
+        #[serde(default)]
+        artifacts: Vec<KindOnly>,
+        #[serde(default)]
+        entries: Vec<KindOnly>,
+    }
+    #[derive(Deserialize)]
+    struct KindOnly {
+        kind: String,
+    }
+    let kinds: Kinds = serde_json::from_slice(bytes).ok()?;
+    kinds
+        .entries
+        .into_iter()
+        .chain(kinds.artifacts)
+        .map(|k| k.kind)
+        .find(|k| {
+            serde_json::from_value::<EntryKind>(serde_json::Value::String(k.clone())).is_err()
+        })
 }

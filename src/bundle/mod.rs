@@ -20,6 +20,9 @@ pub fn check_entry_path(path: &str) -> Result<(), String> {
     if path.contains(['\\', '\0']) {
         return Err("path contains a backslash or NUL".into());
     }
+    if path.chars().any(char::is_control) {
+        return Err("path contains a control character".into());
+    }
     for part in path.split('/') {
         match part {
             "" => return Err("path has an empty component".into()),
@@ -30,9 +33,76 @@ pub fn check_entry_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The characters a bundle's `name` and `version` may use: they name the receipt file
+/// and are written into generated YAML, so nothing that could end a line, a quote or a path.
+pub fn check_release_name(value: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._+~-".contains(c);
+    if value.is_empty() || value.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    if !value.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err("must start with a letter or digit".into());
+    }
+    if let Some(bad) = value.chars().find(|&c| !ok_char(c)) {
+        return Err(format!(
+            "contains {bad:?}: only letters, digits and `._+~-` are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Finds two paths where one is a directory of the other (`files/h/download` and
+/// `files/h/download/v1/tool`): both can never exist on a destination. Linear in the total
+/// length of the paths.
+pub fn find_path_clash<'a>(
+    paths: impl IntoIterator<Item = &'a str> + Clone,
+) -> Option<(&'a str, &'a str)> {
+    let all: std::collections::HashSet<&str> = paths.clone().into_iter().collect();
+    for path in paths {
+        for (at, _) in path.match_indices('/') {
+            if let Some(parent) = all.get(&path[..at]) {
+                return Some((parent, path));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_entry_path;
+    use super::{check_entry_path, check_release_name, find_path_clash};
+
+    #[test]
+    fn release_names_are_restricted() {
+        for good in ["kubespray-offline", "2.27.0", "v1.2.3+build.1", "a~b_c"] {
+            assert!(check_release_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a b",
+            "a/b",
+            "a\nb",
+            "q\"",
+            &"x".repeat(129),
+        ] {
+            assert!(check_release_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_clashes_are_found() {
+        let paths = ["files/h/download", "files/h/download/v1/tool", "files/h/x"];
+        assert_eq!(
+            find_path_clash(paths.iter().copied()),
+            Some(("files/h/download", "files/h/download/v1/tool"))
+        );
+        assert_eq!(
+            find_path_clash(["files/h/a", "files/h/ab/c"].iter().copied()),
+            None
+        );
+    }
 
     #[test]
     fn rejects_paths_that_escape() {
@@ -46,6 +116,7 @@ mod tests {
             "a/./b",
             "a\\b",
             "a/",
+            "a\nb",
         ] {
             assert!(check_entry_path(bad).is_err(), "{bad}");
         }

@@ -18,6 +18,7 @@ use super::index::{
 use super::signing::{Prehasher, SecretKey};
 use crate::digest::{HashingReader, Sha256Digest};
 use crate::error::{Error, IoContext, Result};
+use crate::fs::{file_name_of, parent_dir, sync_dir};
 use crate::progress::ProgressReader;
 
 /// One content entry to pack: where its bytes are now and what they must hash to.
@@ -194,15 +195,8 @@ pub fn write_bundle(
         .to_file_string("signature from airgap-bundle secret key")
         .into_bytes();
 
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let file_name = out
-        .file_name()
-        .ok_or_else(|| Error::Usage(format!("{}: not a file name", out.display())))?
-        .to_string_lossy()
-        .into_owned();
+    let dir = parent_dir(out);
+    let file_name = file_name_of(out)?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{file_name}."))
         .suffix(".partial")
@@ -248,7 +242,8 @@ pub fn write_bundle(
     let frames_out = tar.into_inner().map_err(write_err)?;
     let (sink, frames) = frames_out.finish().map_err(write_err)?;
     let (file, prehash, bytes) = sink.finish().map_err(write_err)?;
-    file.sync_all().map_err(write_err)?;
+    file.sync_all()
+        .map_err(|e| Error::io("cannot sync", out, e))?;
 
     let whole = key.sign_prehashed(
         &prehash.finish(),
@@ -258,12 +253,12 @@ pub fn write_bundle(
         ),
     );
     let signature_path = PathBuf::from(format!("{}.minisig", out.display()));
-    write_atomically(
-        &signature_path,
+    let signature = write_temporary(
+        dir,
+        &format!(".{file_name}.minisig."),
         whole
             .to_file_string("signature from airgap-bundle secret key")
             .as_bytes(),
-        0o644,
     )?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -271,8 +266,19 @@ pub fn write_bundle(
             .set_permissions(std::fs::Permissions::from_mode(0o644))
             .at("cannot set permissions on", tmp.path())?;
     }
+    // A signature never sits beside bytes it does not describe: the old one goes (durably)
+    // before the new bundle takes its name, and the new one arrives after it.
+    match std::fs::remove_file(&signature_path) {
+        Ok(()) => sync_dir(dir)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("cannot replace", &signature_path, e)),
+    }
     tmp.persist(out)
         .map_err(|e| Error::io("cannot rename into place", out, e.error))?;
+    signature
+        .persist(&signature_path)
+        .map_err(|e| Error::io("cannot rename into place", &signature_path, e.error))?;
+    sync_dir(dir)?;
     Ok(WrittenBundle {
         path: out.to_path_buf(),
         signature_path,
@@ -282,24 +288,19 @@ pub fn write_bundle(
     })
 }
 
-/// Writes a small file via a temporary name and rename, so it is never seen half-written
-/// (nor with the wrong permissions).
-pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+/// A small file written and synced under a temporary name in `dir`, to be renamed into
+/// place by the caller (0644 whatever the umask).
+fn write_temporary(dir: &Path, prefix: &str, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
     let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
+        .prefix(prefix)
+        .suffix(".partial")
         .tempfile_in(dir)
         .at("cannot create a temporary file in", dir)?;
-    tmp.write_all(bytes).at("cannot write", path)?;
+    tmp.write_all(bytes).at("cannot write", tmp.path())?;
     tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
         .at("cannot set permissions on", tmp.path())?;
-    tmp.as_file().sync_all().at("cannot write", path)?;
-    tmp.persist(path)
-        .map_err(|e| Error::io("cannot rename into place", path, e.error))?;
-    Ok(())
+    tmp.as_file().sync_all().at("cannot sync", tmp.path())?;
+    Ok(tmp)
 }

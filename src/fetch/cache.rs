@@ -1,10 +1,13 @@
 //! The content-addressed download cache: `sha256/<hex>` holds complete, verified blobs;
-//! `partial/<key>.part` holds interrupted downloads so that the next attempt resumes.
+//! `partial/<key>.part` holds interrupted downloads (with `<key>.part.validator`, the
+//! `If-Range` value of the response that started them) so that the next attempt resumes;
+//! `locks/<key>.part.lock` lets processes sharing the cache download a blob once.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::digest::Sha256Digest;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -14,7 +17,7 @@ pub struct Cache {
 impl Cache {
     /// Opens (creating) a cache directory.
     pub fn open(root: &Path) -> Result<Self> {
-        for sub in ["sha256", "partial"] {
+        for sub in ["sha256", "partial", "locks"] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).at("cannot create cache directory", &dir)?;
         }
@@ -52,10 +55,41 @@ impl Cache {
         self.root.join("partial").join(format!("{key}.part"))
     }
 
+    /// Where the `If-Range` validator of a partial download is kept: the strong ETag (or
+    /// Last-Modified) of the response that started it.
+    pub fn validator_path(partial: &Path) -> PathBuf {
+        let mut name = partial.as_os_str().to_owned();
+        name.push(".validator");
+        PathBuf::from(name)
+    }
+
+    /// Takes an exclusive lock for downloading into `partial`, waiting for another process
+    /// that holds it. The lock lives on a `.lock` file beside it, never on the partial file
+    /// itself (which is renamed into the cache when complete); lock files stay, empty, in
+    /// `locks/` (removing one would race with a process waiting on it).
+    pub fn lock_partial(&self, partial: &Path) -> Result<File> {
+        let mut name = partial
+            .file_name()
+            .map(|n| n.to_owned())
+            .unwrap_or_default();
+        name.push(".lock");
+        let path = self.root.join("locks").join(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at("cannot create", &path)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::io("cannot lock", &path, e.into()))?;
+        Ok(file)
+    }
+
     /// Moves a finished partial download to its content address.
     pub fn commit(&self, partial: &Path, digest: &Sha256Digest) -> Result<PathBuf> {
         let dest = self.blob_path(digest);
         std::fs::rename(partial, &dest).at("cannot store in cache", &dest)?;
+        let _ = std::fs::remove_file(Self::validator_path(partial));
         Ok(dest)
     }
 }

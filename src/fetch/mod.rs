@@ -1,6 +1,8 @@
-//! Downloads over HTTP(S): parallel (`--jobs`), retried with backoff, resumed with HTTP
-//! Range after an interruption, hashed while streaming into the content-addressed
-//! [`cache::Cache`], and checked against the pinned sha256 before anything uses them.
+//! Downloads over HTTP(S): parallel (`--jobs`), deduplicated by digest, retried with
+//! backoff, given up on after `--timeout` seconds without a byte, resumed with HTTP Range
+//! (and `If-Range`, so bytes of two upstream versions are never spliced) after an
+//! interruption, hashed while streaming into the content-addressed [`cache::Cache`], and
+//! checked against the pinned sha256 before anything uses them.
 
 pub mod cache;
 
@@ -29,6 +31,8 @@ pub struct FetchOptions {
     pub ca: Option<PathBuf>,
     /// Attempts after the first one.
     pub retries: u32,
+    /// A request that delivers no byte for this long is a (retried) network error.
+    pub timeout: Duration,
 }
 
 /// One thing to download.
@@ -71,6 +75,7 @@ pub struct Fetcher {
     cache: Cache,
     retries: u32,
     jobs: usize,
+    timeout: Duration,
 }
 
 /// A failed attempt: worth retrying or not.
@@ -83,8 +88,10 @@ impl Fetcher {
     pub fn new(options: &FetchOptions) -> Result<Self> {
         let mut builder = Client::builder()
             .user_agent(concat!("airgap-bundle/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .timeout(None::<Duration>);
+            .connect_timeout(options.timeout.min(Duration::from_secs(15)))
+            // The blocking client applies this to the wait for the response headers and to
+            // every read of the body: a stall, not a slow transfer, trips it.
+            .timeout(options.timeout);
         if let Some(ca) = &options.ca {
             let pem = std::fs::read(ca).at("cannot read CA bundle", ca)?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
@@ -104,6 +111,7 @@ impl Fetcher {
             cache: Cache::open(&options.cache_dir)?,
             retries: options.retries,
             jobs: options.jobs.max(1),
+            timeout: options.timeout,
         })
     }
 
@@ -126,6 +134,21 @@ impl Fetcher {
             None => Sha256Digest::of_bytes(d.from.as_str().as_bytes()).hex(),
         };
         let partial = self.cache.partial_path(&key);
+        // Another process sharing the cache may be downloading the same blob: wait for it,
+        // then use what it stored.
+        let _guard = self.cache.lock_partial(&partial)?;
+        if let Some(digest) = d.expected_sha256
+            && let Some(path) = self.cache.lookup(&digest, d.expected_size)
+        {
+            let size = std::fs::metadata(&path).at("cannot read", &path)?.len();
+            bar.inc(size);
+            return Ok(Fetched {
+                sha256: digest,
+                size,
+                path,
+                from_cache: true,
+            });
+        }
         let mut last = String::new();
         for attempt in 0..=self.retries {
             if attempt > 0 {
@@ -159,6 +182,7 @@ impl Fetcher {
             && (expected != sha256 || !size_ok)
         {
             let _ = std::fs::remove_file(partial);
+            let _ = std::fs::remove_file(Cache::validator_path(partial));
             let via = if d.from == d.canonical {
                 String::new()
             } else {
@@ -194,16 +218,36 @@ impl Fetcher {
             .open(partial)
             .at("cannot write", partial)
             .map_err(fatal)?;
-        let have = file
+        let mut have = file
             .metadata()
             .at("cannot read", partial)
             .map_err(fatal)?
             .len();
-        let mut request = self.client.get(d.from.as_str());
-        if have > 0 {
-            request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        // Resume only what can be asked for conditionally: without the validator of the
+        // response that started the partial file, the upstream may have changed since.
+        let validator_path = Cache::validator_path(partial);
+        let validator = std::fs::read_to_string(&validator_path)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty() && v.is_ascii());
+        if have > 0 && validator.is_none() {
+            have = 0;
         }
-        let mut response = request.send().map_err(|e| Attempt::Retry(describe(&e)))?;
+        let mut request = self.client.get(d.from.as_str());
+        if have > 0
+            && let Some(validator) = &validator
+        {
+            request = request
+                .header(reqwest::header::RANGE, format!("bytes={have}-"))
+                .header(reqwest::header::IF_RANGE, validator.as_str());
+        }
+        let mut response = request.send().map_err(|e| {
+            Attempt::Retry(if e.is_timeout() {
+                self.stalled()
+            } else {
+                describe(&e)
+            })
+        })?;
         let status = response.status();
         let resumed = match status {
             StatusCode::PARTIAL_CONTENT
@@ -241,6 +285,18 @@ impl Fetcher {
             file.set_len(0)
                 .at("cannot truncate", partial)
                 .map_err(fatal)?;
+            // Remember what this response was, so that a later resume asks for the rest of
+            // the same file only.
+            match resume_validator(&response) {
+                Some(v) => crate::fs::write_atomically(&validator_path, v.as_bytes(), 0o644),
+                None => match std::fs::remove_file(&validator_path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(Error::io("cannot remove", &validator_path, e))
+                    }
+                    _ => Ok(()),
+                },
+            }
+            .map_err(fatal)?;
         }
         file.seek(SeekFrom::Start(start))
             .at("cannot write", partial)
@@ -255,7 +311,7 @@ impl Fetcher {
             let n = match response.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(e) => return Err(Attempt::Retry(format!("transfer interrupted: {e}"))),
+                Err(e) => return Err(Attempt::Retry(self.describe_read(&e))),
             };
             sink.write_all(&buf[..n])
                 .map_err(|e| fatal(Error::io("cannot write", partial, e)))?;
@@ -266,9 +322,60 @@ impl Fetcher {
         Ok((sha256, size))
     }
 
+    fn stalled(&self) -> String {
+        format!(
+            "timed out: no data from the server for {} s (--timeout)",
+            self.timeout.as_secs()
+        )
+    }
+
+    /// A failed read of a response body, telling a stall apart from a broken transfer.
+    fn describe_read(&self, e: &std::io::Error) -> String {
+        let mut timed_out = e.kind() == std::io::ErrorKind::TimedOut;
+        let mut causes = Vec::new();
+        let mut source = e.get_ref().map(|r| r as &(dyn std::error::Error + 'static));
+        while let Some(s) = source {
+            if let Some(r) = s.downcast_ref::<reqwest::Error>() {
+                timed_out |= r.is_timeout();
+            }
+            causes.push(s.to_string());
+            source = s.source();
+        }
+        if timed_out {
+            self.stalled()
+        } else if causes.is_empty() {
+            format!("transfer interrupted: {e}")
+        } else {
+            format!("transfer interrupted: {}", causes.join(": "))
+        }
+    }
+
     /// Fetches everything on `jobs` threads; results in input order. The first failure
     /// stops new downloads from starting and is returned.
+    /// Downloads with the same pinned sha256 are fetched once and share the result.
     pub fn fetch_all(&self, downloads: &[Download], bar: &ProgressBar) -> Result<Vec<Fetched>> {
+        let mut unique: Vec<Download> = Vec::new();
+        let mut slot_of: Vec<usize> = Vec::with_capacity(downloads.len());
+        let mut by_digest: std::collections::HashMap<Sha256Digest, usize> =
+            std::collections::HashMap::new();
+        for d in downloads {
+            let slot = match d.expected_sha256 {
+                Some(digest) => *by_digest.entry(digest).or_insert_with(|| {
+                    unique.push(d.clone());
+                    unique.len() - 1
+                }),
+                None => {
+                    unique.push(d.clone());
+                    unique.len() - 1
+                }
+            };
+            slot_of.push(slot);
+        }
+        let fetched = self.fetch_unique(&unique, bar)?;
+        Ok(slot_of.into_iter().map(|i| fetched[i].clone()).collect())
+    }
+
+    fn fetch_unique(&self, downloads: &[Download], bar: &ProgressBar) -> Result<Vec<Fetched>> {
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let slots: Vec<std::sync::Mutex<Option<Result<Fetched>>>> = (0..downloads.len())
@@ -340,6 +447,22 @@ fn seed_from_file<W: Write>(
         left -= n as u64;
     }
     Ok(())
+}
+
+/// What `If-Range` may carry for this response: a strong ETag, else `Last-Modified`.
+fn resume_validator(response: &reqwest::blocking::Response) -> Option<String> {
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    header(reqwest::header::ETAG)
+        .filter(|e| !e.starts_with("W/"))
+        .or_else(|| header(reqwest::header::LAST_MODIFIED))
+        .map(String::from)
 }
 
 fn content_range_start(response: &reqwest::blocking::Response) -> Option<u64> {

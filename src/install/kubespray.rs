@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::error::{Error, Result};
+
 /// Kubespray's variables that replace a whole upstream host.
 pub const HOST_VARIABLES: &[(&str, &str)] = &[
     ("dl.k8s.io", "dl_k8s_io_url"),
@@ -19,32 +21,57 @@ pub fn host_of(path: &str) -> Option<&str> {
     rest.split('/').next().filter(|h| !h.is_empty())
 }
 
+/// Text safe inside a YAML comment line: control characters (a newline would end the
+/// comment and start a key) are escaped.
+fn comment_safe(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_debug().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// Renders the variables file for the hosts carried by every bundle installed so far.
-pub fn render(base_url: &str, hosts: &BTreeSet<String>, provenance: &str) -> String {
+/// The variables are emitted by a YAML serialiser (never concatenated), so no value can
+/// add a key or break the document.
+pub fn render(base_url: &str, hosts: &BTreeSet<String>, provenance: &str) -> Result<String> {
     let base = base_url.trim_end_matches('/');
+    let mut vars = serde_yaml_ng::Mapping::new();
+    vars.insert("files_repo".into(), format!("{base}/files").into());
+    let mut unmapped = Vec::new();
+    for host in hosts {
+        match HOST_VARIABLES.iter().find(|(h, _)| h == host) {
+            Some((_, var)) => {
+                vars.insert((*var).into(), format!("{{{{ files_repo }}}}/{host}").into());
+            }
+            None => unmapped.push(host),
+        }
+    }
+    let body = serde_yaml_ng::to_string(&vars)
+        .map_err(|e| Error::Runtime(format!("cannot write the Kubespray variables: {e}")))?;
     let mut out = String::new();
     out.push_str("# Kubespray inventory group_vars written by airgap-bundle: copy to\n");
     out.push_str(
         "# inventory/<cluster>/group_vars/all/offline.yml (or fetch it from the web root).\n",
     );
-    out.push_str(&format!("# {provenance}\n"));
-    out.push_str(&format!("files_repo: \"{base}/files\"\n"));
-    let mut unmapped = Vec::new();
-    for host in hosts {
-        match HOST_VARIABLES.iter().find(|(h, _)| h == host) {
-            Some((_, var)) => out.push_str(&format!("{var}: \"{{{{ files_repo }}}}/{host}\"\n")),
-            None => unmapped.push(host),
-        }
-    }
+    out.push_str(&format!("# {}\n", comment_safe(provenance)));
+    out.push_str(&body);
     if !unmapped.is_empty() {
         out.push_str(
             "# Hosts carried that have no Kubespray whole-host variable; their files are at:\n",
         );
         for host in unmapped {
-            out.push_str(&format!("#   {{{{ files_repo }}}}/{host}/...\n"));
+            out.push_str(&format!(
+                "#   {{{{ files_repo }}}}/{}/...\n",
+                comment_safe(host)
+            ));
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -57,12 +84,32 @@ mod tests {
             .into_iter()
             .map(String::from)
             .collect();
-        let text = render("http://web.local/", &hosts, "from test");
-        assert!(text.contains("files_repo: \"http://web.local/files\"\n"));
-        assert!(text.contains("dl_k8s_io_url: \"{{ files_repo }}/dl.k8s.io\"\n"));
-        assert!(text.contains("github_url: \"{{ files_repo }}/github.com\"\n"));
+        let text = render("http://web.local/", &hosts, "from test").unwrap();
+        let vars: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(vars["files_repo"], "http://web.local/files");
+        assert_eq!(vars["dl_k8s_io_url"], "{{ files_repo }}/dl.k8s.io");
+        assert_eq!(vars["github_url"], "{{ files_repo }}/github.com");
         assert!(text.contains("#   {{ files_repo }}/example.org:8443/...\n"));
         assert!(!text.contains("get_helm_url"));
         assert_eq!(host_of("files/dl.k8s.io/release/x"), Some("dl.k8s.io"));
+    }
+
+    #[test]
+    fn hostile_values_cannot_add_keys() {
+        let hosts: BTreeSet<String> = ["evil\nfiles_repo: http://attacker/".to_string()]
+            .into_iter()
+            .collect();
+        let text = render(
+            "http://web.local/\"\nkube_version: x",
+            &hosts,
+            "bundles installed: a\nb: c",
+        )
+        .unwrap();
+        let vars: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(vars.len(), 1, "{text}");
+        assert_eq!(
+            vars["files_repo"], "http://web.local/\"\nkube_version: x/files",
+            "{text}"
+        );
     }
 }

@@ -12,20 +12,22 @@ pub mod web_root;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::bundle::index::IndexEntry;
-use crate::bundle::reader::{EntrySink, ReadOptions, read_verified};
+use crate::bundle::reader::{EntryReader, EntrySink, ReadOptions, read_verified};
 use crate::bundle::signing::PublicKey;
 use crate::bundle::volumes::BundleSource;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::fs::RootDir;
 use crate::progress::Reporter;
 use receipt::{Receipt, ReceiptFile};
 use web_root::{Outcome, WebRootSink};
+
+/// Where the Kubespray variables are written, relative to the web root (SPEC §6).
+const VARS_PATH: &str = "kubespray-offline.yml";
 
 pub struct InstallOptions {
     pub bundle: PathBuf,
@@ -50,7 +52,7 @@ pub struct InstallReport {
 struct LateSink<'a>(&'a RefCell<Option<WebRootSink>>);
 
 impl EntrySink for LateSink<'_> {
-    fn accept(&mut self, entry: &IndexEntry, data: &mut dyn Read) -> Result<()> {
+    fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
         match self.0.borrow_mut().as_mut() {
             Some(sink) => sink.accept(entry, data),
             None => Ok(()),
@@ -58,30 +60,21 @@ impl EntrySink for LateSink<'_> {
     }
 }
 
-/// An exclusive lock on the web root directory itself (no file is created), so two
-/// installs never interleave and stale staging directories can be removed safely.
-struct WebRootLock(#[allow(dead_code)] File);
-
-impl WebRootLock {
-    fn acquire(web_root: &Path) -> Result<Self> {
-        use std::os::fd::AsRawFd;
-        let dir = match File::open(web_root) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::Usage(format!(
-                    "--web-root {}: no such directory\nhint: create it, or point at the web server's document root (e.g. /var/www/html)",
-                    web_root.display()
-                )));
-            }
-            other => other.at("cannot open the web root", web_root)?,
-        };
-        // SAFETY: a valid open descriptor.
-        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(Error::Runtime(format!(
-                "another install is running on {}\nhint: wait for it to finish",
-                web_root.display()
-            )));
-        }
-        Ok(WebRootLock(dir))
+/// Opens the web root and takes an exclusive lock on the directory itself (no file is
+/// created), so two installs never interleave and stale staging directories can be
+/// removed safely.
+fn open_and_lock(web_root: &std::path::Path) -> Result<RootDir> {
+    let root = web_root::open(web_root)?;
+    match root.try_lock() {
+        Ok(true) => Ok(root),
+        Ok(false) => Err(Error::Runtime(format!(
+            "another install is running on {}\nhint: wait for it to finish",
+            root.path().display()
+        ))),
+        Err(e) => Err(Error::Runtime(format!(
+            "cannot lock the web root {} against other installs: {e}\nhint: the filesystem must support flock(2); use a local filesystem for the web root",
+            root.path().display()
+        ))),
     }
 }
 
@@ -91,11 +84,11 @@ pub fn install(
     reporter: &Reporter,
 ) -> Result<InstallReport> {
     let source = BundleSource::open(&options.bundle)?;
-    let _lock = match &options.web_root {
-        Some(root) => {
-            let lock = WebRootLock::acquire(root)?;
-            web_root::remove_stale_staging(root);
-            Some(lock)
+    let root = match &options.web_root {
+        Some(path) => {
+            let root = open_and_lock(path)?;
+            web_root::remove_stale_staging(&root);
+            Some(root)
         }
         None => None,
     };
@@ -115,9 +108,10 @@ pub fn install(
                 .iter()
                 .filter(|e| web_root::is_web_entry(e))
                 .count();
-            match &options.web_root {
+            match &root {
                 Some(root) => {
-                    web_root::preflight(root, &v.index)?;
+                    let receipt = receipt::receipt_rel_path(&v.index.name, &v.index.version);
+                    web_root::preflight(root, &v.index, &[&receipt, VARS_PATH])?;
                     *staged.borrow_mut() = Some(WebRootSink::new(root)?);
                 }
                 None if web_entries > 0 => {
@@ -143,15 +137,14 @@ pub fn install(
         receipt: None,
         kubespray_vars: None,
     };
-    let (Some(root), Some(mut sink)) = (&options.web_root, staged.into_inner()) else {
+    let (Some(root), Some(mut sink)) = (root, staged.into_inner()) else {
         return Ok(report);
     };
     report.bytes_written = sink.bytes_written();
 
     // The receipt and the variables are staged too, so that they land with the content in
     // one journalled commit (or not at all).
-    let vars_rel = "kubespray-offline.yml";
-    let vars_path = root.join(vars_rel);
+    let vars_path = root.path().join(VARS_PATH);
     let bundle_path =
         std::fs::canonicalize(&options.bundle).unwrap_or_else(|_| options.bundle.clone());
     let receipt = Receipt {
@@ -183,12 +176,8 @@ pub fn install(
             .collect(),
         kubespray_vars: Some(vars_path.display().to_string()),
     };
-    let receipt_path = receipt::receipt_path(root, &index.name, &index.version);
-    let receipt_rel = receipt_path
-        .strip_prefix(root)
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let mut receipts: Vec<Receipt> = receipt::all_receipts(root)
+    let receipt_rel = receipt::receipt_rel_path(&index.name, &index.version);
+    let mut receipts: Vec<Receipt> = receipt::all_receipts(&root)
         .into_iter()
         .filter(|r| {
             (r.name.as_str(), r.version.as_str()) != (index.name.as_str(), index.version.as_str())
@@ -211,10 +200,10 @@ pub fn install(
         &base_url,
         &hosts,
         &format!("bundles installed: {}", bundles.join(", ")),
-    );
+    )?;
     sink.stage_generated(&receipt_rel, &receipt_json)?;
-    if std::fs::read(&vars_path).ok().as_deref() != Some(vars.as_bytes()) {
-        sink.stage_generated(vars_rel, vars.as_bytes())?;
+    if root.read_small(VARS_PATH, 16 << 20).as_deref() != Some(vars.as_bytes()) {
+        sink.stage_generated(VARS_PATH, vars.as_bytes())?;
     }
 
     let placed = sink.commit()?;
@@ -234,7 +223,7 @@ pub fn install(
             p.path
         ));
     }
-    report.receipt = Some(receipt_path);
+    report.receipt = Some(root.path().join(&receipt_rel));
     report.kubespray_vars = Some(vars_path);
     Ok(report)
 }

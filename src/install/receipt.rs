@@ -1,12 +1,11 @@
 //! The install receipt `.bundle/<name>-<version>.json` under the web root: what was
 //! installed, from which bundle and signed index, when. Rewritten on every install.
 
-use std::path::{Path, PathBuf};
-
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
 use crate::error::Result;
+use crate::fs::RootDir;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Receipt {
@@ -32,28 +31,26 @@ pub struct ReceiptFile {
     pub status: String,
 }
 
-/// Where the receipt of `name`/`version` lives.
-pub fn receipt_path(web_root: &Path, name: &str, version: &str) -> PathBuf {
-    web_root
-        .join(".bundle")
-        .join(format!("{name}-{version}.json"))
+/// Where the receipt of `name`/`version` lives, relative to the web root (both are
+/// restricted to a safe character set by the signed index).
+pub fn receipt_rel_path(name: &str, version: &str) -> String {
+    format!("{RECEIPTS_DIR}/{name}-{version}.json")
 }
 
-/// Every receipt under the web root (to build variables covering all installed bundles).
-pub fn all_receipts(web_root: &Path) -> Vec<Receipt> {
-    let Ok(dir) = std::fs::read_dir(web_root.join(".bundle")) else {
+/// The receipts directory below the web root.
+pub const RECEIPTS_DIR: &str = ".bundle";
+
+/// Every receipt under the web root (to build variables covering all installed bundles),
+/// read without following links.
+pub fn all_receipts(root: &RootDir) -> Vec<Receipt> {
+    let Ok(names) = root.list(RECEIPTS_DIR) else {
         return Vec::new();
     };
-    let mut paths: Vec<PathBuf> = dir
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    paths.sort();
-    paths
+    names
         .iter()
-        .filter_map(|p| std::fs::read(p).ok())
-        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .filter(|n| n.ends_with(".json"))
+        .filter_map(|n| root.read_small(&format!("{RECEIPTS_DIR}/{n}"), 256 << 20))
+        .filter_map(|b: Vec<u8>| serde_json::from_slice(&b).ok())
         .collect()
 }
 

@@ -1,21 +1,30 @@
 //! The web-root target: entries are written into a staging directory on the web root's own
 //! filesystem while they verify, and renamed into place only after the whole bundle checked
 //! out, so no partially written or unverified file is ever visible under its final name.
+//! Every path below the web root is reached from directory handles without following links
+//! ([`crate::fs::DirCursor`]), so nothing is created, replaced or removed outside it.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::FileType;
 
 use crate::bundle::index::{EntryKind, Index, IndexEntry};
-use crate::bundle::reader::EntrySink;
+use crate::bundle::reader::{EntryReader, EntrySink};
 use crate::digest::Sha256Digest;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::fs::{
+    DirCursor, Renamed, RootDir, WalkError, create_file_at, describe_blocker, kind_of,
+    open_file_at, rename_into_place, split_parent, stat_at, sync_filesystem, undo_rename,
+};
 
 /// Prefix of staging directories at the top of the web root.
 pub const STAGING_PREFIX: &str = ".bundle-staging-";
 /// Slack kept free beyond the content (receipt, variables file, directory blocks).
 const SPACE_SLACK: u64 = 1 << 20;
+const ROLE: &str = "web root";
 
 /// What happened to one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +42,8 @@ pub struct Placed {
     pub sha256: Sha256Digest,
     pub size: u64,
     pub outcome: Outcome,
-    staged: Option<PathBuf>,
+    /// Its name in the staging directory, until the commit.
+    staged: Option<String>,
 }
 
 /// Whether an entry belongs to the web root.
@@ -41,125 +51,178 @@ pub fn is_web_entry(entry: &IndexEntry) -> bool {
     matches!(entry.kind, EntryKind::File)
 }
 
-/// True when `dest` already holds exactly these bytes (idempotent re-runs skip it).
-fn already_in_place(dest: &Path, entry: &IndexEntry) -> bool {
-    match fs::metadata(dest) {
-        Ok(m) if m.is_file() && m.len() == entry.size => File::open(dest)
-            .and_then(Sha256Digest::of_reader)
-            .is_ok_and(|(d, _)| d == entry.sha256),
-        _ => false,
-    }
+fn walk_error(root: &RootDir, e: WalkError) -> Error {
+    e.into_error(root.path(), ROLE)
 }
 
-/// Free bytes for an unprivileged writer on the filesystem holding `path`.
-pub fn free_bytes(path: &Path) -> Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Usage(format!("{}: path contains NUL", path.display())))?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(Error::io(
-            "cannot check free space on",
-            path,
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+fn refused(root: &RootDir, path: &str, what: &'static str) -> Error {
+    walk_error(
+        root,
+        WalkError::Refused {
+            path: path.to_string(),
+            what,
+        },
+    )
 }
 
-/// Pre-flight for the web root (SPEC §4): it exists, there is room for what must be
-/// written (plus slack), and it is writable. Runs after the signature checked out and
-/// before any data moves; fails having written nothing.
-pub fn preflight(web_root: &Path, index: &Index) -> Result<u64> {
-    let meta = fs::metadata(web_root)
-        .map_err(|e| Error::io("web root does not exist or cannot be read:", web_root, e))?;
-    if !meta.is_dir() {
-        return Err(Error::Usage(format!(
-            "--web-root {}: not a directory",
-            web_root.display()
-        )));
+/// Opens the web root for an install: resolves `--web-root` once (it may be a symlink)
+/// and checks that it is a directory.
+pub fn open(web_root: &Path) -> Result<RootDir> {
+    match std::fs::metadata(web_root) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::Usage(format!(
+                "--web-root {}: no such directory\nhint: create it, or point at the web server's document root (e.g. /var/www/html)",
+                web_root.display()
+            )));
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::Usage(format!(
+                "--web-root {}: not a directory",
+                web_root.display()
+            )));
+        }
+        _ => {}
     }
-    let needed: u64 = index
+    RootDir::open(web_root).map_err(|e| Error::io("cannot open the web root", web_root, e))
+}
+
+/// Pre-flight for the web root (SPEC §4): nothing in the way of any destination (no
+/// symlink, no non-directory below the web root), room for what must be written (plus
+/// slack), and write access where directories will gain entries. Runs after the signature
+/// checked out and before any data moves; fails having written nothing. `generated` are the
+/// files the install writes itself (receipt, variables).
+pub fn preflight(root: &RootDir, index: &Index, generated: &[&str]) -> Result<u64> {
+    let mut cursor = DirCursor::new(root.clone());
+    let mut needed: u64 = 0;
+    let mut checked_writable: HashSet<String> = HashSet::new();
+    let web = index
         .entries
         .iter()
         .filter(|e| is_web_entry(e))
-        .filter(|e| !fs::metadata(web_root.join(&e.path)).is_ok_and(|m| m.len() == e.size))
-        .map(|e| e.size)
-        .sum();
-    let free = free_bytes(web_root)?;
-    if needed + SPACE_SLACK > free {
+        .map(|e| (e.path.as_str(), e.size));
+    let generated = generated.iter().map(|p| (*p, 0));
+    for (path, size) in web.chain(generated) {
+        let (parent, name) = split_parent(path);
+        let (deepest, dir, complete) = cursor
+            .deepest_existing(parent)
+            .map_err(|e| walk_error(root, e))?;
+        let present = if complete {
+            match stat_at(dir, name).map_err(|e| walk_error_io(path, e, root))? {
+                None => None,
+                Some(st) if kind_of(&st) == FileType::RegularFile => Some(st.st_size as u64),
+                Some(st) => return Err(refused(root, path, describe_blocker(kind_of(&st)))),
+            }
+        } else {
+            None
+        };
+        if present != Some(size) {
+            needed = needed.saturating_add(size);
+        }
+        if checked_writable.insert(deepest.clone()) && !writable(dir) {
+            let shown = if deepest.is_empty() {
+                root.path().to_path_buf()
+            } else {
+                root.path().join(&deepest)
+            };
+            return Err(Error::Runtime(format!(
+                "{} is not writable\nhint: run as a user that may write the web root, and check that its filesystem is not mounted read-only; nothing was written",
+                shown.display()
+            )));
+        }
+    }
+    let free = root
+        .free_bytes()
+        .map_err(|e| Error::io("cannot check free space on", root.path(), e))?;
+    if needed.saturating_add(SPACE_SLACK) > free {
         return Err(Error::Runtime(format!(
             "not enough space on the web root {}: the install needs {} bytes (plus {} slack), {} are free\nhint: free space or choose another --web-root; nothing was written",
-            web_root.display(),
+            root.path().display(),
             needed,
             SPACE_SLACK,
             free
         )));
     }
-    for dir in existing_dirs_written(web_root, index) {
-        if !writable(&dir) {
-            return Err(Error::Runtime(format!(
-                "{} is not writable\nhint: run as a user that may write the web root, and check that its filesystem is not mounted read-only; nothing was written",
-                dir.display()
-            )));
-        }
-    }
     Ok(needed)
 }
 
-/// The directories that already exist and that the commit will create entries in.
-fn existing_dirs_written(web_root: &Path, index: &Index) -> Vec<PathBuf> {
-    let mut dirs = std::collections::BTreeSet::new();
-    dirs.insert(web_root.to_path_buf());
-    dirs.insert(web_root.join(".bundle"));
-    for e in index.entries.iter().filter(|e| is_web_entry(e)) {
-        let mut p = web_root.join(&e.path);
-        while p.pop() && p.starts_with(web_root) {
-            dirs.insert(p.clone());
-        }
-    }
-    dirs.into_iter().filter(|d| d.is_dir()).collect()
+fn walk_error_io(path: &str, source: io::Error, root: &RootDir) -> Error {
+    walk_error(
+        root,
+        WalkError::Io {
+            path: path.to_string(),
+            source,
+        },
+    )
 }
 
-fn writable(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+fn writable(dir: std::os::fd::BorrowedFd<'_>) -> bool {
+    rustix::fs::accessat(
+        dir,
+        ".",
+        rustix::fs::Access::WRITE_OK,
+        rustix::fs::AtFlags::empty(),
+    )
+    .is_ok()
+}
+
+/// True when the regular file at `path` (not a link) already holds exactly these bytes.
+fn already_in_place(cursor: &mut DirCursor, path: &str, size: u64, sha256: &Sha256Digest) -> bool {
+    let (parent, name) = split_parent(path);
+    let Ok(Some(dir)) = cursor.existing_dir(parent) else {
         return false;
     };
-    // SAFETY: valid NUL-terminated path.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    let Ok(file) = open_file_at(dir, name) else {
+        return false;
+    };
+    match file.metadata() {
+        Ok(m) if m.is_file() && m.len() == size => {
+            Sha256Digest::of_reader(file).is_ok_and(|(d, _)| d == *sha256)
+        }
+        _ => false,
+    }
 }
 
 /// Stages web-root entries while the bundle streams.
 pub struct WebRootSink {
-    web_root: PathBuf,
-    staging: PathBuf,
+    root: RootDir,
+    cursor: DirCursor,
+    staging_name: String,
+    staging: OwnedFd,
     placed: Vec<Placed>,
     bytes_written: u64,
 }
 
 impl WebRootSink {
     /// Creates the staging directory (on the web root's filesystem, for atomic renames).
-    pub fn new(web_root: &Path) -> Result<Self> {
-        let staging = tempfile::Builder::new()
-            .prefix(STAGING_PREFIX)
-            .tempdir_in(web_root)
-            .map_err(|e| Error::Runtime(format!(
-                "cannot write to the web root {}: {e}\nhint: check permissions and that the filesystem is mounted read-write",
-                web_root.display()
-            )))?
-            .keep();
+    pub fn new(root: &RootDir) -> Result<Self> {
+        let mut attempt = 0u32;
+        let (staging_name, staging) = loop {
+            let name = format!(
+                "{STAGING_PREFIX}{}-{:08x}",
+                std::process::id(),
+                random_u32() ^ attempt
+            );
+            match root.create_private_dir(&name) {
+                Ok(fd) => break (name, fd),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => {
+                    attempt += 1;
+                }
+                Err(e) => {
+                    return Err(Error::Runtime(format!(
+                        "cannot write to the web root {}: {e}\nhint: check permissions and that the filesystem is mounted read-write",
+                        root.path().display()
+                    )));
+                }
+            }
+        };
         Ok(WebRootSink {
-            web_root: web_root.to_path_buf(),
+            root: root.clone(),
+            cursor: DirCursor::new(root.clone()),
+            staging_name,
             staging,
             placed: Vec::new(),
             bytes_written: 0,
         })
-    }
-
-    pub fn staging_dir(&self) -> &Path {
-        &self.staging
     }
 
     /// What has been staged or found in place so far.
@@ -167,11 +230,24 @@ impl WebRootSink {
         &self.placed
     }
 
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    fn new_staged_file(&self, what: &str) -> Result<(String, BufWriter<std::fs::File>)> {
+        let name = self.placed.len().to_string();
+        let file = create_file_at(self.staging.as_fd(), &name, 0o644)
+            .map_err(|e| disk_error(self.root.path(), what, e))?;
+        Ok((name, BufWriter::with_capacity(1 << 20, file)))
+    }
+
     /// Stages a file the install generates (receipt, variables) so that it is committed,
     /// or rolled back, together with the content.
     pub fn stage_generated(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
-        let staged = self.staging.join(self.placed.len().to_string());
-        fs::write(&staged, bytes).map_err(|e| disk_error(&self.web_root, path, e))?;
+        let (staged, mut out) = self.new_staged_file(path)?;
+        out.write_all(bytes)
+            .and_then(|()| out.flush())
+            .map_err(|e| disk_error(self.root.path(), path, e))?;
         self.placed.push(Placed {
             path: path.to_string(),
             sha256: Sha256Digest::of_bytes(bytes),
@@ -182,44 +258,45 @@ impl WebRootSink {
         Ok(())
     }
 
-    pub fn bytes_written(&self) -> u64 {
-        self.bytes_written
-    }
-
-    /// Renames every staged file into place (after the whole bundle verified), with the
-    /// permissions a web server needs whatever the umask. If any step fails (a full disk
-    /// while creating directories, say), every step already taken is undone, so the web
-    /// root is left as it was.
+    /// Renames every staged file into place (after the whole bundle verified). If any
+    /// step fails (a full disk while creating directories, a failed sync, say), every step
+    /// already taken is undone, so the web root is left as it was: files it replaced are
+    /// swapped back byte for byte, directories it created are removed.
     pub fn commit(mut self) -> Result<Vec<Placed>> {
-        sync_filesystem(&self.staging);
+        sync_filesystem(self.staging.as_fd())
+            .map_err(|e| Error::io("cannot sync the staged files on", self.root.path(), e))?;
         let mut journal = Journal::default();
-        if let Err(e) = self.commit_all(&mut journal) {
-            journal.undo();
-            return Err(e);
+        let outcome = self.commit_all(&mut journal).and_then(|()| {
+            sync_filesystem(self.root.fd())
+                .map_err(|e| Error::io("cannot sync the installed files on", self.root.path(), e))
+        });
+        if let Err(e) = outcome {
+            let failed = journal.undo(&self.root, self.staging.as_fd());
+            return Err(with_rollback_report(e, &failed));
         }
-        sync_filesystem(&self.web_root);
         Ok(std::mem::take(&mut self.placed))
     }
 
-    fn commit_all(&self, journal: &mut Journal) -> Result<()> {
-        for (n, p) in self.placed.iter().enumerate() {
+    fn commit_all(&mut self, journal: &mut Journal) -> Result<()> {
+        for p in &self.placed {
             let Some(staged) = &p.staged else { continue };
-            let dest = self.web_root.join(&p.path);
-            if let Some(parent) = dest.parent() {
-                create_dirs_0755(&self.web_root, parent, &mut journal.created_dirs)?;
-            }
-            fs::set_permissions(staged, fs::Permissions::from_mode(0o644))
-                .at("cannot set permissions on", staged)?;
-            // Keep the file being replaced (as a hard link) so that a rollback restores it.
-            let backup = self.staging.join(format!("previous-{n}"));
-            let backup = fs::hard_link(&dest, &backup).ok().map(|_| backup);
-            fs::rename(staged, &dest).map_err(|e| {
+            let (parent, name) = split_parent(&p.path);
+            let dir = self
+                .cursor
+                .create_dir(parent, &mut journal.created_dirs)
+                .map_err(|e| e.into_error(self.root.path(), ROLE))?;
+            let how = rename_into_place(self.staging.as_fd(), staged, dir, name).map_err(|e| {
+                let hint = if e.kind() == io::ErrorKind::StorageFull {
+                    "the filesystem is full; free space and run install again"
+                } else {
+                    "fix the cause and run install again"
+                };
                 Error::Runtime(format!(
-                    "cannot move {} into place: {e}\nhint: the web root was left as it was; fix the cause and run install again",
-                    dest.display()
+                    "cannot move {} into place: {e}\nhint: the web root was left as it was; {hint}",
+                    self.root.path().join(&p.path).display()
                 ))
             })?;
-            journal.moved.push((staged.clone(), dest, backup));
+            journal.moved.push((staged.clone(), p.path.clone(), how));
         }
         Ok(())
     }
@@ -228,37 +305,67 @@ impl WebRootSink {
 /// Steps of a commit, undone in reverse order when a later step fails.
 #[derive(Default)]
 struct Journal {
-    created_dirs: Vec<PathBuf>,
-    moved: Vec<(PathBuf, PathBuf, Option<PathBuf>)>,
+    /// Directories the commit created, below the web root, outermost first.
+    created_dirs: Vec<String>,
+    /// (staged name, destination, how it was renamed).
+    moved: Vec<(String, String, Renamed)>,
 }
 
 impl Journal {
-    fn undo(self) {
-        for (staged, dest, backup) in self.moved.into_iter().rev() {
-            let _ = match backup {
-                Some(previous) => fs::rename(previous, &dest),
-                None => fs::rename(&dest, staged),
+    /// Undoes every step; returns what could not be restored.
+    fn undo(self, root: &RootDir, staging: std::os::fd::BorrowedFd<'_>) -> Vec<String> {
+        let mut failed = Vec::new();
+        let mut cursor = DirCursor::new(root.clone());
+        for (staged, dest, how) in self.moved.into_iter().rev() {
+            let (parent, name) = split_parent(&dest);
+            let result = match cursor.existing_dir(parent) {
+                Ok(Some(dir)) => undo_rename(staging, &staged, dir, name, how),
+                Ok(None) => Err(io::Error::from(io::ErrorKind::NotFound)),
+                Err(e) => Err(io::Error::other(format!("{e:?}"))),
             };
+            if let Err(e) = result {
+                failed.push(format!("{dest}: {e}"));
+            }
         }
+        let mut cursor = DirCursor::new(root.clone());
         for dir in self.created_dirs.into_iter().rev() {
-            let _ = fs::remove_dir(dir);
+            let (parent, name) = split_parent(&dir);
+            let result = match cursor.existing_dir(parent) {
+                Ok(Some(fd)) => crate::fs::remove_dir_at(fd, name),
+                Ok(None) => Ok(()),
+                Err(e) => Err(io::Error::other(format!("{e:?}"))),
+            };
+            if let Err(e) = result {
+                failed.push(format!("{dir}/: {e}"));
+            }
         }
+        failed
     }
+}
+
+/// Adds what a rollback could not restore to the error that caused it.
+fn with_rollback_report(e: Error, failed: &[String]) -> Error {
+    if failed.is_empty() {
+        return e;
+    }
+    Error::Runtime(format!(
+        "{e}\nthe rollback could not restore: {}\nhint: check these paths by hand before running install again",
+        failed.join("; ")
+    ))
 }
 
 impl Drop for WebRootSink {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.staging);
+        let _ = std::fs::remove_dir_all(self.root.path().join(&self.staging_name));
     }
 }
 
 impl EntrySink for WebRootSink {
-    fn accept(&mut self, entry: &IndexEntry, data: &mut dyn Read) -> Result<()> {
+    fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
         if !is_web_entry(entry) {
             return Ok(());
         }
-        let dest = self.web_root.join(&entry.path);
-        if already_in_place(&dest, entry) {
+        if already_in_place(&mut self.cursor, &entry.path, entry.size, &entry.sha256) {
             self.placed.push(Placed {
                 path: entry.path.clone(),
                 sha256: entry.sha256,
@@ -268,22 +375,10 @@ impl EntrySink for WebRootSink {
             });
             return Ok(());
         }
-        let staged = self.staging.join(self.placed.len().to_string());
-        let file = File::create(&staged).map_err(|e| disk_error(&self.web_root, &entry.path, e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = data
-                .read(&mut buf)
-                .map_err(|e| Error::from_bundle_read(&entry.path, e))?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])
-                .map_err(|e| disk_error(&self.web_root, &entry.path, e))?;
-        }
+        let (staged, mut out) = self.new_staged_file(&entry.path)?;
+        data.copy_to(&mut out, |e| disk_error(self.root.path(), &entry.path, e))?;
         out.flush()
-            .map_err(|e| disk_error(&self.web_root, &entry.path, e))?;
+            .map_err(|e| disk_error(self.root.path(), &entry.path, e))?;
         self.bytes_written += entry.size;
         self.placed.push(Placed {
             path: entry.path.clone(),
@@ -297,7 +392,7 @@ impl EntrySink for WebRootSink {
 }
 
 fn disk_error(web_root: &Path, what: &str, e: io::Error) -> Error {
-    let hint = if e.raw_os_error() == Some(libc::ENOSPC) {
+    let hint = if e.kind() == io::ErrorKind::StorageFull {
         "\nhint: the web root's filesystem is full; free space and run install again (nothing was installed)"
     } else {
         ""
@@ -308,53 +403,18 @@ fn disk_error(web_root: &Path, what: &str, e: io::Error) -> Error {
     ))
 }
 
-/// Creates `dir` and its missing parents below `root`, each 0755 whatever the umask,
-/// recording each directory it created (for rollback).
-pub fn create_dirs_0755(root: &Path, dir: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent()
-        && parent != root
-        && parent.starts_with(root)
-    {
-        create_dirs_0755(root, parent, created)?;
-    }
-    match fs::create_dir(dir) {
-        Ok(()) => {
-            created.push(dir.to_path_buf());
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
-                .at("cannot set permissions on", dir)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(disk_error(root, &dir.display().to_string(), e)),
-    }
-}
-
-/// Flushes the filesystem holding `path` (one `syncfs` instead of an fsync per file).
-fn sync_filesystem(path: &Path) {
-    if let Ok(f) = File::open(path) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid open file descriptor.
-        unsafe {
-            libc::syncfs(f.as_raw_fd());
-        }
-    }
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::getrandom(&mut b);
+    u32::from_le_bytes(b)
 }
 
 /// Removes staging directories left by an install that was killed (called under the
 /// install lock, so none of them belongs to a running install).
-pub fn remove_stale_staging(web_root: &Path) {
-    let Ok(dir) = fs::read_dir(web_root) else {
-        return;
-    };
-    for entry in dir.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(STAGING_PREFIX)
-        {
-            let _ = fs::remove_dir_all(entry.path());
-        }
+pub fn remove_stale_staging(root: &RootDir) {
+    let Ok(names) = root.list("") else { return };
+    for name in names.iter().filter(|n| n.starts_with(STAGING_PREFIX)) {
+        // remove_dir_all never follows a link, at the top or below.
+        let _ = std::fs::remove_dir_all(root.path().join(name));
     }
 }

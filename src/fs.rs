@@ -1,0 +1,475 @@
+//! File-system primitives every destination shares: a root directory that is reached only
+//! through directory handles, never through a symbolic link below it (SPEC §4 "Never
+//! outside a destination"), and durable writes whose sync errors are reported (SPEC §5).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
+use rustix::io::Errno;
+
+use crate::error::{Error, IoContext, Result};
+
+/// A directory opened once (its own path may be a symlink: it is resolved here, once);
+/// everything below it is reached from this handle without following links.
+#[derive(Clone, Debug)]
+pub struct RootDir {
+    path: PathBuf,
+    fd: Arc<OwnedFd>,
+}
+
+/// Why a path below a root cannot be used.
+#[derive(Debug)]
+pub enum WalkError {
+    /// A component is a symbolic link, or not a directory where one is needed.
+    Refused { path: String, what: &'static str },
+    /// The operating system refused (a full disk, permissions, …).
+    Io { path: String, source: io::Error },
+}
+
+impl WalkError {
+    /// The library error, naming the path below `root` and what to do about it.
+    pub fn into_error(self, root: &Path, role: &str) -> Error {
+        match self {
+            WalkError::Refused { path, what } => Error::Runtime(format!(
+                "`{path}` below the {role} {} {what}: airgap-bundle never follows links or replaces \
+                 other things below the {role}\nhint: remove or rename `{}` and run install again; nothing was written",
+                root.display(),
+                root.join(&path).display()
+            )),
+            WalkError::Io { path, source } => {
+                let hint = if source.kind() == io::ErrorKind::StorageFull {
+                    "\nhint: the filesystem is full (or out of inodes); free space and run install again"
+                } else {
+                    "\nhint: check permissions and that the filesystem is mounted read-write"
+                };
+                Error::Runtime(format!(
+                    "cannot use `{path}` below the {role} {}: {source}{hint}",
+                    root.display()
+                ))
+            }
+        }
+    }
+}
+
+fn errno_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// Splits `a/b/c` into (`a/b`, `c`); a top-level name has the parent `""`.
+pub fn split_parent(rel: &str) -> (&str, &str) {
+    rel.rsplit_once('/').unwrap_or(("", rel))
+}
+
+fn open_dir_at(parent: BorrowedFd<'_>, name: &str) -> std::result::Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// `lstat` relative to a directory handle; `None` when nothing is there.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<Stat>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(errno_io(e)),
+    }
+}
+
+/// What is at a path, for messages and for deciding whether it may be replaced.
+pub fn kind_of(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
+}
+
+/// Why a non-directory (or non-file) cannot be used, for messages.
+pub fn describe_blocker(ft: FileType) -> &'static str {
+    match ft {
+        FileType::Symlink => "is a symlink",
+        FileType::Directory => "is a directory",
+        FileType::RegularFile => "is not a directory",
+        _ => "is a device, socket or FIFO",
+    }
+}
+
+/// Opens an existing regular file without following a link at its last component.
+pub fn open_file_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map(File::from)
+    .map_err(errno_io)
+}
+
+/// Creates a new file (never an existing one, never through a link) with `mode`, whatever
+/// the umask.
+pub fn create_file_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(errno_io)?;
+    rustix::fs::fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(errno_io)?;
+    Ok(File::from(fd))
+}
+
+/// How a rename into place went: `Exchanged` leaves the previous file at the source name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renamed {
+    /// Nothing was at the destination.
+    New,
+    /// A previous file was at the destination; it now sits at the source name.
+    Exchanged,
+}
+
+/// Moves `from` into `to` atomically. A regular file at `to` is swapped out (it ends up at
+/// `from`, so that a rollback can swap it back byte for byte without a hard link or a
+/// copy); anything else at `to` is refused.
+pub fn rename_into_place(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+) -> io::Result<Renamed> {
+    match stat_at(to_dir, to)? {
+        None => {
+            match rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE) {
+                Ok(()) => Ok(Renamed::New),
+                // A filesystem without renameat2 flags: the destination was absent a moment ago.
+                Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::OPNOTSUPP) => {
+                    rustix::fs::renameat(from_dir, from, to_dir, to).map_err(errno_io)?;
+                    Ok(Renamed::New)
+                }
+                Err(e) => Err(errno_io(e)),
+            }
+        }
+        Some(st) if kind_of(&st) == FileType::RegularFile => {
+            rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::EXCHANGE)
+                .map_err(errno_io)?;
+            Ok(Renamed::Exchanged)
+        }
+        Some(st) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("the destination {}", describe_blocker(kind_of(&st))),
+        )),
+    }
+}
+
+/// Undoes [`rename_into_place`]: swaps a previous file back, or moves a new one out.
+pub fn undo_rename(
+    from_dir: BorrowedFd<'_>,
+    from: &str,
+    to_dir: BorrowedFd<'_>,
+    to: &str,
+    how: Renamed,
+) -> io::Result<()> {
+    match how {
+        Renamed::New => rustix::fs::renameat(to_dir, to, from_dir, from),
+        Renamed::Exchanged => {
+            rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::EXCHANGE)
+        }
+    }
+    .map_err(errno_io)
+}
+
+/// Removes an empty directory below `dir`.
+pub fn remove_dir_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(errno_io)
+}
+
+/// Flushes the whole filesystem holding `fd` (one `syncfs` instead of an fsync per file).
+pub fn sync_filesystem(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::fs::syncfs(fd).map_err(errno_io)
+}
+
+impl RootDir {
+    /// Resolves `path` once (it may itself be a symlink) and opens it.
+    pub fn open(path: &Path) -> io::Result<RootDir> {
+        let path = std::fs::canonicalize(path)?;
+        let fd = rustix::fs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_io)?;
+        Ok(RootDir {
+            path,
+            fd: Arc::new(fd),
+        })
+    }
+
+    /// The resolved path (for messages and for the operator).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Free bytes for an unprivileged writer on this filesystem.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        let st = rustix::fs::fstatvfs(self.fd()).map_err(errno_io)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    /// Takes an exclusive `flock` on the root without waiting. `Ok(false)` when another
+    /// process holds it.
+    pub fn try_lock(&self) -> io::Result<bool> {
+        match rustix::fs::flock(
+            self.fd(),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        ) {
+            Ok(()) => Ok(true),
+            Err(Errno::WOULDBLOCK) => Ok(false),
+            Err(e) => Err(errno_io(e)),
+        }
+    }
+
+    /// The names in directory `rel` below the root (not following links); empty when it
+    /// does not exist.
+    pub fn list(&self, rel: &str) -> std::result::Result<Vec<String>, WalkError> {
+        let mut cursor = DirCursor::new(self.clone());
+        let Some(dir) = cursor.existing_dir(rel)? else {
+            return Ok(Vec::new());
+        };
+        let io_err = |e: Errno| WalkError::Io {
+            path: rel.to_string(),
+            source: errno_io(e),
+        };
+        let mut names = Vec::new();
+        let mut entries = rustix::fs::Dir::read_from(dir).map_err(io_err)?;
+        for entry in entries.by_ref() {
+            let entry = entry.map_err(io_err)?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(String::from_utf8_lossy(name).into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The bytes of a small regular file below the root, or `None` when it is absent, not
+    /// a regular file, reached through a link, or larger than `limit`.
+    pub fn read_small(&self, rel: &str, limit: u64) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let (parent, name) = split_parent(rel);
+        let mut cursor = DirCursor::new(self.clone());
+        let dir = cursor.existing_dir(parent).ok()??;
+        let file = open_file_at(dir, name).ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.take(limit + 1).read_to_end(&mut bytes).ok()?;
+        (bytes.len() as u64 <= limit).then_some(bytes)
+    }
+
+    /// Creates a new directory at the top of the root (for staging), mode 0700.
+    pub fn create_private_dir(&self, name: &str) -> io::Result<OwnedFd> {
+        rustix::fs::mkdirat(self.fd(), name, Mode::from_bits_truncate(0o700)).map_err(errno_io)?;
+        open_dir_at(self.fd(), name).map_err(errno_io)
+    }
+}
+
+/// Walks directories below a [`RootDir`] one component at a time (`openat` with
+/// `O_NOFOLLOW | O_DIRECTORY`), keeping the handles of the last path open so that entries
+/// sorted by path cost one `openat` per new directory.
+pub struct DirCursor {
+    root: RootDir,
+    /// The components below the root that are open, outermost first.
+    stack: Vec<(String, OwnedFd)>,
+}
+
+impl DirCursor {
+    pub fn new(root: RootDir) -> Self {
+        DirCursor {
+            root,
+            stack: Vec::new(),
+        }
+    }
+
+    pub fn root(&self) -> &RootDir {
+        &self.root
+    }
+
+    /// The handle of directory `rel` if every component exists as a real directory,
+    /// `None` if one is missing, an error if one is a link or not a directory.
+    pub fn existing_dir(
+        &mut self,
+        rel: &str,
+    ) -> std::result::Result<Option<BorrowedFd<'_>>, WalkError> {
+        let complete = self.walk(rel, None)?;
+        Ok(complete.then(|| self.top()))
+    }
+
+    /// The deepest existing directory on the way to `rel`, its path, and whether it is
+    /// `rel` itself (pre-flight checks that one for write access).
+    pub fn deepest_existing(
+        &mut self,
+        rel: &str,
+    ) -> std::result::Result<(String, BorrowedFd<'_>, bool), WalkError> {
+        let complete = self.walk(rel, None)?;
+        let path = self
+            .stack
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect::<Vec<_>>()
+            .join("/");
+        Ok((path, self.top(), complete))
+    }
+
+    /// The handle of directory `rel`, creating what is missing (mode 0755 whatever the
+    /// umask) and recording each directory created in `created`, outermost first.
+    pub fn create_dir(
+        &mut self,
+        rel: &str,
+        created: &mut Vec<String>,
+    ) -> std::result::Result<BorrowedFd<'_>, WalkError> {
+        self.walk(rel, Some(created))?;
+        Ok(self.top())
+    }
+
+    fn top(&self) -> BorrowedFd<'_> {
+        self.stack
+            .last()
+            .map_or(self.root.fd(), |(_, fd)| fd.as_fd())
+    }
+
+    /// Opens the components of `rel` that are not open yet. Returns false when one is
+    /// missing (and `create` is `None`).
+    fn walk(
+        &mut self,
+        rel: &str,
+        mut create: Option<&mut Vec<String>>,
+    ) -> std::result::Result<bool, WalkError> {
+        let components: Vec<&str> = if rel.is_empty() {
+            Vec::new()
+        } else {
+            rel.split('/').collect()
+        };
+        let keep = self
+            .stack
+            .iter()
+            .zip(&components)
+            .take_while(|((open, _), want)| open == *want)
+            .count();
+        self.stack.truncate(keep);
+        for (i, name) in components.iter().enumerate().skip(keep) {
+            let sub = components[..=i].join("/");
+            let parent = self.top();
+            let fd = match open_dir_at(parent, name) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => match create.as_deref_mut() {
+                    None => return Ok(false),
+                    Some(created) => {
+                        let made = match rustix::fs::mkdirat(
+                            parent,
+                            *name,
+                            Mode::from_bits_truncate(0o755),
+                        ) {
+                            Ok(()) => true,
+                            Err(Errno::EXIST) => false,
+                            Err(e) => {
+                                return Err(WalkError::Io {
+                                    path: sub,
+                                    source: errno_io(e),
+                                });
+                            }
+                        };
+                        if made {
+                            created.push(sub.clone());
+                        }
+                        let fd = open_dir_at(parent, name)
+                            .map_err(|e| refusal_or_io(parent, name, &sub, e))?;
+                        if made {
+                            rustix::fs::fchmod(&fd, Mode::from_bits_truncate(0o755)).map_err(
+                                |e| WalkError::Io {
+                                    path: sub.clone(),
+                                    source: errno_io(e),
+                                },
+                            )?;
+                        }
+                        fd
+                    }
+                },
+                Err(e) => return Err(refusal_or_io(parent, name, &sub, e)),
+            };
+            self.stack.push((name.to_string(), fd));
+        }
+        Ok(true)
+    }
+}
+
+fn refusal_or_io(parent: BorrowedFd<'_>, name: &str, sub: &str, e: Errno) -> WalkError {
+    if e == Errno::LOOP || e == Errno::NOTDIR {
+        let what = stat_at(parent, name)
+            .ok()
+            .flatten()
+            .map_or("is not a directory", |st| describe_blocker(kind_of(&st)));
+        WalkError::Refused {
+            path: sub.to_string(),
+            what,
+        }
+    } else {
+        WalkError::Io {
+            path: sub.to_string(),
+            source: errno_io(e),
+        }
+    }
+}
+
+/// Writes a small file via a temporary name, sync and rename, then syncs the directory,
+/// so that it is never seen half-written (nor with the wrong permissions) and survives a
+/// power cut once this returns.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = parent_dir(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .at("cannot create a temporary file in", dir)?;
+    tmp.write_all(bytes).at("cannot write", path)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .at("cannot set permissions on", tmp.path())?;
+    tmp.as_file().sync_all().at("cannot sync", path)?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("cannot rename into place", path, e.error))?;
+    sync_dir(dir)
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes the names in `dir` durable (after a create, rename or unlink in it).
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .at("cannot sync directory", dir)
+}
+
+/// The last component of `path` as text, for temporary names derived from it.
+pub fn file_name_of(path: &Path) -> Result<String> {
+    path.file_name()
+        .map(|n: &OsStr| String::from_utf8_lossy(n.as_bytes()).into_owned())
+        .ok_or_else(|| Error::Usage(format!("{}: not a file name", path.display())))
+}

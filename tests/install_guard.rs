@@ -1,0 +1,705 @@
+//! `bundle install` never reaches outside the web root (SPEC §4 "Never outside a
+//! destination"): no symlink (or non-directory) below the web root is followed or written
+//! through, `--web-root` itself may be a symlink, and a commit that fails part-way restores
+//! every file it replaced byte for byte, even when the installing user may not hard-link
+//! those files (fs.protected_hardlinks=1).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+// ---------------------------------------------------------------------------
+// Helpers (copied from tests/install.rs: every test file is its own crate)
+// ---------------------------------------------------------------------------
+
+/// The unprivileged user (and group) the rollback test installs as.
+const NOBODY: u32 = 65534;
+
+/// Incompressible deterministic bytes (xorshift64*).
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = vec![0u8; len];
+    for chunk in out.chunks_mut(8) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+    out
+}
+
+/// `chmod -R a+rX`-like: directories 0755, files 0644 (Apache runs as `nobody`).
+fn make_world_readable(path: &Path) {
+    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    if meta.is_dir() {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod 755");
+        for entry in fs::read_dir(path).expect("read_dir") {
+            make_world_readable(&entry.expect("dir entry").path());
+        }
+    } else {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).expect("chmod 644");
+    }
+}
+
+/// `bundle keygen --no-password` once per workspace: (`site.key`, `site.pub`).
+fn site_keys(ws: &Workspace) -> (PathBuf, PathBuf) {
+    let key = ws.path("site.key");
+    if !key.exists() {
+        return keygen(&ws.path("site"));
+    }
+    (key, ws.path("site.pub"))
+}
+
+/// A bundle made by the real binary (`lock` + `create`), and what it must install.
+struct Built {
+    bundle: PathBuf,
+    pubkey: PathBuf,
+    /// `127.0.0.1:PORT`, the host directory under `files/`.
+    host: String,
+    /// Web-root path (`files/<host>/<path>`) → (upstream relative path, sha256, size).
+    files: BTreeMap<String, (String, String, u64)>,
+}
+
+/// Serves `files` from a private upstream Apache on 127.0.0.1, locks a manifest naming
+/// them by their `http://127.0.0.1:PORT/<rel>` URLs and creates a bundle signed with the
+/// workspace's site key. Bundle and public key are world-readable.
+fn make_bundle(
+    ws: &Workspace,
+    tag: &str,
+    name: &str,
+    version: &str,
+    files: &[(String, Vec<u8>)],
+) -> Built {
+    let (key, pubkey) = site_keys(ws);
+    let dir = ws.mkdir(tag);
+    let www = dir.join("www");
+    for (rel, bytes) in files {
+        write_file(www.join(rel), bytes);
+    }
+    make_world_readable(&www);
+    let apache = Apache::start(&www);
+    let host = format!("127.0.0.1:{}", apache.port);
+
+    let mut manifest =
+        format!("apiVersion: bundle/v1\nname: {name}\nversion: '{version}'\nfiles:\n");
+    let mut expected = BTreeMap::new();
+    for (rel, bytes) in files {
+        manifest.push_str(&format!("  - url: '{}'\n", apache.url(rel)));
+        expected.insert(
+            format!("files/{host}/{rel}"),
+            (rel.clone(), sha256_bytes(bytes), bytes.len() as u64),
+        );
+    }
+    let manifest_path = dir.join("manifest.yaml");
+    write_file(&manifest_path, &manifest);
+    let lock = dir.join("manifest.lock.yaml");
+    let cache = dir.join("cache");
+    let bundle = dir.join(format!("{name}.bundle.tar.zst"));
+    run_bundle(
+        &[
+            "lock".as_ref(),
+            manifest_path.as_os_str(),
+            "-o".as_ref(),
+            lock.as_os_str(),
+            "--cache".as_ref(),
+            cache.as_os_str(),
+        ],
+        &[],
+    )
+    .assert_ok();
+    run_bundle(
+        &[
+            "create".as_ref(),
+            lock.as_os_str(),
+            "-o".as_ref(),
+            bundle.as_os_str(),
+            "--key".as_ref(),
+            key.as_os_str(),
+            "--cache".as_ref(),
+            cache.as_os_str(),
+        ],
+        &[],
+    )
+    .assert_ok();
+    drop(apache);
+    for p in [&bundle, &pubkey] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o644)).expect("chmod 644");
+    }
+    Built {
+        bundle,
+        pubkey,
+        host,
+        files: expected,
+    }
+}
+
+/// `bundle install BUNDLE --pubkey PUB --web-root DIR EXTRA...`.
+fn install(bundle: &Path, pubkey: &Path, web_root: &Path, extra: &[&str]) -> Run {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "install".as_ref(),
+        bundle.as_os_str(),
+        "--pubkey".as_ref(),
+        pubkey.as_os_str(),
+        "--web-root".as_ref(),
+        web_root.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    run_bundle(&args, &[])
+}
+
+/// Runs `argv` as uid/gid 65534 with no supplementary groups (`setpriv`), stdin closed.
+fn run_as_nobody(argv: &[&std::ffi::OsStr]) -> Run {
+    require_tool("setpriv");
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .args(argv)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn setpriv");
+    let code = out.status.code().unwrap_or_else(|| {
+        panic!(
+            "{argv:?} as {NOBODY} was killed by signal {:?}\n{}",
+            out.status.signal(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Run {
+        code,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `bundle install` as uid/gid 65534.
+fn install_as_nobody(bundle: &Path, pubkey: &Path, web_root: &Path) -> Run {
+    run_as_nobody(&[
+        bundle_bin().as_ref(),
+        "install".as_ref(),
+        bundle.as_os_str(),
+        "--pubkey".as_ref(),
+        pubkey.as_os_str(),
+        "--web-root".as_ref(),
+        web_root.as_os_str(),
+    ])
+}
+
+/// Names at the top of `dir` that start with `prefix`.
+fn names_starting(dir: &Path, prefix: &str) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[track_caller]
+fn assert_no_staging(web_root: &Path) {
+    let left = names_starting(web_root, ".bundle-staging-");
+    assert!(
+        left.is_empty(),
+        "staging directories survived in {}: {left:?}",
+        web_root.display()
+    );
+}
+
+fn snapshot_diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {
+    let mut out = Vec::new();
+    for (k, v) in before {
+        match after.get(k) {
+            None => out.push(format!("  removed  {k}")),
+            Some(w) if w != v => out.push(format!("  changed  {k}: {v} -> {w}")),
+            _ => {}
+        }
+    }
+    for k in after.keys().filter(|k| !before.contains_key(*k)) {
+        out.push(format!("  added    {k}"));
+    }
+    out.join("\n")
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped (even when the test panics).
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(dir: &Path, options: &str) -> Tmpfs {
+        fs::create_dir_all(dir).expect("mkdir mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("spawn mount");
+        assert!(
+            status.success(),
+            "mount -t tmpfs -o {options} tmpfs {} failed (tests run as root)",
+            dir.display()
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {uid}:{gid} {}: {e}", path.display()));
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// 1. No symlink (or non-directory) below the web root is followed
+// ---------------------------------------------------------------------------
+
+/// One thing planted in the web root before an install.
+struct Placement {
+    label: &'static str,
+    /// Path relative to the web root the install must refuse and name.
+    offending: String,
+    /// What the message must call it (matched case-insensitively).
+    word: &'static str,
+}
+
+/// For each placement (a)–(g) of a symlink, a dangling symlink or a regular file where the
+/// install needs a directory or writes a file: exit 1 naming the path relative to the web
+/// root and saying `symlink` / `not a directory`; the outside directory and the web root are
+/// byte-for-byte unchanged (planted links still in place); no staging directory is left.
+#[test]
+fn symlinks_and_non_directories_below_the_web_root_are_refused() {
+    let ws = Workspace::new();
+    let files = vec![
+        ("dir/sub/tool.bin".to_string(), random_bytes(100_000, 1)),
+        ("dir/x.bin".to_string(), random_bytes(50_000, 2)),
+    ];
+    let built = make_bundle(&ws, "b", "guard", "1.0.0", &files);
+    let h = format!("files/{}", built.host);
+    let placements = [
+        Placement {
+            label: "(a) files -> outside dir",
+            offending: "files".into(),
+            word: "symlink",
+        },
+        Placement {
+            label: "(b) files/HOST -> outside dir",
+            offending: h.clone(),
+            word: "symlink",
+        },
+        Placement {
+            label: "(c) files/HOST/dir -> outside dir",
+            offending: format!("{h}/dir"),
+            word: "symlink",
+        },
+        Placement {
+            label: "(d) files/HOST/dir dangling symlink",
+            offending: format!("{h}/dir"),
+            word: "symlink",
+        },
+        Placement {
+            label: "(e) files/HOST/dir/sub/tool.bin -> outside file",
+            offending: format!("{h}/dir/sub/tool.bin"),
+            word: "symlink",
+        },
+        Placement {
+            label: "(f) files/HOST/dir is a regular file",
+            offending: format!("{h}/dir"),
+            word: "not a directory",
+        },
+        Placement {
+            label: "(g) .bundle -> outside dir",
+            offending: ".bundle".into(),
+            word: "symlink",
+        },
+    ];
+
+    let mut table = Vec::new();
+    let mut failures = Vec::new();
+    for (i, p) in placements.iter().enumerate() {
+        let web = ws.mkdir(format!("web-{i}"));
+        let outside = ws.mkdir(format!("outside-{i}"));
+        ws.write(format!("outside-{i}/keep.txt"), "outside the web root\n");
+        ws.write(format!("outside-{i}/secret.txt"), "not to be replaced\n");
+        let at = |rel: &str| web.join(rel);
+        match i {
+            0 => symlink(&outside, at("files")).unwrap(),
+            1 => {
+                fs::create_dir_all(at("files")).unwrap();
+                symlink(&outside, at(&h)).unwrap();
+            }
+            2 => {
+                fs::create_dir_all(at(&h)).unwrap();
+                symlink(&outside, at(&format!("{h}/dir"))).unwrap();
+            }
+            3 => {
+                fs::create_dir_all(at(&h)).unwrap();
+                symlink(outside.join("missing"), at(&format!("{h}/dir"))).unwrap();
+            }
+            4 => {
+                fs::create_dir_all(at(&format!("{h}/dir/sub"))).unwrap();
+                symlink(
+                    outside.join("secret.txt"),
+                    at(&format!("{h}/dir/sub/tool.bin")),
+                )
+                .unwrap();
+            }
+            5 => {
+                fs::create_dir_all(at(&h)).unwrap();
+                fs::write(at(&format!("{h}/dir")), "a file, not a directory\n").unwrap();
+            }
+            6 => symlink(&outside, at(".bundle")).unwrap(),
+            _ => unreachable!(),
+        }
+        make_world_readable(&outside);
+        let web_before = tree_snapshot(&web);
+        let outside_before = tree_snapshot(&outside);
+
+        let run = install(&built.bundle, &built.pubkey, &web, &[]);
+        let web_after = tree_snapshot(&web);
+        let outside_after = tree_snapshot(&outside);
+        let staging = names_starting(&web, ".bundle-staging-");
+
+        let mut why = Vec::new();
+        if run.stderr.contains("panicked") {
+            why.push("panicked".to_string());
+        }
+        if run.code != 1 {
+            why.push(format!("exit {} (expected 1)", run.code));
+        }
+        if !run.stderr.contains(&p.offending) {
+            why.push(format!("stderr does not name {:?}", p.offending));
+        }
+        if !run.stderr.to_lowercase().contains(p.word) {
+            why.push(format!("stderr does not say {:?}", p.word));
+        }
+        if outside_after != outside_before {
+            why.push(format!(
+                "the outside directory changed:\n{}",
+                snapshot_diff(&outside_before, &outside_after)
+            ));
+        }
+        if web_after != web_before {
+            why.push(format!(
+                "the web root changed:\n{}",
+                snapshot_diff(&web_before, &web_after)
+            ));
+        }
+        if !staging.is_empty() {
+            why.push(format!("staging left: {staging:?}"));
+        }
+        table.push(format!(
+            "{:<48} exit {} | outside {} | web root {} | {}",
+            p.label,
+            run.code,
+            if outside_after == outside_before {
+                "unchanged"
+            } else {
+                "CHANGED"
+            },
+            if web_after == web_before {
+                "unchanged"
+            } else {
+                "CHANGED"
+            },
+            first_line(&run.stderr)
+        ));
+        if !why.is_empty() {
+            failures.push(format!(
+                "{}:\n  {}\n--- stderr ---\n{}",
+                p.label,
+                why.join("\n  "),
+                run.stderr
+            ));
+        }
+    }
+    eprintln!("symlink placements:\n{}", table.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} placements not refused as SPEC §4 requires:\n\n{}\n\nsummary:\n{}",
+        failures.len(),
+        placements.len(),
+        failures.join("\n\n"),
+        table.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. --web-root itself may be a symlink
+// ---------------------------------------------------------------------------
+
+/// `--web-root LINK` where LINK -> the real web root: installs normally into the real
+/// directory; the link stays a link.
+#[test]
+fn web_root_given_as_a_symlink_installs_into_the_real_directory() {
+    let ws = Workspace::new();
+    let files = vec![
+        ("dir/sub/tool.bin".to_string(), random_bytes(80_000, 11)),
+        ("top.bin".to_string(), random_bytes(30_000, 12)),
+    ];
+    let built = make_bundle(&ws, "b", "linked", "1.0.0", &files);
+    let real = ws.mkdir("srv/www");
+    let link = ws.path("web-link");
+    symlink(&real, &link).unwrap();
+
+    let run = install(&built.bundle, &built.pubkey, &link, &[]);
+    run.assert_ok()
+        .assert_stderr_contains("installed linked 1.0.0: 2 files written");
+    for (dest, (_, sha, _)) in &built.files {
+        let path = real.join(dest);
+        assert!(
+            fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()),
+            "{dest} is not a regular file under the real web root"
+        );
+        assert_eq!(sha256_file(&path), *sha, "{dest}");
+    }
+    assert!(real.join(".bundle/linked-1.0.0.json").is_file());
+    assert!(real.join("kubespray-offline.yml").is_file());
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read_link(&link).unwrap(), real);
+    assert_no_staging(&real);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Rollback restores replaced files without relying on hard links
+// ---------------------------------------------------------------------------
+
+/// Files of the rollback bundle: `a.bin` replaces an existing file; the others sort after
+/// it and need new nested directories, so running out of inodes while the commit creates
+/// them fails the commit after `a.bin` was replaced.
+fn rollback_files() -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("a.bin".to_string(), random_bytes(40_000, 21)),
+        ("z1/z2/z3/b.bin".to_string(), random_bytes(20_000, 22)),
+        ("z1/z2/z3/z4/z5/c.bin".to_string(), random_bytes(20_000, 23)),
+        ("z1/y1/y2/d.bin".to_string(), random_bytes(20_000, 24)),
+    ]
+}
+
+/// The content `a.bin` has before the install.
+fn old_a_bin() -> Vec<u8> {
+    random_bytes(40_000, 99)
+}
+
+/// Web root = a tmpfs (owned by 65534) with a small `nr_inodes`, holding a root-owned
+/// 0644 `files/HOST/a.bin` in directories owned by 65534; `bundle install` runs as 65534,
+/// which fs.protected_hardlinks=1 forbids to hard-link `a.bin`. For every `nr_inodes` where
+/// the install fails: exit 1 with "No space left", `a.bin` byte-identical (sha256), the web
+/// root snapshot unchanged (no new directory), no staging left. With enough inodes it
+/// installs. The same loop runs as root first: root may hard-link `a.bin`, but on tmpfs a
+/// hard link also takes an inode, so at one limit the backup link itself fails for lack of
+/// inodes.
+#[test]
+fn rollback_restores_a_replaced_file_the_installer_cannot_hard_link() {
+    assert_eq!(
+        fs::read_to_string("/proc/sys/fs/protected_hardlinks")
+            .unwrap()
+            .trim(),
+        "1",
+        "this test needs fs.protected_hardlinks=1"
+    );
+    let ws = Workspace::new();
+    let built = make_bundle(&ws, "b", "rollback", "1.0.0", &rollback_files());
+    let host_dir = format!("files/{}", built.host);
+    let a_rel = format!("{host_dir}/a.bin");
+    let old = old_a_bin();
+    let old_sha = sha256_bytes(&old);
+    assert_ne!(old_sha, built.files[&a_rel].1, "a.bin must change");
+    let mnt = ws.path("inode-fs");
+
+    // As root (hard links allowed, though they cost a tmpfs inode) and as 65534 (denied).
+    let mut outcomes = Vec::new();
+    let mut failures = Vec::new();
+    for as_nobody in [false, true] {
+        let who = if as_nobody { "uid 65534" } else { "root" };
+        outcomes.push(format!("install as {who}:"));
+        let mut failed_runs = 0;
+        let mut succeeded = false;
+        for nr_inodes in 4..60 {
+            let guard = Tmpfs::mount(
+                &mnt,
+                &format!("size=50m,nr_inodes={nr_inodes},uid={NOBODY},gid={NOBODY},mode=0755"),
+            );
+            // Pre-populate as root: files/ and files/HOST/ owned by 65534, a.bin by root.
+            let host = mnt.join(&host_dir);
+            fs::create_dir_all(&host).unwrap();
+            for d in [mnt.join("files"), host.clone()] {
+                fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+                chown(&d, NOBODY, NOBODY);
+            }
+            let a = mnt.join(&a_rel);
+            fs::write(&a, &old).unwrap();
+            fs::set_permissions(&a, fs::Permissions::from_mode(0o644)).unwrap();
+            chown(&a, 0, 0);
+            assert_eq!(fs::metadata(&mnt).unwrap().uid(), NOBODY);
+
+            // The premise: 65534 may not hard-link root's a.bin (the attempt creates nothing).
+            if as_nobody && nr_inodes == 4 {
+                let probe = host.join("probe");
+                let ln = run_as_nobody(&["ln".as_ref(), a.as_os_str(), probe.as_os_str()]);
+                assert_ne!(ln.code, 0, "65534 could hard-link a.bin: {ln:?}");
+                assert!(
+                    ln.stderr.contains("Operation not permitted"),
+                    "ln failed for another reason: {ln:?}"
+                );
+                assert!(!probe.exists());
+            }
+            let before = tree_snapshot(&mnt);
+
+            let run = if as_nobody {
+                install_as_nobody(&built.bundle, &built.pubkey, &mnt)
+            } else {
+                install(&built.bundle, &built.pubkey, &mnt, &[])
+            };
+            let after = tree_snapshot(&mnt);
+            if run.code == 0 {
+                for (dest, (_, sha, _)) in &built.files {
+                    assert_eq!(sha256_file(mnt.join(dest)), *sha, "{who}: {dest}");
+                }
+                run.assert_stderr_contains("installed rollback 1.0.0: 4 files written");
+                assert_no_staging(&mnt);
+                outcomes.push(format!("  nr_inodes={nr_inodes}: installed"));
+                succeeded = true;
+                drop(guard);
+                break;
+            }
+            failed_runs += 1;
+            let a_now = match fs::symlink_metadata(&a) {
+                Ok(m) if m.is_file() => {
+                    let sha = sha256_file(&a);
+                    if sha == old_sha {
+                        "a.bin kept".to_string()
+                    } else if sha == built.files[&a_rel].1 {
+                        "a.bin NEW CONTENT".to_string()
+                    } else {
+                        "a.bin CHANGED".to_string()
+                    }
+                }
+                Ok(_) => "a.bin NOT A FILE".to_string(),
+                Err(_) => "a.bin LOST".to_string(),
+            };
+            outcomes.push(format!(
+                "  nr_inodes={nr_inodes}: exit {}, {a_now}, web root {}: {}",
+                run.code,
+                if after == before {
+                    "unchanged"
+                } else {
+                    "CHANGED"
+                },
+                first_line(&run.stderr)
+            ));
+            let mut why = Vec::new();
+            if run.code != 1 || !run.stderr.contains("No space left") {
+                why.push(format!(
+                    "expected exit 1 and \"No space left\", got exit {}",
+                    run.code
+                ));
+            }
+            if run.stderr.contains("panicked") {
+                why.push("panic".to_string());
+            }
+            if a_now != "a.bin kept" {
+                why.push(format!("{a_now} (sha256 before: {old_sha})"));
+            }
+            if after != before {
+                why.push(format!(
+                    "the web root changed:\n{}",
+                    snapshot_diff(&before, &after)
+                ));
+            }
+            let staging = names_starting(&mnt, ".bundle-staging-");
+            if !staging.is_empty() {
+                why.push(format!("staging left: {staging:?}"));
+            }
+            if !why.is_empty() {
+                failures.push(format!(
+                    "{who}, nr_inodes={nr_inodes}: {}\n--- stderr ---\n{}",
+                    why.join("\n  "),
+                    run.stderr
+                ));
+            }
+            drop(guard);
+        }
+        assert!(
+            succeeded,
+            "{who}: never succeeded:\n{}",
+            outcomes.join("\n")
+        );
+        // The commit creates 8 new directories (z1..z5, y1, y2, .bundle) after a.bin:
+        // running out of inodes must have hit it at several points, not only while staging.
+        assert!(
+            failed_runs >= 8,
+            "{who}: too few failing inode limits to reach the commit:\n{}",
+            outcomes.join("\n")
+        );
+    }
+    eprintln!("rollback outcomes:\n{}", outcomes.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failed installs did not leave the web root as it was:\n\n{}\n\noutcomes:\n{}",
+        failures.len(),
+        failures.join("\n\n"),
+        outcomes.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 4. Control: a re-install replaces a file with different content
+// ---------------------------------------------------------------------------
+
+/// An ordinary install (as root) over a web root that already holds `files/HOST/a.bin`
+/// with other content: exit 0, a.bin has the new content, everything else installed.
+#[test]
+fn reinstall_over_an_existing_file_replaces_it() {
+    let ws = Workspace::new();
+    let built = make_bundle(&ws, "b", "replace", "1.0.0", &rollback_files());
+    let web = ws.mkdir("web");
+    let a_rel = format!("files/{}/a.bin", built.host);
+    ws.write(format!("web/{a_rel}"), old_a_bin());
+    make_world_readable(&web);
+
+    let run = install(&built.bundle, &built.pubkey, &web, &[]);
+    run.assert_ok()
+        .assert_stderr_contains("installed replace 1.0.0: 4 files written");
+    for (dest, (_, sha, _)) in &built.files {
+        assert_eq!(sha256_file(web.join(dest)), *sha, "{dest}");
+    }
+    assert_eq!(
+        fs::metadata(web.join(&a_rel)).unwrap().mode() & 0o7777,
+        0o644
+    );
+    assert!(web.join(".bundle/replace-1.0.0.json").is_file());
+    assert_no_staging(&web);
+}
