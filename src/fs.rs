@@ -99,16 +99,25 @@ pub fn describe_blocker(ft: FileType) -> &'static str {
     }
 }
 
-/// Opens an existing regular file without following a link at its last component.
+/// Opens an existing regular file without following a link at its last component, and
+/// without blocking on a FIFO planted in its place (anything but a regular file is an
+/// error).
 pub fn open_file_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
-    rustix::fs::openat(
+    let file = rustix::fs::openat(
         dir,
         name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map(File::from)
-    .map_err(errno_io)
+    .map_err(errno_io)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{name}` is not a regular file"),
+        ));
+    }
+    Ok(file)
 }
 
 /// Creates a new file (never an existing one, never through a link) with `mode`, whatever
@@ -125,30 +134,45 @@ pub fn create_file_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<
     Ok(File::from(fd))
 }
 
-/// How a rename into place went: `Exchanged` leaves the previous file at the source name.
+/// How a rename into place went, so that [`undo_rename`] can reverse it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Renamed {
     /// Nothing was at the destination.
     New,
     /// A previous file was at the destination; it now sits at the source name.
     Exchanged,
+    /// A previous file was at the destination; it was moved to the aside name first (a
+    /// filesystem without `RENAME_EXCHANGE`).
+    Aside,
+}
+
+fn exchange_unsupported(e: Errno) -> bool {
+    e == Errno::INVAL || e == Errno::NOSYS || e == Errno::OPNOTSUPP
 }
 
 /// Moves `from` into `to` atomically. A regular file at `to` is swapped out (it ends up at
 /// `from`, so that a rollback can swap it back byte for byte without a hard link or a
-/// copy); anything else at `to` is refused.
+/// copy; where the filesystem cannot exchange, it is moved to `aside` first); anything
+/// else at `to` is refused, also when it appears there while this runs.
 pub fn rename_into_place(
     from_dir: BorrowedFd<'_>,
     from: &str,
     to_dir: BorrowedFd<'_>,
     to: &str,
+    aside: &str,
 ) -> io::Result<Renamed> {
+    let refuse = |st: &Stat| {
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("the destination {}", describe_blocker(kind_of(st))),
+        )
+    };
     match stat_at(to_dir, to)? {
         None => {
             match rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE) {
                 Ok(()) => Ok(Renamed::New),
-                // A filesystem without renameat2 flags: the destination was absent a moment ago.
-                Err(Errno::INVAL) | Err(Errno::NOSYS) | Err(Errno::OPNOTSUPP) => {
+                // No renameat2 flags here: the destination was absent a moment ago.
+                Err(e) if exchange_unsupported(e) => {
                     rustix::fs::renameat(from_dir, from, to_dir, to).map_err(errno_io)?;
                     Ok(Renamed::New)
                 }
@@ -156,14 +180,42 @@ pub fn rename_into_place(
             }
         }
         Some(st) if kind_of(&st) == FileType::RegularFile => {
-            rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::EXCHANGE)
-                .map_err(errno_io)?;
-            Ok(Renamed::Exchanged)
+            match rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::EXCHANGE) {
+                Ok(()) => {
+                    // What came back must be the regular file seen above, not something
+                    // swapped in meanwhile: otherwise put everything back and refuse.
+                    match stat_at(from_dir, from)? {
+                        Some(back) if kind_of(&back) == FileType::RegularFile => {
+                            Ok(Renamed::Exchanged)
+                        }
+                        other => {
+                            rustix::fs::renameat_with(
+                                from_dir,
+                                from,
+                                to_dir,
+                                to,
+                                RenameFlags::EXCHANGE,
+                            )
+                            .map_err(errno_io)?;
+                            Err(other.map_or_else(
+                                || io::Error::from(io::ErrorKind::NotFound),
+                                |st| refuse(&st),
+                            ))
+                        }
+                    }
+                }
+                Err(e) if exchange_unsupported(e) => {
+                    rustix::fs::renameat(to_dir, to, from_dir, aside).map_err(errno_io)?;
+                    if let Err(e) = rustix::fs::renameat(from_dir, from, to_dir, to) {
+                        let _ = rustix::fs::renameat(from_dir, aside, to_dir, to);
+                        return Err(errno_io(e));
+                    }
+                    Ok(Renamed::Aside)
+                }
+                Err(e) => Err(errno_io(e)),
+            }
         }
-        Some(st) => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("the destination {}", describe_blocker(kind_of(&st))),
-        )),
+        Some(st) => Err(refuse(&st)),
     }
 }
 
@@ -173,6 +225,7 @@ pub fn undo_rename(
     from: &str,
     to_dir: BorrowedFd<'_>,
     to: &str,
+    aside: &str,
     how: Renamed,
 ) -> io::Result<()> {
     match how {
@@ -180,8 +233,33 @@ pub fn undo_rename(
         Renamed::Exchanged => {
             rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::EXCHANGE)
         }
+        Renamed::Aside => rustix::fs::renameat(from_dir, aside, to_dir, to),
     }
     .map_err(errno_io)
+}
+
+/// Removes `name` below `dir` and everything under it, never following a link (a link is
+/// removed itself).
+pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    match stat_at(dir, name)? {
+        None => Ok(()),
+        Some(st) if kind_of(&st) == FileType::Directory => {
+            let sub = open_dir_at(dir, name).map_err(errno_io)?;
+            let mut children = Vec::new();
+            for entry in rustix::fs::Dir::read_from(&sub).map_err(errno_io)? {
+                let entry = entry.map_err(errno_io)?;
+                let child = entry.file_name().to_bytes();
+                if child != b"." && child != b".." {
+                    children.push(String::from_utf8_lossy(child).into_owned());
+                }
+            }
+            for child in children {
+                remove_tree_at(sub.as_fd(), &child)?;
+            }
+            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(errno_io)
+        }
+        Some(_) => rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(errno_io),
+    }
 }
 
 /// Removes an empty directory below `dir`.
@@ -270,9 +348,6 @@ impl RootDir {
         let mut cursor = DirCursor::new(self.clone());
         let dir = cursor.existing_dir(parent).ok()??;
         let file = open_file_at(dir, name).ok()?;
-        if !file.metadata().ok()?.is_file() {
-            return None;
-        }
         let mut bytes = Vec::new();
         file.take(limit + 1).read_to_end(&mut bytes).ok()?;
         (bytes.len() as u64 <= limit).then_some(bytes)

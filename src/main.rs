@@ -173,9 +173,20 @@ fn print_out(text: &str) -> Result<()> {
     }
 }
 
+/// Streams a report as JSON to stdout (never held whole in memory).
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Runtime(e.to_string()))?;
-    print_out(&format!("{text}\n"))
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Runtime(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {

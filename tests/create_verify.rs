@@ -41,17 +41,9 @@ const CRICTL: &str = "https://github.com/kubernetes-sigs/cri-tools/releases/down
 // ---------------------------------------------------------------------------
 
 /// Deterministic pseudo-random bytes (xorshift64*), incompressible like a real binary.
+/// Starts from the raw state `seed | 1` (not [`Rng::new`]'s mixed seed).
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    Rng(seed | 1).fill(len)
 }
 
 /// One upstream file, as served by the test's Apache.

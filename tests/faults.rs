@@ -9,99 +9,17 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::net::*;
 use common::*;
 
-/// Deterministic incompressible test data (xorshift), different for every `seed`.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// A loose manifest for `urls`.
-fn manifest(urls: &[String]) -> String {
-    let mut m = String::from("apiVersion: bundle/v1\nname: faults\nversion: '1.0'\nfiles:\n");
-    for u in urls {
-        m.push_str(&format!("  - url: '{u}'\n"));
-    }
-    m
-}
-
-/// A locked manifest (sha256 and size pinned) for `(url, content)` pairs.
-fn locked_manifest(files: &[(String, &[u8])]) -> String {
-    let mut m = String::from("apiVersion: bundle/v1\nname: faults\nversion: '1.0'\nfiles:\n");
-    for (u, data) in files {
-        m.push_str(&format!(
-            "  - url: '{u}'\n    sha256: {}\n    size: {}\n",
-            sha256_bytes(data),
-            data.len()
-        ));
-    }
-    m
-}
-
-fn lock(ws: &Workspace, manifest: &str, out: &str, cache: &str, extra: &[&str]) -> Run {
-    let mut args = vec!["lock", manifest, "-o", out, "--cache", cache];
-    args.extend_from_slice(extra);
-    run_bundle_in(ws.root(), &args, &[])
-}
-
-fn create(ws: &Workspace, locked: &str, out: &str, cache: &str, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "create", locked, "-o", out, "--key", "site.key", "--cache", cache,
-    ];
-    args.extend_from_slice(extra);
-    run_bundle_in(ws.root(), &args, &[("SOURCE_DATE_EPOCH", "1700000000")])
-}
-
-fn verify(ws: &Workspace, bundle: &str) -> Run {
-    run_bundle_in(ws.root(), &["verify", bundle, "--pubkey", "site.pub"], &[])
-}
-
-/// `inspect --json` of a bundle, parsed.
-fn inspect_json(ws: &Workspace, bundle: &str) -> serde_json::Value {
-    let run = run_bundle_in(ws.root(), &["inspect", bundle, "--json"], &[]);
-    run.assert_ok();
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("inspect --json is not JSON: {e}\n{}", run.stdout))
-}
-
-/// The `files` entries of a lock file: (url, sha256, size).
-fn locked_files(path: &Path) -> Vec<(String, String, u64)> {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let doc: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("lock is not YAML: {e}\n{text}"));
-    doc["files"]
-        .as_sequence()
-        .unwrap_or_else(|| panic!("lock has no files:\n{text}"))
-        .iter()
-        .map(|f| {
-            (
-                f["url"].as_str().expect("url").to_string(),
-                f["sha256"].as_str().expect("sha256 pinned").to_string(),
-                f["size"].as_u64().expect("size pinned"),
-            )
-        })
-        .collect()
-}
-
-/// Access-log lines for `GET <path>`.
-fn gets<'a>(log: &'a str, path: &str) -> Vec<&'a str> {
-    let needle = format!("\"GET {path} HTTP/");
-    log.lines().filter(|l| l.contains(&needle)).collect()
-}
+/// The `name` of this file's manifests.
+const NAME: &str = "faults";
 
 /// GET lines for any of `paths`, once Apache has logged at least `at_least` of them
 /// (it logs after the response) and a moment more for stragglers.
@@ -111,16 +29,6 @@ fn settled_gets(apache: &Apache, paths: &[&str], at_least: usize) -> (usize, Str
     std::thread::sleep(Duration::from_millis(300));
     let log = apache.access_log();
     (count(&log), log)
-}
-
-/// Names in a directory (empty if it does not exist), sorted.
-fn dir_names(dir: &Path) -> BTreeSet<String> {
-    match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => BTreeSet::new(),
-    }
 }
 
 /// `files/127.0.0.1:<port>/<path>`.
@@ -179,13 +87,13 @@ fn assert_minisign_accepts(ws: &Workspace, bundle: &str) {
 /// content was fetched exactly once.
 fn create_with_shared_contents(files: &[(&str, &[u8])]) {
     let ws = Workspace::new();
-    keygen(&ws.path("site"));
+    site_keygen(&ws);
     for (path, data) in files {
         ws.write(format!("www/{path}"), data);
     }
     let apache = Apache::start(&ws.path("www"));
     let pinned: Vec<(String, &[u8])> = files.iter().map(|(p, d)| (apache.url(p), *d)).collect();
-    ws.write("l.yaml", locked_manifest(&pinned));
+    ws.write("l.yaml", locked_manifest(NAME, &pinned));
 
     create(&ws, "l.yaml", "d.bundle.tar.zst", "cache", &["--jobs", "4"]).assert_ok();
     verify(&ws, "d.bundle.tar.zst").assert_ok();
@@ -268,7 +176,7 @@ fn lock_pins_two_urls_with_identical_content() {
     ws.write("www/b/tool", &data);
     let apache = Apache::start(&ws.path("www"));
     let urls = [apache.url("a/tool"), apache.url("b/tool")];
-    ws.write("m.yaml", manifest(&urls));
+    ws.write("m.yaml", manifest(NAME, &urls, ""));
     // A few rounds, each with an empty cache: racing downloads of one blob must not clash.
     for round in 0..3 {
         let out = format!("m{round}.lock.yaml");
@@ -300,7 +208,7 @@ fn lock_pins_two_urls_with_identical_content() {
 #[test]
 fn a_partial_download_without_a_validator_is_fetched_again_from_the_start() {
     let ws = Workspace::new();
-    keygen(&ws.path("site"));
+    site_keygen(&ws);
     let data = pattern(800_000, 5);
     let half = data.len() / 2;
     let digest = sha256_bytes(&data);
@@ -308,7 +216,7 @@ fn a_partial_download_without_a_validator_is_fetched_again_from_the_start() {
     let apache = Apache::start(&ws.path("www"));
     ws.write(
         "l.yaml",
-        locked_manifest(&[(apache.url("f/tool.bin"), data.as_slice())]),
+        locked_manifest(NAME, &[(apache.url("f/tool.bin"), data.as_slice())]),
     );
     // Correct bytes, but nothing tells whether upstream is still the same file.
     ws.write(format!("cache/partial/{digest}.part"), &data[..half]);
@@ -345,7 +253,7 @@ fn a_url_below_another_urls_file_path_is_rejected_at_lock() {
     for (i, urls) in clashing_pairs().iter().enumerate() {
         let m = format!("m{i}.yaml");
         let out = format!("m{i}.lock.yaml");
-        ws.write(&m, manifest(urls));
+        ws.write(&m, manifest(NAME, urls, ""));
         lock(&ws, &m, &out, "cache", &["--retries", "0"])
             .assert_code(2)
             .assert_stderr_contains("error: ")
@@ -358,16 +266,19 @@ fn a_url_below_another_urls_file_path_is_rejected_at_lock() {
 #[test]
 fn a_url_below_another_urls_file_path_is_rejected_at_create() {
     let ws = Workspace::new();
-    keygen(&ws.path("site"));
+    site_keygen(&ws);
     ws.mkdir("out");
     for (i, urls) in clashing_pairs().iter().enumerate() {
         let l = format!("l{i}.yaml");
         ws.write(
             &l,
-            locked_manifest(&[
-                (urls[0].clone(), b"one".as_slice()),
-                (urls[1].clone(), b"two".as_slice()),
-            ]),
+            locked_manifest(
+                NAME,
+                &[
+                    (urls[0].clone(), b"one".as_slice()),
+                    (urls[1].clone(), b"two".as_slice()),
+                ],
+            ),
         );
         create(
             &ws,
@@ -504,10 +415,29 @@ fn assert_only_the_pair(dir: &Path, name: &str) {
     assert_eq!(got, want, "temporary or extra files in {}", dir.display());
 }
 
+/// After a failed `create -o DIR/x.bundle.tar.zst`: `DIR` (relative to the workspace) is
+/// as it was (`before`), holds only the pair, and minisign still accepts it. `what`
+/// prefixes the message of a changed tree.
+#[track_caller]
+fn assert_previous_pair_kept(
+    ws: &Workspace,
+    dir: &str,
+    before: &BTreeMap<String, String>,
+    what: &str,
+) {
+    assert_eq!(
+        tree_snapshot(ws.path(dir)),
+        *before,
+        "{what}the previous bundle changed"
+    );
+    assert_only_the_pair(&ws.path(dir), "x.bundle.tar.zst");
+    assert_minisign_accepts(ws, &format!("{dir}/x.bundle.tar.zst"));
+}
+
 #[test]
 fn a_failed_create_leaves_the_previous_bundle_and_signature_untouched() {
     let ws = Workspace::new();
-    keygen(&ws.path("site"));
+    site_keygen(&ws);
     let good = pattern(900_000, 6);
     ws.write("www/dl/tool.bin", &good);
     ws.write("www/dl/other.bin", pattern(100_000, 7));
@@ -515,7 +445,7 @@ fn a_failed_create_leaves_the_previous_bundle_and_signature_untouched() {
     let url = apache.url("dl/tool.bin");
     ws.write(
         "m.yaml",
-        manifest(&[url.clone(), apache.url("dl/other.bin")]),
+        manifest(NAME, &[url.clone(), apache.url("dl/other.bin")], ""),
     );
     lock(&ws, "m.yaml", "m.lock.yaml", "cache-lock", &[]).assert_ok();
 
@@ -540,13 +470,7 @@ fn a_failed_create_leaves_the_previous_bundle_and_signature_untouched() {
     .assert_code(3)
     .assert_stderr_contains(&url)
     .assert_stderr_contains(&sha256_bytes(&good));
-    assert_eq!(
-        tree_snapshot(ws.path("out")),
-        before,
-        "(i) the previous bundle changed"
-    );
-    assert_only_the_pair(&ws.path("out"), "x.bundle.tar.zst");
-    assert_minisign_accepts(&ws, "out/x.bundle.tar.zst");
+    assert_previous_pair_kept(&ws, "out", &before, "(i) ");
 
     // (ii) Fails while writing: the cached blob was damaged (same size), so its bytes do
     // not match the lock when packed (and a re-download would not either). Exit 3.
@@ -558,65 +482,14 @@ fn a_failed_create_leaves_the_previous_bundle_and_signature_untouched() {
     create(&ws, "m.lock.yaml", "out/x.bundle.tar.zst", "cache", &[])
         .assert_code(3)
         .assert_stderr_contains(&url);
-    assert_eq!(
-        tree_snapshot(ws.path("out")),
-        before,
-        "(ii) the previous bundle changed"
-    );
-    assert_only_the_pair(&ws.path("out"), "x.bundle.tar.zst");
-    assert_minisign_accepts(&ws, "out/x.bundle.tar.zst");
+    assert_previous_pair_kept(&ws, "out", &before, "(ii) ");
     verify(&ws, "out/x.bundle.tar.zst").assert_ok();
-}
-
-/// A tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// `None` (with a note on stderr) when tmpfs cannot be mounted here (not root, or no
-    /// mount privilege in this container).
-    fn try_mount(dir: &Path, options: &str) -> Option<Tmpfs> {
-        fs::create_dir_all(dir).expect("mkdir mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs {
-                dir: dir.to_path_buf(),
-            }),
-            Ok(o) => {
-                eprintln!(
-                    "note: SKIPPED: mount -t tmpfs -o {options} failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("note: SKIPPED: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
 }
 
 #[test]
 fn create_onto_a_full_filesystem_fails_and_leaves_nothing_half_written() {
     let ws = Workspace::new();
-    keygen(&ws.path("site"));
+    site_keygen(&ws);
     let big = pattern(3 << 20, 9);
     let small = pattern(100_000, 10);
     ws.write("www/big.bin", &big);
@@ -624,11 +497,11 @@ fn create_onto_a_full_filesystem_fails_and_leaves_nothing_half_written() {
     let apache = Apache::start(&ws.path("www"));
     ws.write(
         "big.yaml",
-        locked_manifest(&[(apache.url("big.bin"), big.as_slice())]),
+        locked_manifest(NAME, &[(apache.url("big.bin"), big.as_slice())]),
     );
     ws.write(
         "small.yaml",
-        locked_manifest(&[(apache.url("small.bin"), small.as_slice())]),
+        locked_manifest(NAME, &[(apache.url("small.bin"), small.as_slice())]),
     );
 
     let mnt = ws.path("mnt");
@@ -650,7 +523,5 @@ fn create_onto_a_full_filesystem_fails_and_leaves_nothing_half_written() {
     let before = tree_snapshot(&mnt);
     let run = create(&ws, "big.yaml", "mnt/x.bundle.tar.zst", "cache", &[]);
     run.assert_code(1).assert_stderr_contains("No space left");
-    assert_eq!(tree_snapshot(&mnt), before, "the previous bundle changed");
-    assert_only_the_pair(&mnt, "x.bundle.tar.zst");
-    assert_minisign_accepts(&ws, "mnt/x.bundle.tar.zst");
+    assert_previous_pair_kept(&ws, "mnt", &before, "");
 }

@@ -23,35 +23,6 @@ use base64::Engine as _;
 use common::*;
 
 // ---------------------------------------------------------------------------
-// Deterministic randomness (no extra crates)
-// ---------------------------------------------------------------------------
-
-/// xorshift64*: deterministic, seeded, good enough to pick positions and bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// A byte other than zero (an XOR mask that always changes the byte).
-    fn nonzero_byte(&mut self) -> u8 {
-        (self.next() % 255) as u8 + 1
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-// ---------------------------------------------------------------------------
 // A valid bundle, made without a network
 // ---------------------------------------------------------------------------
 
@@ -93,21 +64,12 @@ impl Fixture {
             ));
         }
         ws.write("locked.yaml", manifest);
-        run_bundle_in(
-            ws.root(),
-            &[
-                "create",
-                "locked.yaml",
-                "-o",
-                "good.bundle.tar.zst",
-                "--key",
-                "site.key",
-                "--cache",
-                "cache",
-                "--retries",
-                "0",
-            ],
-            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        common::net::create(
+            &ws,
+            "locked.yaml",
+            "good.bundle.tar.zst",
+            "cache",
+            &["--retries", "0"],
         )
         .assert_ok();
         let bundle = std::fs::read(ws.path("good.bundle.tar.zst")).unwrap();

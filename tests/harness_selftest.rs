@@ -4,10 +4,9 @@
 mod common;
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::time::Duration;
 
 use common::*;
 
@@ -27,11 +26,6 @@ fn pattern(len: usize) -> Vec<u8> {
             }
         })
         .collect()
-}
-
-fn port_accepts(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
 }
 
 #[test]

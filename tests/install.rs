@@ -5,15 +5,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use airgap_bundle::bundle::signing::SecretKey;
+use common::install::*;
 use common::tamper::{
     self, Framing, TamperKeys, build_bundle, decompress, make_source_bundle, read_tar,
 };
@@ -22,185 +23,6 @@ use common::*;
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Incompressible deterministic bytes (xorshift64*), generated 8 bytes at a time so that
-/// hundreds of MiB take well under a second even in a debug build.
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = vec![0u8; len];
-    for chunk in out.chunks_mut(8) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-    out
-}
-
-/// `chmod -R a+rX`-like: directories 0755, files 0644 (Apache runs as `nobody`).
-fn make_world_readable(path: &Path) {
-    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
-    if meta.is_dir() {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod 755");
-        for entry in fs::read_dir(path).expect("read_dir") {
-            make_world_readable(&entry.expect("dir entry").path());
-        }
-    } else {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).expect("chmod 644");
-    }
-}
-
-/// `bundle keygen --no-password` once per workspace: (`site.key`, `site.pub`).
-fn site_keys(ws: &Workspace) -> (PathBuf, PathBuf) {
-    let key = ws.path("site.key");
-    if !key.exists() {
-        return keygen(&ws.path("site"));
-    }
-    (key, ws.path("site.pub"))
-}
-
-/// How the manifest names the files of a test bundle.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Urls {
-    /// `http://127.0.0.1:PORT/<rel>` straight from the upstream Apache.
-    Local,
-    /// `https://<rel>` (the first segment of `rel` is the host), fetched through `mirrors:`
-    /// entries that point at the upstream Apache.
-    CanonicalViaMirrors,
-}
-
-/// A bundle made by the real binary (`lock` + `create`), and what it must install.
-struct Built {
-    bundle: PathBuf,
-    pubkey: PathBuf,
-    name: String,
-    version: String,
-    /// Upstream copy of every file (served by the upstream Apache while it ran).
-    upstream: PathBuf,
-    /// Web-root path (`files/<host>/<path>`) → (upstream relative path, sha256, size).
-    files: BTreeMap<String, (String, String, u64)>,
-}
-
-/// Serves `files` (relative path → bytes) from a private upstream Apache, writes a manifest,
-/// locks it and creates a bundle signed with the workspace's site key (`--cache` in the
-/// workspace).
-fn make_bundle(
-    ws: &Workspace,
-    tag: &str,
-    name: &str,
-    version: &str,
-    files: &[(String, Vec<u8>)],
-    urls: Urls,
-) -> Built {
-    let (key, pubkey) = site_keys(ws);
-    let dir = ws.mkdir(tag);
-    let www = dir.join("www");
-    for (rel, bytes) in files {
-        write_file(www.join(rel), bytes);
-    }
-    make_world_readable(&www);
-    let apache = Apache::start(&www);
-
-    let mut manifest =
-        format!("apiVersion: bundle/v1\nname: {name}\nversion: '{version}'\nfiles:\n");
-    let mut expected = BTreeMap::new();
-    let mut hosts = BTreeSet::new();
-    for (rel, bytes) in files {
-        let (url, dest) = match urls {
-            Urls::Local => (
-                apache.url(rel),
-                format!("files/127.0.0.1:{}/{rel}", apache.port),
-            ),
-            Urls::CanonicalViaMirrors => {
-                hosts.insert(rel.split('/').next().expect("host").to_string());
-                (format!("https://{rel}"), format!("files/{rel}"))
-            }
-        };
-        manifest.push_str(&format!("  - url: '{url}'\n"));
-        expected.insert(dest, (rel.clone(), sha256_bytes(bytes), bytes.len() as u64));
-    }
-    if !hosts.is_empty() {
-        manifest.push_str("mirrors:\n");
-        for host in &hosts {
-            manifest.push_str(&format!(
-                "  - {{prefix: 'https://{host}/', url: '{}'}}\n",
-                apache.url(&format!("{host}/"))
-            ));
-        }
-    }
-    let manifest_path = dir.join("manifest.yaml");
-    write_file(&manifest_path, &manifest);
-    let lock = dir.join("manifest.lock.yaml");
-    let cache = dir.join("cache");
-    let bundle = dir.join(format!("{name}.bundle.tar.zst"));
-    run_bundle(
-        &[
-            "lock".as_ref(),
-            manifest_path.as_os_str(),
-            "-o".as_ref(),
-            lock.as_os_str(),
-            "--cache".as_ref(),
-            cache.as_os_str(),
-        ],
-        &[],
-    )
-    .assert_ok();
-    run_bundle(
-        &[
-            "create".as_ref(),
-            lock.as_os_str(),
-            "-o".as_ref(),
-            bundle.as_os_str(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "--cache".as_ref(),
-            cache.as_os_str(),
-        ],
-        &[],
-    )
-    .assert_ok();
-    drop(apache);
-    Built {
-        bundle,
-        pubkey,
-        name: name.to_string(),
-        version: version.to_string(),
-        upstream: www,
-        files: expected,
-    }
-}
-
-/// A few small files under one host (`files/127.0.0.1:PORT/...`).
-fn small_bundle(ws: &Workspace, tag: &str, name: &str, seed: u64) -> Built {
-    let files = vec![
-        ("bin/kubeadm".to_string(), random_bytes(300_000, seed)),
-        ("bin/kubectl".to_string(), random_bytes(200_000, seed + 1)),
-        (
-            "cni/cni-plugins.tgz".to_string(),
-            random_bytes(150_000, seed + 2),
-        ),
-        (
-            "etc/readme.txt".to_string(),
-            b"hello from the bundle\n".to_vec(),
-        ),
-    ];
-    make_bundle(ws, tag, name, "1.0.0", &files, Urls::Local)
-}
-
-/// `bundle install BUNDLE --pubkey PUB --web-root DIR EXTRA...`.
-fn install(bundle: &Path, pubkey: &Path, web_root: &Path, extra: &[&str]) -> Run {
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "install".as_ref(),
-        bundle.as_os_str(),
-        "--pubkey".as_ref(),
-        pubkey.as_os_str(),
-        "--web-root".as_ref(),
-        web_root.as_os_str(),
-    ];
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    run_bundle(&args, &[])
-}
 
 /// Like [`install`], run through `sh -c 'umask 077; exec "$0" "$@"'`.
 fn install_umask_077(bundle: &Path, pubkey: &Path, web_root: &Path, extra: &[&str]) -> Run {
@@ -233,28 +55,6 @@ fn install_json(bundle: &Path, pubkey: &Path, web_root: &Path) -> serde_json::Va
     run.assert_ok();
     serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("install --json is not JSON: {e}\n{}", run.stdout))
-}
-
-/// Names at the top of `dir` that start with `prefix`.
-fn names_starting(dir: &Path, prefix: &str) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-#[track_caller]
-fn assert_no_staging(web_root: &Path) {
-    let left = names_starting(web_root, ".bundle-staging-");
-    assert!(
-        left.is_empty(),
-        "staging directories survived in {}: {left:?}",
-        web_root.display()
-    );
 }
 
 /// Every path below `dir` whose name starts with `.tmp-` (left-over atomic-write temporaries).
@@ -342,42 +142,6 @@ fn statvfs_free(path: &Path) -> u64 {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
     st.f_bavail as u64 * st.f_frsize as u64
-}
-
-/// A tmpfs mounted for one test, unmounted when dropped (even when the test panics).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, options: &str) -> Tmpfs {
-        fs::create_dir_all(dir).expect("mkdir mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("spawn mount");
-        assert!(
-            status.success(),
-            "mount -t tmpfs -o {options} tmpfs {} failed (tests run as root)",
-            dir.display()
-        );
-        Tmpfs {
-            dir: dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -794,21 +558,6 @@ fn tampered_bundles_write_nothing() {
     assert_no_staging(&web);
 }
 
-fn snapshot_diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {
-    let mut out = Vec::new();
-    for (k, v) in before {
-        match after.get(k) {
-            None => out.push(format!("  removed  {k}")),
-            Some(w) if w != v => out.push(format!("  changed  {k}: {v} -> {w}")),
-            _ => {}
-        }
-    }
-    for k in after.keys().filter(|k| !before.contains_key(*k)) {
-        out.push(format!("  added    {k}"));
-    }
-    out.join("\n")
-}
-
 // ---------------------------------------------------------------------------
 // 4. Crash safety: SIGKILL at any point, then a re-run finishes the job
 // ---------------------------------------------------------------------------
@@ -1096,10 +845,10 @@ fn running_out_of_inodes_at_any_point_leaves_the_web_root_unchanged() {
             drop(guard);
             break;
         }
-        let first_line = run.stderr.lines().next().unwrap_or_default().to_string();
         outcomes.push(format!(
-            "nr_inodes={nr_inodes}: exit {}: {first_line}",
-            run.code
+            "nr_inodes={nr_inodes}: exit {}: {}",
+            run.code,
+            first_line(&run.stderr)
         ));
         if run.code != 1 || !run.stderr.contains("No space left") {
             failures.push(format!(

@@ -6,153 +6,36 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::install::*;
 use common::*;
 
 // ---------------------------------------------------------------------------
-// Helpers (copied from tests/install.rs: every test file is its own crate)
+// Helpers (the ones shared with tests/install.rs are in tests/common/install.rs)
 // ---------------------------------------------------------------------------
 
 /// The unprivileged user (and group) the rollback test installs as.
 const NOBODY: u32 = 65534;
 
-/// Incompressible deterministic bytes (xorshift64*).
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = vec![0u8; len];
-    for chunk in out.chunks_mut(8) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-    out
-}
-
-/// `chmod -R a+rX`-like: directories 0755, files 0644 (Apache runs as `nobody`).
-fn make_world_readable(path: &Path) {
-    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
-    if meta.is_dir() {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod 755");
-        for entry in fs::read_dir(path).expect("read_dir") {
-            make_world_readable(&entry.expect("dir entry").path());
-        }
-    } else {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o644)).expect("chmod 644");
-    }
-}
-
-/// `bundle keygen --no-password` once per workspace: (`site.key`, `site.pub`).
-fn site_keys(ws: &Workspace) -> (PathBuf, PathBuf) {
-    let key = ws.path("site.key");
-    if !key.exists() {
-        return keygen(&ws.path("site"));
-    }
-    (key, ws.path("site.pub"))
-}
-
-/// A bundle made by the real binary (`lock` + `create`), and what it must install.
-struct Built {
-    bundle: PathBuf,
-    pubkey: PathBuf,
-    /// `127.0.0.1:PORT`, the host directory under `files/`.
-    host: String,
-    /// Web-root path (`files/<host>/<path>`) → (upstream relative path, sha256, size).
-    files: BTreeMap<String, (String, String, u64)>,
-}
-
-/// Serves `files` from a private upstream Apache on 127.0.0.1, locks a manifest naming
-/// them by their `http://127.0.0.1:PORT/<rel>` URLs and creates a bundle signed with the
-/// workspace's site key. Bundle and public key are world-readable.
-fn make_bundle(
+/// [`make_bundle`] naming the files by their `http://127.0.0.1:PORT/<rel>` URLs, with the
+/// bundle and the public key made world-readable (the rollback test installs as 65534).
+fn make_readable_bundle(
     ws: &Workspace,
     tag: &str,
     name: &str,
     version: &str,
     files: &[(String, Vec<u8>)],
 ) -> Built {
-    let (key, pubkey) = site_keys(ws);
-    let dir = ws.mkdir(tag);
-    let www = dir.join("www");
-    for (rel, bytes) in files {
-        write_file(www.join(rel), bytes);
-    }
-    make_world_readable(&www);
-    let apache = Apache::start(&www);
-    let host = format!("127.0.0.1:{}", apache.port);
-
-    let mut manifest =
-        format!("apiVersion: bundle/v1\nname: {name}\nversion: '{version}'\nfiles:\n");
-    let mut expected = BTreeMap::new();
-    for (rel, bytes) in files {
-        manifest.push_str(&format!("  - url: '{}'\n", apache.url(rel)));
-        expected.insert(
-            format!("files/{host}/{rel}"),
-            (rel.clone(), sha256_bytes(bytes), bytes.len() as u64),
-        );
-    }
-    let manifest_path = dir.join("manifest.yaml");
-    write_file(&manifest_path, &manifest);
-    let lock = dir.join("manifest.lock.yaml");
-    let cache = dir.join("cache");
-    let bundle = dir.join(format!("{name}.bundle.tar.zst"));
-    run_bundle(
-        &[
-            "lock".as_ref(),
-            manifest_path.as_os_str(),
-            "-o".as_ref(),
-            lock.as_os_str(),
-            "--cache".as_ref(),
-            cache.as_os_str(),
-        ],
-        &[],
-    )
-    .assert_ok();
-    run_bundle(
-        &[
-            "create".as_ref(),
-            lock.as_os_str(),
-            "-o".as_ref(),
-            bundle.as_os_str(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "--cache".as_ref(),
-            cache.as_os_str(),
-        ],
-        &[],
-    )
-    .assert_ok();
-    drop(apache);
-    for p in [&bundle, &pubkey] {
+    let built = make_bundle(ws, tag, name, version, files, Urls::Local);
+    for p in [&built.bundle, &built.pubkey] {
         fs::set_permissions(p, fs::Permissions::from_mode(0o644)).expect("chmod 644");
     }
-    Built {
-        bundle,
-        pubkey,
-        host,
-        files: expected,
-    }
-}
-
-/// `bundle install BUNDLE --pubkey PUB --web-root DIR EXTRA...`.
-fn install(bundle: &Path, pubkey: &Path, web_root: &Path, extra: &[&str]) -> Run {
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "install".as_ref(),
-        bundle.as_os_str(),
-        "--pubkey".as_ref(),
-        pubkey.as_os_str(),
-        "--web-root".as_ref(),
-        web_root.as_os_str(),
-    ];
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    run_bundle(&args, &[])
+    built
 }
 
 /// Runs `argv` as uid/gid 65534 with no supplementary groups (`setpriv`), stdin closed.
@@ -184,97 +67,14 @@ fn run_as_nobody(argv: &[&std::ffi::OsStr]) -> Run {
 
 /// `bundle install` as uid/gid 65534.
 fn install_as_nobody(bundle: &Path, pubkey: &Path, web_root: &Path) -> Run {
-    run_as_nobody(&[
-        bundle_bin().as_ref(),
-        "install".as_ref(),
-        bundle.as_os_str(),
-        "--pubkey".as_ref(),
-        pubkey.as_os_str(),
-        "--web-root".as_ref(),
-        web_root.as_os_str(),
-    ])
-}
-
-/// Names at the top of `dir` that start with `prefix`.
-fn names_starting(dir: &Path, prefix: &str) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-#[track_caller]
-fn assert_no_staging(web_root: &Path) {
-    let left = names_starting(web_root, ".bundle-staging-");
-    assert!(
-        left.is_empty(),
-        "staging directories survived in {}: {left:?}",
-        web_root.display()
-    );
-}
-
-fn snapshot_diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {
-    let mut out = Vec::new();
-    for (k, v) in before {
-        match after.get(k) {
-            None => out.push(format!("  removed  {k}")),
-            Some(w) if w != v => out.push(format!("  changed  {k}: {v} -> {w}")),
-            _ => {}
-        }
-    }
-    for k in after.keys().filter(|k| !before.contains_key(*k)) {
-        out.push(format!("  added    {k}"));
-    }
-    out.join("\n")
-}
-
-/// A tmpfs mounted for one test, unmounted when dropped (even when the test panics).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, options: &str) -> Tmpfs {
-        fs::create_dir_all(dir).expect("mkdir mount point");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("spawn mount");
-        assert!(
-            status.success(),
-            "mount -t tmpfs -o {options} tmpfs {} failed (tests run as root)",
-            dir.display()
-        );
-        Tmpfs {
-            dir: dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
+    let mut argv: Vec<&std::ffi::OsStr> = vec![bundle_bin().as_ref()];
+    argv.extend(install_args(bundle, pubkey, web_root));
+    run_as_nobody(&argv)
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
         .unwrap_or_else(|e| panic!("chown {uid}:{gid} {}: {e}", path.display()));
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -301,7 +101,7 @@ fn symlinks_and_non_directories_below_the_web_root_are_refused() {
         ("dir/sub/tool.bin".to_string(), random_bytes(100_000, 1)),
         ("dir/x.bin".to_string(), random_bytes(50_000, 2)),
     ];
-    let built = make_bundle(&ws, "b", "guard", "1.0.0", &files);
+    let built = make_readable_bundle(&ws, "b", "guard", "1.0.0", &files);
     let h = format!("files/{}", built.host);
     let placements = [
         Placement {
@@ -464,7 +264,7 @@ fn web_root_given_as_a_symlink_installs_into_the_real_directory() {
         ("dir/sub/tool.bin".to_string(), random_bytes(80_000, 11)),
         ("top.bin".to_string(), random_bytes(30_000, 12)),
     ];
-    let built = make_bundle(&ws, "b", "linked", "1.0.0", &files);
+    let built = make_readable_bundle(&ws, "b", "linked", "1.0.0", &files);
     let real = ws.mkdir("srv/www");
     let link = ws.path("web-link");
     symlink(&real, &link).unwrap();
@@ -531,7 +331,7 @@ fn rollback_restores_a_replaced_file_the_installer_cannot_hard_link() {
         "this test needs fs.protected_hardlinks=1"
     );
     let ws = Workspace::new();
-    let built = make_bundle(&ws, "b", "rollback", "1.0.0", &rollback_files());
+    let built = make_readable_bundle(&ws, "b", "rollback", "1.0.0", &rollback_files());
     let host_dir = format!("files/{}", built.host);
     let a_rel = format!("{host_dir}/a.bin");
     let old = old_a_bin();
@@ -684,7 +484,7 @@ fn rollback_restores_a_replaced_file_the_installer_cannot_hard_link() {
 #[test]
 fn reinstall_over_an_existing_file_replaces_it() {
     let ws = Workspace::new();
-    let built = make_bundle(&ws, "b", "replace", "1.0.0", &rollback_files());
+    let built = make_readable_bundle(&ws, "b", "replace", "1.0.0", &rollback_files());
     let web = ws.mkdir("web");
     let a_rel = format!("files/{}/a.bin", built.host);
     ws.write(format!("web/{a_rel}"), old_a_bin());

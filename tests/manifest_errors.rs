@@ -13,20 +13,7 @@ const HEX_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 
 /// `bundle lock <manifest> -o out.lock.yaml` in the workspace, with its own cache.
 fn lock(ws: &Workspace, manifest: &str) -> Run {
-    run_bundle_in(
-        ws.root(),
-        &[
-            "lock",
-            manifest,
-            "-o",
-            "out.lock.yaml",
-            "--cache",
-            "cache",
-            "--retries",
-            "0",
-        ],
-        &[],
-    )
+    common::net::lock(ws, manifest, "out.lock.yaml", "cache", &["--retries", "0"])
 }
 
 /// `bundle create <manifest> -o out.bundle.tar.zst` with a fresh unencrypted key.
@@ -34,21 +21,12 @@ fn create(ws: &Workspace, manifest: &str) -> Run {
     if !ws.path("site.key").exists() {
         keygen(&ws.path("site"));
     }
-    run_bundle_in(
-        ws.root(),
-        &[
-            "create",
-            manifest,
-            "-o",
-            "out.bundle.tar.zst",
-            "--key",
-            "site.key",
-            "--cache",
-            "cache",
-            "--retries",
-            "0",
-        ],
-        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    common::net::create(
+        ws,
+        manifest,
+        "out.bundle.tar.zst",
+        "cache",
+        &["--retries", "0"],
     )
 }
 

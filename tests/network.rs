@@ -11,114 +11,11 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
+use common::net::*;
 use common::*;
 
-/// Deterministic incompressible test data (xorshift), different for every `seed`.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// A loose manifest for `urls`, plus any extra top-level YAML.
-fn manifest(urls: &[String], extra: &str) -> String {
-    let mut m = String::from("apiVersion: bundle/v1\nname: net-test\nversion: '1.0'\nfiles:\n");
-    for u in urls {
-        m.push_str(&format!("  - url: '{u}'\n"));
-    }
-    m.push_str(extra);
-    m
-}
-
-/// A locked manifest (sha256 and size pinned) for `(url, content)` pairs.
-fn locked_manifest(files: &[(String, &[u8])]) -> String {
-    let mut m = String::from("apiVersion: bundle/v1\nname: net-test\nversion: '1.0'\nfiles:\n");
-    for (u, data) in files {
-        m.push_str(&format!(
-            "  - url: '{u}'\n    sha256: {}\n    size: {}\n",
-            sha256_bytes(data),
-            data.len()
-        ));
-    }
-    m
-}
-
-/// `bundle keygen` in the workspace: `site.key` / `site.pub`.
-fn site_keygen(ws: &Workspace) {
-    keygen(&ws.path("site"));
-}
-
-fn lock(ws: &Workspace, manifest: &str, out: &str, cache: &str, extra: &[&str]) -> Run {
-    let mut args = vec!["lock", manifest, "-o", out, "--cache", cache];
-    args.extend_from_slice(extra);
-    run_bundle_in(ws.root(), &args, &[])
-}
-
-fn create(ws: &Workspace, locked: &str, out: &str, cache: &str, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "create", locked, "-o", out, "--key", "site.key", "--cache", cache,
-    ];
-    args.extend_from_slice(extra);
-    run_bundle_in(ws.root(), &args, &[("SOURCE_DATE_EPOCH", "1700000000")])
-}
-
-fn verify(ws: &Workspace, bundle: &str) -> Run {
-    run_bundle_in(ws.root(), &["verify", bundle, "--pubkey", "site.pub"], &[])
-}
-
-/// `inspect --json` of a bundle, parsed.
-fn inspect_json(ws: &Workspace, bundle: &str) -> serde_json::Value {
-    let run = run_bundle_in(ws.root(), &["inspect", bundle, "--json"], &[]);
-    run.assert_ok();
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("inspect --json is not JSON: {e}\n{}", run.stdout))
-}
-
-/// The `files` entries of a lock file: (url, sha256, size).
-fn locked_files(path: &Path) -> Vec<(String, String, u64)> {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let doc: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("lock is not YAML: {e}\n{text}"));
-    doc["files"]
-        .as_sequence()
-        .unwrap_or_else(|| panic!("lock has no files:\n{text}"))
-        .iter()
-        .map(|f| {
-            (
-                f["url"].as_str().expect("url").to_string(),
-                f["sha256"].as_str().expect("sha256 pinned").to_string(),
-                f["size"].as_u64().expect("size pinned"),
-            )
-        })
-        .collect()
-}
-
-/// Access-log lines for `GET <path>`.
-fn gets<'a>(log: &'a str, path: &str) -> Vec<&'a str> {
-    let needle = format!("\"GET {path} HTTP/");
-    log.lines().filter(|l| l.contains(&needle)).collect()
-}
-
-/// Names in a directory (empty if it does not exist).
-fn dir_names(dir: &Path) -> Vec<String> {
-    match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn port_accepts(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
-}
+/// The `name` of this file's manifests.
+const NAME: &str = "net-test";
 
 // ---------------------------------------------------------------------------
 // 1. Unreachable upstream
@@ -129,7 +26,7 @@ fn unreachable_upstream_gives_up_after_the_retries() {
     let ws = Workspace::new();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/release/v1/kubeadm");
-    ws.write("m.yaml", manifest(std::slice::from_ref(&url), ""));
+    ws.write("m.yaml", manifest(NAME, std::slice::from_ref(&url), ""));
     let run = lock(&ws, "m.yaml", "m.lock.yaml", "cache", &["--retries", "1"]);
     run.assert_code(1)
         .assert_stderr_contains("error: ")
@@ -141,7 +38,7 @@ fn unreachable_upstream_gives_up_after_the_retries() {
     site_keygen(&ws);
     ws.write(
         "l.yaml",
-        locked_manifest(&[(url.clone(), b"never served".as_slice())]),
+        locked_manifest(NAME, &[(url.clone(), b"never served".as_slice())]),
     );
     ws.mkdir("out");
     let run = create(
@@ -171,7 +68,7 @@ fn http_404_names_the_url_and_the_status() {
     ws.write("www/present.bin", b"here");
     let apache = Apache::start(&ws.path("www"));
     let url = apache.url("releases/v9/absent.tar.gz");
-    ws.write("m.yaml", manifest(std::slice::from_ref(&url), ""));
+    ws.write("m.yaml", manifest(NAME, std::slice::from_ref(&url), ""));
     let run = lock(&ws, "m.yaml", "m.lock.yaml", "cache", &["--retries", "1"]);
     run.assert_code(1)
         .assert_stderr_contains("error: ")
@@ -195,7 +92,7 @@ fn upstream_change_after_lock_is_a_verification_failure_at_create() {
     let apache = Apache::start(&ws.path("www"));
     let url = apache.url("dl/tool.bin");
     let urls = [url.clone(), apache.url("dl/other.bin")];
-    ws.write("m.yaml", manifest(&urls, ""));
+    ws.write("m.yaml", manifest(NAME, &urls, ""));
     lock(&ws, "m.yaml", "m.lock.yaml", "cache-lock", &[]).assert_ok();
     let pinned = sha256_bytes(&original);
     assert_eq!(locked_files(&ws.path("m.lock.yaml"))[0].1, pinned);
@@ -273,7 +170,7 @@ fn create_resumes_a_partial_download_with_a_range_request() {
     age(&ws.write("www/big/image.tar", &data));
     let apache = Apache::start(&ws.path("www"));
     let url = apache.url("big/image.tar");
-    ws.write("l.yaml", locked_manifest(&[(url, data.as_slice())]));
+    ws.write("l.yaml", locked_manifest(NAME, &[(url, data.as_slice())]));
     // The cache layout: partial/<expected sha256 hex>.part, and beside it
     // .part.validator with the If-Range value (the ETag of the interrupted response).
     ws.write(format!("cache/partial/{digest}.part"), &data[..half]);
@@ -309,7 +206,10 @@ fn stale_partial_download_is_refetched_whole_on_the_first_run() {
     ws.write("www/f/tool.bin", &data);
     let apache = Apache::start(&ws.path("www"));
     let url = apache.url("f/tool.bin");
-    ws.write("l.yaml", locked_manifest(&[(url.clone(), data.as_slice())]));
+    ws.write(
+        "l.yaml",
+        locked_manifest(NAME, &[(url.clone(), data.as_slice())]),
+    );
     // Bytes of some other version, with that version's (bogus) ETag as validator:
     // If-Range does not match, so Apache answers 200 with the whole file.
     let partial = ws.write(format!("cache/partial/{digest}.part"), pattern(half, 6));
@@ -350,7 +250,7 @@ fn second_create_works_offline_from_the_cache_and_is_byte_identical() {
     let apache = Apache::start(&ws.path("www"));
     let port = apache.port;
     let urls = [apache.url("a.bin"), apache.url("dir/b.sh")];
-    ws.write("m.yaml", manifest(&urls, ""));
+    ws.write("m.yaml", manifest(NAME, &urls, ""));
     lock(&ws, "m.yaml", "m.lock.yaml", "cache-lock", &[]).assert_ok();
 
     ws.mkdir("out1");
@@ -401,7 +301,7 @@ fn mirror_is_used_for_fetching_but_the_canonical_url_is_recorded() {
         "mirrors:\n  - prefix: 'https://dl.k8s.io/'\n    url: '{}'\n",
         apache.url("mirror/dl.k8s.io/")
     );
-    ws.write("m.yaml", manifest(&canonical, &mirrors));
+    ws.write("m.yaml", manifest(NAME, &canonical, &mirrors));
     lock(&ws, "m.yaml", "m.lock.yaml", "cache-lock", &[]).assert_ok();
 
     let files = locked_files(&ws.path("m.lock.yaml"));
@@ -496,7 +396,7 @@ fn the_longest_matching_mirror_prefix_wins() {
         let mirrors = format!("mirrors:\n{}{}", order[0], order[1]);
         let m = format!("m{i}.yaml");
         let out = format!("m{i}.lock.yaml");
-        ws.write(&m, manifest(&canonical, &mirrors));
+        ws.write(&m, manifest(NAME, &canonical, &mirrors));
         lock(&ws, &m, &out, &format!("cache{i}"), &[]).assert_ok();
         let files = locked_files(&ws.path(&out));
         assert_eq!(files[0].0, canonical[0]);
@@ -537,7 +437,7 @@ fn two_urls_mapping_to_the_same_bundle_path_are_rejected_at_lock() {
     for (i, urls) in cases.iter().enumerate() {
         let m = format!("m{i}.yaml");
         let out = format!("m{i}.lock.yaml");
-        ws.write(&m, manifest(urls, ""));
+        ws.write(&m, manifest(NAME, urls, ""));
         let run = lock(&ws, &m, &out, "cache", &[]);
         run.assert_code(2)
             .assert_stderr_contains("error: ")
@@ -572,7 +472,7 @@ fn parallel_downloads_fetch_every_file_exactly_once() {
     let urls: Vec<String> = (0..6)
         .map(|i| apache.url(&format!("p/file{i}.bin")))
         .collect();
-    ws.write("m.yaml", manifest(&urls, ""));
+    ws.write("m.yaml", manifest(NAME, &urls, ""));
 
     lock(&ws, "m.yaml", "m.lock.yaml", "cache", &["--jobs", "3"]).assert_ok();
     let files = locked_files(&ws.path("m.lock.yaml"));
@@ -674,28 +574,24 @@ struct ScriptedServer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+impl Content {
+    fn new(body: Vec<u8>, etag: Option<&str>, last_modified: Option<&str>) -> Content {
+        Content {
+            body,
+            etag: etag.map(str::to_string),
+            last_modified: last_modified.map(str::to_string),
+        }
+    }
+}
+
 impl ScriptedServer {
     fn start(body: Vec<u8>, script: Vec<Reply>) -> ScriptedServer {
-        ScriptedServer::start_with(
-            Content {
-                body,
-                etag: None,
-                last_modified: None,
-            },
-            script,
-        )
+        ScriptedServer::start_with(Content::new(body, None, None), script)
     }
 
     /// Like [`ScriptedServer::start`], with an `ETag` on every response.
     fn start_with_etag(body: Vec<u8>, etag: &str, script: Vec<Reply>) -> ScriptedServer {
-        ScriptedServer::start_with(
-            Content {
-                body,
-                etag: Some(etag.to_string()),
-                last_modified: None,
-            },
-            script,
-        )
+        ScriptedServer::start_with(Content::new(body, Some(etag), None), script)
     }
 
     fn start_with(content: Content, script: Vec<Reply>) -> ScriptedServer {
@@ -898,7 +794,7 @@ fn an_interrupted_transfer_is_resumed_on_the_retry() {
     let server =
         ScriptedServer::start_with_etag(data.clone(), "\"e1\"", vec![Reply::CutAfter(cut)]);
     let url = server.url("files/cut.bin");
-    ws.write("m.yaml", manifest(std::slice::from_ref(&url), ""));
+    ws.write("m.yaml", manifest(NAME, std::slice::from_ref(&url), ""));
     lock(&ws, "m.yaml", "m.lock.yaml", "cache", &["--retries", "2"]).assert_ok();
     let files = locked_files(&ws.path("m.lock.yaml"));
     assert_eq!(files[0].1, sha256_bytes(&data));
@@ -929,7 +825,7 @@ fn server_errors_are_retried_then_reported() {
     // One 503, then the file: the retry succeeds.
     let server = ScriptedServer::start(data.clone(), vec![Reply::Unavailable]);
     let url = server.url("flaky.bin");
-    ws.write("m.yaml", manifest(std::slice::from_ref(&url), ""));
+    ws.write("m.yaml", manifest(NAME, std::slice::from_ref(&url), ""));
     lock(&ws, "m.yaml", "m.lock.yaml", "cache", &["--retries", "1"]).assert_ok();
     assert_eq!(
         locked_files(&ws.path("m.lock.yaml"))[0].1,
@@ -940,7 +836,7 @@ fn server_errors_are_retried_then_reported() {
     // Always 503: exit 1 after 1 + retries attempts, naming the URL and the status.
     let server = ScriptedServer::start(data, vec![Reply::Unavailable; 10]);
     let url = server.url("down.bin");
-    ws.write("m2.yaml", manifest(std::slice::from_ref(&url), ""));
+    ws.write("m2.yaml", manifest(NAME, std::slice::from_ref(&url), ""));
     lock(&ws, "m2.yaml", "m2.lock.yaml", "cache", &["--retries", "2"])
         .assert_code(1)
         .assert_stderr_contains(&url)
@@ -967,6 +863,32 @@ fn partial_and_validator(
     )
 }
 
+/// A scripted upstream serving `content` that cuts its first transfer after `half` bytes,
+/// and `l.yaml` pinning `pinned` at the server's URL for `path`: (server, URL).
+fn cut_upstream(
+    ws: &Workspace,
+    content: Content,
+    half: usize,
+    path: &str,
+    pinned: &[u8],
+) -> (ScriptedServer, String) {
+    let server = ScriptedServer::start_with(content, vec![Reply::CutAfter(half)]);
+    let url = server.url(path);
+    ws.write("l.yaml", locked_manifest(NAME, &[(url.clone(), pinned)]));
+    (server, url)
+}
+
+/// `create l.yaml -o b.bundle.tar.zst --cache cache --retries 0` (one attempt).
+fn create_once(ws: &Workspace) -> Run {
+    create(
+        ws,
+        "l.yaml",
+        "b.bundle.tar.zst",
+        "cache",
+        &["--retries", "0"],
+    )
+}
+
 #[test]
 fn a_resume_after_upstream_changed_fetches_the_new_file_whole() {
     let ws = Workspace::new();
@@ -976,17 +898,15 @@ fn a_resume_after_upstream_changed_fetches_the_new_file_whole() {
     let half = v1.len() / 2;
     let pinned = sha256_bytes(&v2);
     // Upstream serves v1 (cut after half), while the lock pins v2.
-    let server = ScriptedServer::start_with_etag(v1.clone(), "\"v1\"", vec![Reply::CutAfter(half)]);
-    let url = server.url("dl/tool.bin");
-    ws.write("l.yaml", locked_manifest(&[(url.clone(), v2.as_slice())]));
-
-    let run = create(
+    let (server, url) = cut_upstream(
         &ws,
-        "l.yaml",
-        "b.bundle.tar.zst",
-        "cache",
-        &["--retries", "0"],
+        Content::new(v1.clone(), Some("\"v1\""), None),
+        half,
+        "dl/tool.bin",
+        &v2,
     );
+
+    let run = create_once(&ws);
     run.assert_code(1).assert_stderr_contains(&url);
     assert!(!ws.path("b.bundle.tar.zst").exists());
     let (part, validator) = partial_and_validator(&ws, "cache", &pinned);
@@ -998,13 +918,7 @@ fn a_resume_after_upstream_changed_fetches_the_new_file_whole() {
 
     // Upstream now serves v2 under a new ETag: the resume must not splice v1 + v2.
     server.set_content(v2.clone(), Some("\"v2\""));
-    let run = create(
-        &ws,
-        "l.yaml",
-        "b.bundle.tar.zst",
-        "cache",
-        &["--retries", "0"],
-    );
+    let run = create_once(&ws);
     let seen = server.seen();
     assert_eq!(seen.len(), 2, "{seen:?}\n{run:?}");
     assert_eq!(
@@ -1036,19 +950,15 @@ fn a_resume_of_an_unchanged_upstream_gets_only_the_rest() {
     let v2 = pattern(400_000, 42);
     let half = v2.len() / 2;
     let pinned = sha256_bytes(&v2);
-    let server = ScriptedServer::start_with_etag(v2.clone(), "\"v2\"", vec![Reply::CutAfter(half)]);
-    let url = server.url("dl/tool.bin");
-    ws.write("l.yaml", locked_manifest(&[(url.clone(), v2.as_slice())]));
-
-    create(
+    let (server, url) = cut_upstream(
         &ws,
-        "l.yaml",
-        "b.bundle.tar.zst",
-        "cache",
-        &["--retries", "0"],
-    )
-    .assert_code(1)
-    .assert_stderr_contains(&url);
+        Content::new(v2.clone(), Some("\"v2\""), None),
+        half,
+        "dl/tool.bin",
+        &v2,
+    );
+
+    create_once(&ws).assert_code(1).assert_stderr_contains(&url);
     let (part, validator) = partial_and_validator(&ws, "cache", &pinned);
     assert_eq!(part.as_deref(), Some(&v2[..half]));
     assert_eq!(
@@ -1057,13 +967,7 @@ fn a_resume_of_an_unchanged_upstream_gets_only_the_rest() {
         "cache/partial/{pinned}.part.validator must hold the ETag as received"
     );
 
-    let run = create(
-        &ws,
-        "l.yaml",
-        "b.bundle.tar.zst",
-        "cache",
-        &["--retries", "0"],
-    );
+    let run = create_once(&ws);
     let seen = server.seen();
     assert_eq!(seen.len(), 2, "{seen:?}\n{run:?}");
     assert_eq!(
@@ -1084,38 +988,21 @@ fn a_resume_uses_last_modified_when_there_is_no_etag() {
     let half = data.len() / 2;
     let pinned = sha256_bytes(&data);
     let date = "Tue, 15 Oct 2024 07:28:00 GMT";
-    let server = ScriptedServer::start_with(
-        Content {
-            body: data.clone(),
-            etag: None,
-            last_modified: Some(date.to_string()),
-        },
-        vec![Reply::CutAfter(half)],
-    );
-    let url = server.url("dl/lm.bin");
-    ws.write("l.yaml", locked_manifest(&[(url.clone(), data.as_slice())]));
-    create(
+    let (server, url) = cut_upstream(
         &ws,
-        "l.yaml",
-        "b.bundle.tar.zst",
-        "cache",
-        &["--retries", "0"],
-    )
-    .assert_code(1)
-    .assert_stderr_contains(&url);
+        Content::new(data.clone(), None, Some(date)),
+        half,
+        "dl/lm.bin",
+        &data,
+    );
+    create_once(&ws).assert_code(1).assert_stderr_contains(&url);
     let (_, validator) = partial_and_validator(&ws, "cache", &pinned);
     assert_eq!(
         validator.as_deref(),
         Some(date),
         "with no ETag, cache/partial/{pinned}.part.validator must hold the Last-Modified as received"
     );
-    let run = create(
-        &ws,
-        "l.yaml",
-        "b.bundle.tar.zst",
-        "cache",
-        &["--retries", "0"],
-    );
+    let run = create_once(&ws);
     let seen = server.seen();
     assert_eq!(
         (seen[1].range, seen[1].if_range.as_deref(), seen[1].status),
@@ -1223,7 +1110,7 @@ fn lock_gives_up_on_a_stalled_server_after_the_timeout() {
         let url = server.url("stall/tool.bin");
         let m = format!("m{i}.yaml");
         let out = format!("m{i}.lock.yaml");
-        ws.write(&m, manifest(std::slice::from_ref(&url), ""));
+        ws.write(&m, manifest(NAME, std::slice::from_ref(&url), ""));
         let result = run_with_deadline(
             &ws,
             &[
@@ -1255,7 +1142,7 @@ fn create_gives_up_on_a_stalled_server_after_the_timeout() {
         let server = ScriptedServer::start_with_etag(data.clone(), "\"s\"", script);
         let url = server.url("stall/tool.bin");
         let l = format!("l{i}.yaml");
-        ws.write(&l, locked_manifest(&[(url.clone(), data.as_slice())]));
+        ws.write(&l, locked_manifest(NAME, &[(url.clone(), data.as_slice())]));
         let result = run_with_deadline(
             &ws,
             &[

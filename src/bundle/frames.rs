@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 pub const FRAME_TAR_BYTES: usize = 4 << 20;
 /// The largest frame a seek table may declare (SPEC §3: a frame at least every 8 MiB).
 pub const MAX_FRAME_BYTES: u32 = 8 << 20;
+/// The largest zstd window a stream without a seek table may ask for (32 MiB): stock
+/// `zstd` up to `-19` uses at most 8 MiB; `--long` and `--ultra` levels are refused.
+pub const MAX_WINDOW_LOG: u32 = 25;
+/// Decompressed bytes the parallel decoder may hold ahead of the reader.
+const MAX_READ_AHEAD: u64 = 32 << 20;
 /// zstd level: level 3 is zstd's default and the benchmark's reference pipeline.
 pub const ZSTD_LEVEL: i32 = 3;
 
@@ -249,8 +254,12 @@ pub fn decode<R: Read + Seek + Send + 'static>(
 /// without a valid seek table may hold nothing but zstd frames, so unsigned data cannot
 /// ride along in a skippable frame or after the end.
 pub fn serial_decoder<R: Read + Send + 'static>(source: R) -> Result<impl Read + Send> {
-    zstd::stream::read::Decoder::new(FrameWalker::new(source))
-        .map_err(|e| Error::Runtime(format!("zstd: {e}")))
+    let mut decoder = zstd::stream::read::Decoder::new(FrameWalker::new(source))
+        .map_err(|e| Error::Runtime(format!("zstd: {e}")))?;
+    decoder
+        .window_log_max(MAX_WINDOW_LOG)
+        .map_err(|e| Error::Runtime(format!("zstd: {e}")))?;
+    Ok(decoder)
 }
 
 /// Where the walker is in the zstd framing.
@@ -259,7 +268,12 @@ enum Walk {
     /// Expecting a frame's magic number (or the end of the stream).
     Magic,
     /// Inside the fixed part of a frame header: `left` bytes still to read.
-    Header { left: usize, checksum: bool },
+    Header {
+        left: usize,
+        checksum: bool,
+        /// The first header byte is a window descriptor (not a single-segment frame).
+        window: bool,
+    },
     /// Expecting a 3-byte block header.
     BlockHeader { checksum: bool },
     /// Inside a block's payload.
@@ -392,10 +406,31 @@ impl<R: Read> FrameWalker<R> {
                 let checksum = fhd & 0x04 != 0;
                 match window + dict + fcs {
                     0 => Walk::BlockHeader { checksum },
-                    left => Walk::Header { left, checksum },
+                    left => Walk::Header {
+                        left,
+                        checksum,
+                        window: window == 1,
+                    },
                 }
             }
-            Walk::Header { checksum, .. } => Walk::BlockHeader { checksum },
+            Walk::Header {
+                checksum, window, ..
+            } => {
+                // A frame that needs a large window makes the decoder allocate it before
+                // anything is checked: refuse it by its header (RFC 8878 §3.1.1.1.2).
+                if window {
+                    let log = 10 + u32::from(p[0] >> 3);
+                    if log > MAX_WINDOW_LOG {
+                        return Err(self.fail(&format!(
+                            "a zstd frame asks for a {} MiB window, over the {} MiB this reader allows \
+                             (recompressed with --long or --ultra? recompress with `zstd -19` or lower)",
+                            1u64 << (log - 20),
+                            1u64 << (MAX_WINDOW_LOG - 20)
+                        )));
+                    }
+                }
+                Walk::BlockHeader { checksum }
+            }
             Walk::BlockHeader { checksum } => {
                 let h = u32::from(p[0]) | u32::from(p[1]) << 8 | u32::from(p[2]) << 16;
                 let last = h & 1 != 0;
@@ -476,14 +511,15 @@ fn parallel_decoder<R: Read + Send + 'static>(
             },
         );
         let forward = |out: io::Result<Vec<u8>>| tx.send(out).is_ok();
+        // Decompressed sizes of the frames in flight, oldest first: read-ahead is bounded
+        // in bytes (not per core), whatever the machine.
+        let mut ahead = std::collections::VecDeque::new();
         for (index, sizes) in frames.iter().copied().enumerate() {
-            let mut bytes = vec![0u8; sizes.compressed as usize];
-            if let Err(e) = source.read_exact(&mut bytes) {
-                let _ = forward(Err(e));
-                return;
-            }
-            pool.submit((index, bytes, sizes));
-            while pool.in_flight() > threads {
+            while !ahead.is_empty()
+                && (pool.in_flight() >= threads
+                    || ahead.iter().sum::<u64>() + u64::from(sizes.decompressed) > MAX_READ_AHEAD)
+            {
+                ahead.pop_front();
                 let Some(out) = pool.next_result() else {
                     return;
                 };
@@ -491,6 +527,13 @@ fn parallel_decoder<R: Read + Send + 'static>(
                     return;
                 }
             }
+            let mut bytes = vec![0u8; sizes.compressed as usize];
+            if let Err(e) = source.read_exact(&mut bytes) {
+                let _ = forward(Err(e));
+                return;
+            }
+            pool.submit((index, bytes, sizes));
+            ahead.push_back(u64::from(sizes.decompressed));
         }
         while let Some(out) = pool.next_result() {
             if !forward(out) {

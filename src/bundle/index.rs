@@ -116,6 +116,7 @@ impl Index {
         }
         let mut seen = std::collections::HashSet::with_capacity(self.entries.len());
         let mut total: u64 = 0;
+        let mut reported: usize = 0;
         for e in &self.entries {
             super::check_entry_path(&e.path)
                 .map_err(|why| bad(format!("entry {:?}: {why}", e.path)))?;
@@ -126,6 +127,22 @@ impl Index {
             }
             if e.artifacts.iter().any(|&a| a >= self.artifacts.len()) {
                 return Err(bad(format!("entry `{}` names an unknown artifact", e.path)));
+            }
+            // Each artifact once, in order: a list cannot repeat itself to blow up reports.
+            if e.artifacts.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(bad(format!(
+                    "entry `{}` lists its artifacts out of order or twice",
+                    e.path
+                )));
+            }
+            // What a report that lists every artifact's entries would hold.
+            reported =
+                reported.saturating_add((e.path.len() + 32).saturating_mul(e.artifacts.len()));
+            if reported > MAX_INDEX_BYTES as usize {
+                return Err(bad(format!(
+                    "more artifact references than any bundle makes (at `{}`)",
+                    e.path
+                )));
             }
             total = total.checked_add(e.size).ok_or_else(|| {
                 bad(format!(

@@ -53,16 +53,39 @@ pub fn check_release_name(value: &str) -> Result<(), String> {
 
 /// Finds two paths where one is a directory of the other (`files/h/download` and
 /// `files/h/download/v1/tool`): both can never exist on a destination. Linear in the total
-/// length of the paths.
-pub fn find_path_clash<'a>(
-    paths: impl IntoIterator<Item = &'a str> + Clone,
-) -> Option<(&'a str, &'a str)> {
-    let all: std::collections::HashSet<&str> = paths.clone().into_iter().collect();
+/// length of the paths, however deep (a tree of components keyed by parent and name).
+pub fn find_path_clash<'a>(paths: impl IntoIterator<Item = &'a str>) -> Option<(&'a str, &'a str)> {
+    #[derive(Default)]
+    struct Node<'a> {
+        /// The path that ends here (a file).
+        file: Option<&'a str>,
+        /// A path that passes through here (so this is a directory).
+        below: Option<&'a str>,
+    }
+    let mut ids: std::collections::HashMap<(usize, &'a str), usize> =
+        std::collections::HashMap::new();
+    let mut nodes: Vec<Node<'a>> = vec![Node::default()];
     for path in paths {
-        for (at, _) in path.match_indices('/') {
-            if let Some(parent) = all.get(&path[..at]) {
-                return Some((parent, path));
+        let mut parent = 0;
+        let mut components = path.split('/').peekable();
+        while let Some(name) = components.next() {
+            let id = *ids.entry((parent, name)).or_insert_with(|| {
+                nodes.push(Node::default());
+                nodes.len() - 1
+            });
+            let node = &mut nodes[id];
+            if components.peek().is_some() {
+                if let Some(file) = node.file {
+                    return Some((file, path));
+                }
+                node.below.get_or_insert(path);
+            } else {
+                if let Some(inside) = node.below {
+                    return Some((path, inside));
+                }
+                node.file.get_or_insert(path);
             }
+            parent = id;
         }
     }
     None

@@ -83,10 +83,44 @@ fn payload_line<'a>(text: &'a str, what: &str, origin: &str) -> Result<&'a str> 
         .ok_or_else(|| bad_key(origin, &format!("{what} has no key line")))
 }
 
+/// Reads a key file: a missing one is a usage error (exit 2), and no more than a key's
+/// worth is read (a key path pointing at a device or a huge file is refused).
+fn read_key_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    const LIMIT: u64 = 64 << 10;
+    let file = match std::fs::File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Usage(format!(
+                "{}: no such {what} file",
+                path.display()
+            )));
+        }
+        other => other.at(
+            if what == "public key" {
+                "cannot read public key"
+            } else {
+                "cannot read secret key"
+            },
+            path,
+        )?,
+    };
+    let mut bytes = Vec::new();
+    file.take(LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .at("cannot read key file", path)?;
+    if bytes.len() as u64 > LIMIT {
+        return Err(bad_key(
+            &path.display().to_string(),
+            &format!("too large to be a minisign {what}"),
+        ));
+    }
+    Ok(bytes)
+}
+
 impl PublicKey {
     /// Reads a `.pub` file written by `bundle keygen` or `minisign -G`.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read(path).at("cannot read public key", path)?;
+        let text = read_key_file(path, "public key")?;
         let text = String::from_utf8_lossy(&text);
         let shown = path.display().to_string();
         Self::parse(payload_line(&text, "public key", &shown)?, &shown)
@@ -145,7 +179,7 @@ impl SecretKey {
 
     /// Reads a secret key file. `password` is asked for only when the key is encrypted.
     pub fn load(path: &Path, password: impl FnOnce() -> Result<String>) -> Result<Self> {
-        let text = std::fs::read(path).at("cannot read secret key", path)?;
+        let text = read_key_file(path, "secret key")?;
         let text = String::from_utf8_lossy(&text);
         let shown = path.display().to_string();
         let raw = B64

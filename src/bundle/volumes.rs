@@ -35,6 +35,18 @@ impl BundleSource {
                 Err(_) => break,
             }
         }
+        // A volume after a gap means the one in the gap is missing, not that the bundle
+        // ends there.
+        let last = last_volume_number(path);
+        if let Some(last) = last
+            && last >= volumes.len()
+        {
+            return Err(Error::Runtime(format!(
+                "volume {}.{:03} is missing (volumes up to .{last:03} are present)\nhint: copy the missing volume next to the others and run again; nothing was read",
+                path.display(),
+                volumes.len()
+            )));
+        }
         if volumes.is_empty() {
             return Err(Error::Usage(format!(
                 "{}: no such bundle (nor volumes {}.000, …)",
@@ -65,6 +77,26 @@ impl BundleSource {
             open: None,
         })
     }
+}
+
+/// The highest `NNN` of the `BASE.NNN` files beside `base`, if any.
+fn last_volume_number(base: &Path) -> Option<usize> {
+    let dir = match base.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let prefix = format!("{}.", base.file_name()?.to_string_lossy());
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let digits = name.strip_prefix(&prefix)?;
+            (digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse().ok())
+                .flatten()
+        })
+        .max()
 }
 
 /// `Read + Seek` over the concatenation of volume files; one file is open at a time.

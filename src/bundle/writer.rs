@@ -143,6 +143,8 @@ impl BundlePlan {
                         )));
                     }
                     prev.artifacts.extend(c.artifacts);
+                    prev.artifacts.sort_unstable();
+                    prev.artifacts.dedup();
                 }
                 _ => folded.push(c),
             }
@@ -275,6 +277,8 @@ pub fn write_bundle(
     }
     tmp.persist(out)
         .map_err(|e| Error::io("cannot rename into place", out, e.error))?;
+    // The new bundle's name is durable before its signature's is.
+    sync_dir(dir)?;
     signature
         .persist(&signature_path)
         .map_err(|e| Error::io("cannot rename into place", &signature_path, e.error))?;

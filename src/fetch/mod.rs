@@ -115,19 +115,28 @@ impl Fetcher {
         })
     }
 
+    /// The pinned artifact, when the cache already holds it.
+    fn cached(&self, d: &Download, bar: &ProgressBar) -> Result<Option<Fetched>> {
+        let Some(digest) = d.expected_sha256 else {
+            return Ok(None);
+        };
+        let Some(path) = self.cache.lookup(&digest, d.expected_size) else {
+            return Ok(None);
+        };
+        let size = std::fs::metadata(&path).at("cannot read", &path)?.len();
+        bar.inc(size);
+        Ok(Some(Fetched {
+            sha256: digest,
+            size,
+            path,
+            from_cache: true,
+        }))
+    }
+
     /// Downloads (or finds in the cache) one artifact, verified against its pin if any.
     pub fn fetch(&self, d: &Download, bar: &ProgressBar) -> Result<Fetched> {
-        if let Some(digest) = d.expected_sha256
-            && let Some(path) = self.cache.lookup(&digest, d.expected_size)
-        {
-            let size = std::fs::metadata(&path).at("cannot read", &path)?.len();
-            bar.inc(size);
-            return Ok(Fetched {
-                sha256: digest,
-                size,
-                path,
-                from_cache: true,
-            });
+        if let Some(hit) = self.cached(d, bar)? {
+            return Ok(hit);
         }
         let key = match d.expected_sha256 {
             Some(digest) => digest.hex(),
@@ -137,17 +146,8 @@ impl Fetcher {
         // Another process sharing the cache may be downloading the same blob: wait for it,
         // then use what it stored.
         let _guard = self.cache.lock_partial(&partial)?;
-        if let Some(digest) = d.expected_sha256
-            && let Some(path) = self.cache.lookup(&digest, d.expected_size)
-        {
-            let size = std::fs::metadata(&path).at("cannot read", &path)?.len();
-            bar.inc(size);
-            return Ok(Fetched {
-                sha256: digest,
-                size,
-                path,
-                from_cache: true,
-            });
+        if let Some(hit) = self.cached(d, bar)? {
+            return Ok(hit);
         }
         let mut last = String::new();
         for attempt in 0..=self.retries {
@@ -249,12 +249,30 @@ impl Fetcher {
             })
         })?;
         let status = response.status();
+        // The length the whole file must have once a resume completes.
+        let mut whole_len = None;
         let resumed = match status {
-            StatusCode::PARTIAL_CONTENT
-                if have > 0 && content_range_start(&response) == Some(have) =>
-            {
-                true
-            }
+            StatusCode::PARTIAL_CONTENT => match content_range(&response) {
+                // Only exactly "the rest of the file" is a resume.
+                Some((start, end, total)) if have > 0 && start == have && end + 1 == total => {
+                    whole_len = Some(total);
+                    true
+                }
+                _ => {
+                    file.set_len(0)
+                        .at("cannot truncate", partial)
+                        .map_err(fatal)?;
+                    let _ = std::fs::remove_file(&validator_path);
+                    return Err(Attempt::Retry(format!(
+                        "the server answered with a range that is not the rest of the file ({}); restarting",
+                        response
+                            .headers()
+                            .get(reqwest::header::CONTENT_RANGE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("no Content-Range")
+                    )));
+                }
+            },
             StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => {
                 // Our partial file is complete or stale: start over without Range.
                 file.set_len(0)
@@ -319,6 +337,13 @@ impl Fetcher {
         }
         sink.flush().at("cannot write", partial).map_err(fatal)?;
         let (_, sha256, size) = sink.finish();
+        if let Some(total) = whole_len
+            && size != total
+        {
+            return Err(Attempt::Retry(format!(
+                "the resumed transfer ended at {size} of {total} bytes"
+            )));
+        }
         Ok((sha256, size))
     }
 
@@ -465,14 +490,22 @@ fn resume_validator(response: &reqwest::blocking::Response) -> Option<String> {
         .map(String::from)
 }
 
-fn content_range_start(response: &reqwest::blocking::Response) -> Option<u64> {
+/// `Content-Range: bytes START-END/TOTAL`, all three required.
+fn content_range(response: &reqwest::blocking::Response) -> Option<(u64, u64, u64)> {
     let value = response
         .headers()
         .get(reqwest::header::CONTENT_RANGE)?
         .to_str()
         .ok()?;
-    let rest = value.strip_prefix("bytes ")?;
-    rest.split('-').next()?.parse().ok()
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let (start, end, total) = (
+        start.trim().parse().ok()?,
+        end.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    );
+    (start <= end && end < total).then_some((start, end, total))
 }
 
 /// A reqwest error with its causes, the way an operator wants to read it.

@@ -111,8 +111,8 @@ pub fn install(
             match &root {
                 Some(root) => {
                     let receipt = receipt::receipt_rel_path(&v.index.name, &v.index.version);
-                    web_root::preflight(root, &v.index, &[&receipt, VARS_PATH])?;
-                    *staged.borrow_mut() = Some(WebRootSink::new(root)?);
+                    let found = web_root::preflight(root, &v.index, &[&receipt, VARS_PATH])?;
+                    *staged.borrow_mut() = Some(WebRootSink::new(root, found.in_place)?);
                 }
                 None if web_entries > 0 => {
                     return Err(Error::Usage(format!(

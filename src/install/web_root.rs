@@ -17,7 +17,8 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fs::{
     DirCursor, Renamed, RootDir, WalkError, create_file_at, describe_blocker, kind_of,
-    open_file_at, rename_into_place, split_parent, stat_at, sync_filesystem, undo_rename,
+    open_file_at, remove_tree_at, rename_into_place, split_parent, stat_at, sync_filesystem,
+    undo_rename,
 };
 
 /// Prefix of staging directories at the top of the web root.
@@ -86,37 +87,54 @@ pub fn open(web_root: &Path) -> Result<RootDir> {
     RootDir::open(web_root).map_err(|e| Error::io("cannot open the web root", web_root, e))
 }
 
+/// What pre-flight found: the bytes the install will write, and the destinations that
+/// already hold exactly the signed bytes (hashed once, here, and skipped while streaming).
+#[derive(Debug, Default)]
+pub struct Preflight {
+    pub needed: u64,
+    pub in_place: HashSet<String>,
+}
+
 /// Pre-flight for the web root (SPEC §4): nothing in the way of any destination (no
 /// symlink, no non-directory below the web root), room for what must be written (plus
 /// slack), and write access where directories will gain entries. Runs after the signature
 /// checked out and before any data moves; fails having written nothing. `generated` are the
 /// files the install writes itself (receipt, variables).
-pub fn preflight(root: &RootDir, index: &Index, generated: &[&str]) -> Result<u64> {
+pub fn preflight(root: &RootDir, index: &Index, generated: &[&str]) -> Result<Preflight> {
     let mut cursor = DirCursor::new(root.clone());
-    let mut needed: u64 = 0;
+    let mut found = Preflight::default();
     let mut checked_writable: HashSet<String> = HashSet::new();
     let web = index
         .entries
         .iter()
         .filter(|e| is_web_entry(e))
-        .map(|e| (e.path.as_str(), e.size));
-    let generated = generated.iter().map(|p| (*p, 0));
-    for (path, size) in web.chain(generated) {
+        .map(|e| (e.path.as_str(), Some((e.size, e.sha256))));
+    let generated = generated.iter().map(|p| (*p, None));
+    for (path, signed) in web.chain(generated) {
         let (parent, name) = split_parent(path);
         let (deepest, dir, complete) = cursor
             .deepest_existing(parent)
             .map_err(|e| walk_error(root, e))?;
-        let present = if complete {
+        if complete {
             match stat_at(dir, name).map_err(|e| walk_error_io(path, e, root))? {
-                None => None,
-                Some(st) if kind_of(&st) == FileType::RegularFile => Some(st.st_size as u64),
-                Some(st) => return Err(refused(root, path, describe_blocker(kind_of(&st)))),
+                Some(st) if kind_of(&st) != FileType::RegularFile => {
+                    return Err(refused(root, path, describe_blocker(kind_of(&st))));
+                }
+                Some(st) => {
+                    if let Some((size, sha256)) = signed
+                        && st.st_size as u64 == size
+                        && holds(dir, name, &sha256)
+                    {
+                        found.in_place.insert(path.to_string());
+                    }
+                }
+                None => {}
             }
-        } else {
-            None
-        };
-        if present != Some(size) {
-            needed = needed.saturating_add(size);
+        }
+        if let Some((size, _)) = signed
+            && !found.in_place.contains(path)
+        {
+            found.needed = found.needed.saturating_add(size);
         }
         if checked_writable.insert(deepest.clone()) && !writable(dir) {
             let shown = if deepest.is_empty() {
@@ -133,16 +151,23 @@ pub fn preflight(root: &RootDir, index: &Index, generated: &[&str]) -> Result<u6
     let free = root
         .free_bytes()
         .map_err(|e| Error::io("cannot check free space on", root.path(), e))?;
-    if needed.saturating_add(SPACE_SLACK) > free {
+    if found.needed.saturating_add(SPACE_SLACK) > free {
         return Err(Error::Runtime(format!(
             "not enough space on the web root {}: the install needs {} bytes (plus {} slack), {} are free\nhint: free space or choose another --web-root; nothing was written",
             root.path().display(),
-            needed,
+            found.needed,
             SPACE_SLACK,
             free
         )));
     }
-    Ok(needed)
+    Ok(found)
+}
+
+/// True when the regular file `name` in `dir` (not a link) hashes to `sha256`.
+fn holds(dir: std::os::fd::BorrowedFd<'_>, name: &str, sha256: &Sha256Digest) -> bool {
+    open_file_at(dir, name)
+        .and_then(Sha256Digest::of_reader)
+        .is_ok_and(|(d, _)| d == *sha256)
 }
 
 fn walk_error_io(path: &str, source: io::Error, root: &RootDir) -> Error {
@@ -165,27 +190,12 @@ fn writable(dir: std::os::fd::BorrowedFd<'_>) -> bool {
     .is_ok()
 }
 
-/// True when the regular file at `path` (not a link) already holds exactly these bytes.
-fn already_in_place(cursor: &mut DirCursor, path: &str, size: u64, sha256: &Sha256Digest) -> bool {
-    let (parent, name) = split_parent(path);
-    let Ok(Some(dir)) = cursor.existing_dir(parent) else {
-        return false;
-    };
-    let Ok(file) = open_file_at(dir, name) else {
-        return false;
-    };
-    match file.metadata() {
-        Ok(m) if m.is_file() && m.len() == size => {
-            Sha256Digest::of_reader(file).is_ok_and(|(d, _)| d == *sha256)
-        }
-        _ => false,
-    }
-}
-
 /// Stages web-root entries while the bundle streams.
 pub struct WebRootSink {
     root: RootDir,
     cursor: DirCursor,
+    /// Destinations pre-flight found holding the signed bytes already.
+    in_place: HashSet<String>,
     staging_name: String,
     staging: OwnedFd,
     placed: Vec<Placed>,
@@ -194,7 +204,7 @@ pub struct WebRootSink {
 
 impl WebRootSink {
     /// Creates the staging directory (on the web root's filesystem, for atomic renames).
-    pub fn new(root: &RootDir) -> Result<Self> {
+    pub fn new(root: &RootDir, in_place: HashSet<String>) -> Result<Self> {
         let mut attempt = 0u32;
         let (staging_name, staging) = loop {
             let name = format!(
@@ -218,6 +228,7 @@ impl WebRootSink {
         Ok(WebRootSink {
             root: root.clone(),
             cursor: DirCursor::new(root.clone()),
+            in_place,
             staging_name,
             staging,
             placed: Vec::new(),
@@ -264,11 +275,11 @@ impl WebRootSink {
     /// swapped back byte for byte, directories it created are removed.
     pub fn commit(mut self) -> Result<Vec<Placed>> {
         sync_filesystem(self.staging.as_fd())
-            .map_err(|e| Error::io("cannot sync the staged files on", self.root.path(), e))?;
+            .map_err(|e| sync_error(self.root.path(), "the staged files", e))?;
         let mut journal = Journal::default();
         let outcome = self.commit_all(&mut journal).and_then(|()| {
             sync_filesystem(self.root.fd())
-                .map_err(|e| Error::io("cannot sync the installed files on", self.root.path(), e))
+                .map_err(|e| sync_error(self.root.path(), "the installed files", e))
         });
         if let Err(e) = outcome {
             let failed = journal.undo(&self.root, self.staging.as_fd());
@@ -285,7 +296,8 @@ impl WebRootSink {
                 .cursor
                 .create_dir(parent, &mut journal.created_dirs)
                 .map_err(|e| e.into_error(self.root.path(), ROLE))?;
-            let how = rename_into_place(self.staging.as_fd(), staged, dir, name).map_err(|e| {
+            let aside = aside_name(staged);
+            let how = rename_into_place(self.staging.as_fd(), staged, dir, name, &aside).map_err(|e| {
                 let hint = if e.kind() == io::ErrorKind::StorageFull {
                     "the filesystem is full; free space and run install again"
                 } else {
@@ -319,7 +331,9 @@ impl Journal {
         for (staged, dest, how) in self.moved.into_iter().rev() {
             let (parent, name) = split_parent(&dest);
             let result = match cursor.existing_dir(parent) {
-                Ok(Some(dir)) => undo_rename(staging, &staged, dir, name, how),
+                Ok(Some(dir)) => {
+                    undo_rename(staging, &staged, dir, name, &aside_name(&staged), how)
+                }
                 Ok(None) => Err(io::Error::from(io::ErrorKind::NotFound)),
                 Err(e) => Err(io::Error::other(format!("{e:?}"))),
             };
@@ -354,9 +368,14 @@ fn with_rollback_report(e: Error, failed: &[String]) -> Error {
     ))
 }
 
+/// Where a replaced file waits in staging on a filesystem that cannot exchange.
+fn aside_name(staged: &str) -> String {
+    format!("previous-{staged}")
+}
+
 impl Drop for WebRootSink {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.root.path().join(&self.staging_name));
+        let _ = remove_tree_at(self.root.fd(), &self.staging_name);
     }
 }
 
@@ -365,7 +384,7 @@ impl EntrySink for WebRootSink {
         if !is_web_entry(entry) {
             return Ok(());
         }
-        if already_in_place(&mut self.cursor, &entry.path, entry.size, &entry.sha256) {
+        if self.in_place.contains(&entry.path) {
             self.placed.push(Placed {
                 path: entry.path.clone(),
                 sha256: entry.sha256,
@@ -391,6 +410,15 @@ impl EntrySink for WebRootSink {
     }
 }
 
+/// A failed `syncfs`: the data may not be on the disk, so the install did not happen.
+fn sync_error(web_root: &Path, what: &str, e: io::Error) -> Error {
+    Error::Runtime(format!(
+        "cannot sync {what} on the web root {}: {e}\nhint: the filesystem could not write the data out (a failing or full disk: check `dmesg`); \
+         nothing was installed under a final name, and the next install removes what was staged",
+        web_root.display()
+    ))
+}
+
 fn disk_error(web_root: &Path, what: &str, e: io::Error) -> Error {
     let hint = if e.kind() == io::ErrorKind::StorageFull {
         "\nhint: the web root's filesystem is full; free space and run install again (nothing was installed)"
@@ -414,7 +442,6 @@ fn random_u32() -> u32 {
 pub fn remove_stale_staging(root: &RootDir) {
     let Ok(names) = root.list("") else { return };
     for name in names.iter().filter(|n| n.starts_with(STAGING_PREFIX)) {
-        // remove_dir_all never follows a link, at the top or below.
-        let _ = std::fs::remove_dir_all(root.path().join(name));
+        let _ = remove_tree_at(root.fd(), name);
     }
 }

@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod install;
+pub mod net;
 pub mod tamper;
 
 use std::collections::BTreeMap;
@@ -85,6 +87,52 @@ impl Default for Workspace {
 fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+}
+
+// ---------------------------------------------------------------------------
+// Deterministic randomness (no extra crates)
+// ---------------------------------------------------------------------------
+
+/// xorshift64*: deterministic, seeded, good enough to pick positions and bytes. The state
+/// is public so that a test can start from a raw state instead of a mixed seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// A byte other than zero (an XOR mask that always changes the byte).
+    pub fn nonzero_byte(&mut self) -> u8 {
+        (self.next() % 255) as u8 + 1
+    }
+    /// `n` bytes, the low byte of one output each.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+    /// `len` incompressible bytes, all 8 bytes of each output (little-endian), so that
+    /// hundreds of MiB take well under a second even in a debug build.
+    pub fn fill(&mut self, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        for chunk in out.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        out
+    }
+}
+
+/// Incompressible deterministic bytes (xorshift64*), different for every `seed`.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    Rng::new(seed).fill(len)
 }
 
 // ---------------------------------------------------------------------------
@@ -266,6 +314,89 @@ pub fn tree_snapshot(dir: impl AsRef<Path>) -> BTreeMap<String, String> {
     out
 }
 
+/// What differs between two [`tree_snapshot`]s, one line per path (removed, changed,
+/// added).
+pub fn snapshot_diff(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> String {
+    let mut out = Vec::new();
+    for (k, v) in before {
+        match after.get(k) {
+            None => out.push(format!("  removed  {k}")),
+            Some(w) if w != v => out.push(format!("  changed  {k}: {v} -> {w}")),
+            _ => {}
+        }
+    }
+    for k in after.keys().filter(|k| !before.contains_key(*k)) {
+        out.push(format!("  added    {k}"));
+    }
+    out.join("\n")
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped (even when the test panics).
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs with `options` on `dir` (created); fails the test if it cannot.
+    pub fn mount(dir: &Path, options: &str) -> Tmpfs {
+        fs::create_dir_all(dir).expect("mkdir mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("spawn mount");
+        assert!(
+            status.success(),
+            "mount -t tmpfs -o {options} tmpfs {} failed (tests run as root)",
+            dir.display()
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// `None` (with a note on stderr) when tmpfs cannot be mounted here (not root, or no
+    /// mount privilege in this container).
+    pub fn try_mount(dir: &Path, options: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(dir).expect("mkdir mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                dir: dir.to_path_buf(),
+            }),
+            Ok(o) => {
+                eprintln!(
+                    "note: SKIPPED: mount -t tmpfs -o {options} failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("note: SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
 fn snapshot_into(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
     let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()));
     for entry in entries {
@@ -304,6 +435,12 @@ fn snapshot_into(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
 pub fn free_port() -> u16 {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port` (within 500 ms).
+pub fn port_accepts(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
 }
 
 /// Fails the test when `name` (a command name or an absolute path) is not
