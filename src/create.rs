@@ -27,9 +27,12 @@ fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<S
     let unpinned = m.unpinned_entries();
     if !unpinned.is_empty() {
         return Err(Error::Usage(format!(
-            "{} is not locked; these entries are not pinned:\n  {}\nhint: run `bundle lock {} -o LOCKED` and create from its output",
+            "{} is not locked; these entries are not pinned:\n  {}",
             options.locked.display(),
             unpinned.join("\n  "),
+        ))
+        .with_hint(format!(
+            "run `bundle lock {} -o LOCKED` and create from its output",
             options.locked.display()
         )));
     }

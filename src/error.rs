@@ -42,6 +42,11 @@ pub enum Error {
     /// Any other runtime failure (exit 1).
     #[error("{0}")]
     Runtime(String),
+
+    /// Any of the above with what to do about it, which `main` prints on its own line
+    /// (`hint: …`). Build with [`Error::with_hint`].
+    #[error("{error}")]
+    Hinted { error: Box<Error>, hint: String },
 }
 
 impl Error {
@@ -51,6 +56,45 @@ impl Error {
             Error::Usage(_) | Error::Manifest { .. } => 2,
             Error::Verify(_) => 3,
             Error::Network { .. } | Error::Io { .. } | Error::Runtime(_) => 1,
+            Error::Hinted { error, .. } => error.exit_code(),
+        }
+    }
+
+    /// Adds what the operator should do next (replacing an earlier hint).
+    pub fn with_hint(self, hint: impl Into<String>) -> Self {
+        let error = match self {
+            Error::Hinted { error, .. } => error,
+            other => Box::new(other),
+        };
+        Error::Hinted {
+            error,
+            hint: hint.into(),
+        }
+    }
+
+    /// What the operator should do next, when the error says.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            Error::Hinted { hint, .. } => Some(hint),
+            _ => None,
+        }
+    }
+
+    /// The same error with its message passed through `edit` (the hint is kept).
+    pub fn map_message(self, edit: impl FnOnce(String) -> String) -> Self {
+        match self {
+            Error::Usage(m) => Error::Usage(edit(m)),
+            Error::Verify(m) => Error::Verify(edit(m)),
+            Error::Runtime(m) => Error::Runtime(edit(m)),
+            Error::Network { url, message } => Error::Network {
+                url,
+                message: edit(message),
+            },
+            Error::Hinted { error, hint } => Error::Hinted {
+                error: Box::new(error.map_message(edit)),
+                hint,
+            },
+            other => other,
         }
     }
 
@@ -70,15 +114,15 @@ impl Error {
         if source.raw_os_error().is_some() {
             Error::Runtime(format!("reading {what}: {source}"))
         } else if source.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::Verify(format!("{what} is truncated ({source}){DAMAGED_HINT}"))
+            Error::Verify(format!("{what} is truncated ({source})")).with_hint(DAMAGED_HINT)
         } else {
-            Error::Verify(format!("{what} is corrupt: {source}{DAMAGED_HINT}"))
+            Error::Verify(format!("{what} is corrupt: {source}")).with_hint(DAMAGED_HINT)
         }
     }
 }
 
 /// What to do about a bundle whose bytes are damaged.
-const DAMAGED_HINT: &str = "\nhint: the bundle's bytes were changed or cut short: copy it again from the source \
+const DAMAGED_HINT: &str = "the bundle's bytes were changed or cut short: copy it again from the source \
                             and check the copy with `minisign -Vm BUNDLE -p PUBKEY`";
 
 /// Adds the path to `std::io::Result`s at the point where the path is known.

@@ -38,20 +38,24 @@ impl WalkError {
         match self {
             WalkError::Refused { path, what } => Error::Runtime(format!(
                 "`{path}` below the {role} {} {what}: airgap-bundle never follows links or replaces \
-                 other things below the {role}\nhint: remove or rename `{}` and run install again; nothing was written",
+                 other things below the {role}",
                 root.display(),
+            ))
+            .with_hint(format!(
+                "remove or rename `{}` and run install again; nothing was written",
                 root.join(&path).display()
             )),
             WalkError::Io { path, source } => {
                 let hint = if source.kind() == io::ErrorKind::StorageFull {
-                    "\nhint: the filesystem is full (or out of inodes); free space and run install again"
+                    "the filesystem is full (or out of inodes); free space and run install again"
                 } else {
-                    "\nhint: check permissions and that the filesystem is mounted read-write"
+                    "check permissions and that the filesystem is mounted read-write"
                 };
                 Error::Runtime(format!(
-                    "cannot use `{path}` below the {role} {}: {source}{hint}",
+                    "cannot use `{path}` below the {role} {}: {source}",
                     root.display()
                 ))
+                .with_hint(hint)
             }
         }
     }

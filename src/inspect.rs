@@ -11,7 +11,7 @@ use crate::bundle::index::Index;
 use crate::bundle::reader::read_unverified_head;
 use crate::bundle::volumes::BundleSource;
 use crate::digest::Sha256Digest;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Debug, Serialize)]
 pub struct InspectReport {
@@ -70,7 +70,7 @@ pub struct ArtifactReport {
 pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
     let table = match read_seek_table(&mut source.reader()?, source.total_len()) {
         Ok(t) => t,
-        Err(Error::Verify(_)) => None,
+        Err(e) if e.exit_code() == 3 => None,
         Err(e) => return Err(e),
     };
     // Decode only the frames, so the serial walker never meets the seek table.

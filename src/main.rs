@@ -148,13 +148,14 @@ fn main() -> ExitCode {
     match run(cli.command, cli.json, &reporter) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let text = e.to_string();
-            eprintln!("error: {text}");
-            if e.exit_code() == 3 && !text.contains("hint:") {
-                eprintln!(
+            eprintln!("error: {e}");
+            match e.hint() {
+                Some(hint) => eprintln!("hint: {hint}"),
+                None if e.exit_code() == 3 => eprintln!(
                     "hint: do not install this bundle: get a fresh copy from its source and check it \
                      with `minisign -Vm BUNDLE -p PUBKEY` (the publisher's key)"
-                );
+                ),
+                None => {}
             }
             ExitCode::from(e.exit_code() as u8)
         }
@@ -222,8 +223,9 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
         } => {
             if let Some(size) = split_size {
                 return Err(Error::Usage(format!(
-                    "--split-size {size}: split volumes are not supported by this version yet\nhint: write one file and copy it to an exFAT stick"
-                )));
+                    "--split-size {size}: split volumes are not supported by this version yet"
+                ))
+                .with_hint("write one file and copy it to an exFAT stick"));
             }
             let secret = SecretKey::load(&key, key_password)?;
             let options = CreateOptions {

@@ -558,9 +558,10 @@ impl Manifest {
         }
         Err(Error::Usage(format!(
             "this manifest has {} entries, which this version of airgap-bundle cannot carry yet \
-             (supported: files)\nhint: move them to another manifest for now",
+             (supported: files)",
             unsupported.join(", ")
-        )))
+        ))
+        .with_hint("move them to another manifest for now"))
     }
 
     /// The `files/<host>/<path>` of every file entry, in order; two URLs that map to the
@@ -575,18 +576,20 @@ impl Manifest {
             let dest = file_dest_path(&f.url).map_err(Error::Usage)?;
             if let Some(other) = seen.insert(dest.clone(), &f.url) {
                 return Err(Error::Usage(format!(
-                    "{other} and {} both map to `{dest}` on the web root\nhint: keep only one of them",
+                    "{other} and {} both map to `{dest}` on the web root",
                     f.url
-                )));
+                ))
+                .with_hint("keep only one of them"));
             }
             out.push(dest);
         }
         if let Some((file, inside)) = crate::bundle::find_path_clash(out.iter().map(String::as_str))
         {
             return Err(Error::Usage(format!(
-                "{} is stored as `{file}`, which {} needs as a directory (`{inside}`): both cannot exist on the web root\nhint: keep only one of them",
+                "{} is stored as `{file}`, which {} needs as a directory (`{inside}`): both cannot exist on the web root",
                 seen[file], seen[inside]
-            )));
+            ))
+            .with_hint("keep only one of them"));
         }
         Ok(out)
     }

@@ -9,6 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -1080,4 +1081,116 @@ fn bundles_do_not_depend_on_the_mirror_used() {
     let a = site.create(&lock_a, &key, "a/k8s.bundle.tar.zst", "cache-a");
     let b = site.create(&lock_b, &key, "b/k8s.bundle.tar.zst", "cache-b");
     bash_ok(r#"cmp -- "$1" "$2""#, &[&a, &b]);
+}
+
+// ---------------------------------------------------------------------------
+// 9. Split volumes and key files
+// ---------------------------------------------------------------------------
+
+/// A bundle split by stock `split` into `X.bundle.tar.zst.000`, `.001`, … verifies from
+/// its base name; with a middle volume removed, verify says which volume is missing (exit
+/// 1: the copy is incomplete, the bundle is not damaged) instead of reporting a truncated
+/// bundle.
+#[test]
+fn a_missing_middle_volume_is_named() {
+    require_tool("split");
+    let site = Site::new(small_content());
+    let made = site.bundle();
+    let dir = site.ws.mkdir("volumes");
+    let base = dir.join("X.bundle.tar.zst");
+    let prefix = dir.join("X.bundle.tar.zst.");
+    bash_ok(
+        r#"split -b 40000 -d -a 3 -- "$1" "$2""#,
+        &[&made.out, &prefix],
+    );
+    let volumes = dir_names(&dir);
+    assert!(
+        volumes.len() >= 3 && volumes.contains("X.bundle.tar.zst.002"),
+        "a bundle of {} bytes split into {volumes:?}",
+        fs::metadata(&made.out).unwrap().len()
+    );
+
+    // Positive control: every volume present.
+    verify(&base, &made.pubkey, &[])
+        .assert_ok()
+        .assert_stderr_contains("OK: kubespray-offline 2.27.0");
+
+    fs::remove_file(dir.join("X.bundle.tar.zst.001")).unwrap();
+    verify(&base, &made.pubkey, &[])
+        .assert_code(1)
+        .assert_stderr_contains("X.bundle.tar.zst.001")
+        .assert_stderr_contains("missing");
+}
+
+/// Key files that are missing are usage errors (exit 2) naming the file, for `verify
+/// --pubkey` and `create --key`; a key path pointing at a device that never ends is
+/// refused after a key's worth of bytes, quickly.
+#[test]
+fn missing_and_endless_key_files_are_usage_errors() {
+    let site = Site::new(small_content());
+    let made = site.bundle();
+    let none_pub = Path::new("/nonexistent.pub");
+    let none_key = Path::new("/nonexistent.key");
+    assert!(!none_pub.exists() && !none_key.exists());
+
+    verify(&made.out, none_pub, &[])
+        .assert_code(2)
+        .assert_stderr_contains("/nonexistent.pub")
+        .assert_stderr_contains("no such public key file");
+
+    let (out, run) = site.create_run(
+        &made.lock,
+        none_key,
+        "out/none.bundle.tar.zst",
+        "cache-create",
+        &[],
+        &[],
+    );
+    run.assert_code(2)
+        .assert_stderr_contains("/nonexistent.key")
+        .assert_stderr_contains("no such secret key file");
+    assert!(!out.exists());
+
+    // A key's worth of /dev/zero, not all of it (which never ends): under a deadline, so
+    // that a regression fails instead of hanging.
+    let lock = made.lock.as_os_str();
+    let cases: [(&str, Vec<&std::ffi::OsStr>); 2] = [
+        (
+            "verify --pubkey /dev/zero",
+            vec![
+                "verify".as_ref(),
+                made.out.as_os_str(),
+                "--pubkey".as_ref(),
+                "/dev/zero".as_ref(),
+            ],
+        ),
+        (
+            "create --key /dev/zero",
+            vec![
+                "create".as_ref(),
+                lock,
+                "-o".as_ref(),
+                "zero.bundle.tar.zst".as_ref(),
+                "--key".as_ref(),
+                "/dev/zero".as_ref(),
+            ],
+        ),
+    ];
+    for (what, args) in cases {
+        let result = run_bundle_with_deadline(site.ws.root(), &args, &[], Duration::from_secs(20));
+        let Some(run) = result.run else {
+            panic!(
+                "{what}: still running after {:?}; killed it",
+                result.elapsed
+            );
+        };
+        run.assert_code(2)
+            .assert_stderr_contains("/dev/zero")
+            .assert_stderr_contains("too large");
+        assert!(
+            result.elapsed < Duration::from_secs(5),
+            "{what} took {:?}",
+            result.elapsed
+        );
+    }
 }

@@ -330,6 +330,20 @@ impl Failures {
         self.0.push(why);
     }
 
+    /// [`run_measured`], recording how the run misses `want`.
+    fn measure<S: AsRef<OsStr>>(
+        &mut self,
+        scratch: &Path,
+        what: &str,
+        args: &[S],
+        deadline: Duration,
+        want: &Expect<'_>,
+    ) -> Measured {
+        let m = run_measured(scratch, what, args, deadline);
+        self.check(&m, want);
+        m
+    }
+
     #[track_caller]
     fn assert_none(self) {
         assert!(
@@ -677,32 +691,33 @@ fn genuine_and_handmade_bundles_verify_and_inspect() {
 // 1. Bounded before the signature
 // ---------------------------------------------------------------------------
 
+/// Runs `verify` and `inspect` on `bundle` (outputs under `runs-WHAT`), each held to `want`.
+fn verify_and_inspect(site: &Site, bundle: &Path, what: &str, want: &Expect<'_>) -> Failures {
+    let scratch = site.ws.mkdir(format!("runs-{what}"));
+    let mut failures = Failures::default();
+    let deadline = Duration::from_secs(30);
+    let verify = verify_args(bundle, &site.pubkey);
+    failures.measure(&scratch, &format!("verify {what}"), &verify, deadline, want);
+    let inspect = inspect_args(bundle);
+    failures.measure(
+        &scratch,
+        &format!("inspect {what}"),
+        &inspect,
+        deadline,
+        want,
+    );
+    failures
+}
+
 /// Runs `verify` and `inspect` on a pre-signature bomb: exit 3, `before the signature`,
 /// under 10 s and 100 MiB each.
 fn expect_refused_before_signature(site: &Site, bundle: &Path, what: &str) -> Failures {
-    let scratch = site.ws.mkdir(format!("runs-{what}"));
     let want = Expect {
         max_rss_kib: Some(RSS_LIMIT_KIB),
         max_time: Some(Duration::from_secs(10)),
         ..Expect::plain(3, &["before the signature"])
     };
-    let mut failures = Failures::default();
-    let deadline = Duration::from_secs(30);
-    let m = run_measured(
-        &scratch,
-        &format!("verify {what}"),
-        &verify_args(bundle, &site.pubkey),
-        deadline,
-    );
-    failures.check(&m, &want);
-    let m = run_measured(
-        &scratch,
-        &format!("inspect {what}"),
-        &inspect_args(bundle),
-        deadline,
-    );
-    failures.check(&m, &want);
-    failures
+    verify_and_inspect(site, bundle, what, &want)
 }
 
 /// A genuine small signed bundle's entries, for what follows a bomb.
@@ -1201,5 +1216,196 @@ fn clashing_paths_and_control_characters_in_a_signed_index_are_refused() {
         deadline,
     );
     failures.check(&m, &Expect::plain(3, &["verification failed", "files/h/a"]));
+    failures.assert_none();
+}
+
+// ---------------------------------------------------------------------------
+// 10. Attack review: deep paths, repeated artifact references, large zstd windows
+// ---------------------------------------------------------------------------
+
+/// A signed index of 2000 empty entries whose paths are ~4 KB deep (`a/a/…/a/NNNNNN`, 2040
+/// slashes each): checking that no path is the directory of another is linear in the total
+/// length of the paths (it took 35 s before, quadratic in the depth). The paths are valid,
+/// so `inspect` reports the bundle (exit 0) in a few seconds (12 s allowed for a debug
+/// build on a busy 2-core machine).
+#[test]
+fn deep_paths_are_checked_in_linear_time() {
+    const N: usize = 2000;
+    const DEPTH: usize = 2040;
+    let site = Site::new();
+    let manifest = manifest_bytes("deep");
+    let mut index = index_of("deep", "1.0.0", &manifest, &[]);
+    let prefix = "a/".repeat(DEPTH);
+    let empty = Sha256Digest::of_bytes(b"");
+    // Already in path order: same prefix, increasing number.
+    index.entries.extend((0..N).map(|i| IndexEntry {
+        path: format!("{prefix}{i:06}"),
+        size: 0,
+        sha256: empty,
+        kind: EntryKind::File,
+        artifacts: Vec::new(),
+    }));
+    let json = index.to_canonical_json();
+    let bundle = site.bundle("deep.bundle.tar.zst", &json, &manifest, &[]);
+    let scratch = site.ws.mkdir("runs");
+    let mut failures = Failures::default();
+    let want = Expect {
+        max_time: Some(Duration::from_secs(12)),
+        ..Expect::plain(0, &[])
+    };
+    let args = inspect_args(&bundle);
+    let deadline = Duration::from_secs(40);
+    let m = failures.measure(&scratch, "inspect deep-paths", &args, deadline, &want);
+    if m.run.code == 0 && !m.run.stdout.contains("deep 1.0.0") {
+        failures.push(format!(
+            "inspect deep-paths: stdout lacks the name\n{}",
+            m.run.stdout
+        ));
+    }
+    failures.assert_none();
+}
+
+/// Runs `verify` and `inspect` on a bundle whose signed index is refused: each exits 3
+/// with `needles` in stderr, within `max_rss_kib` and 10 s.
+fn expect_refused_index(
+    site: &Site,
+    bundle: &Path,
+    what: &str,
+    needles: &[&str],
+    max_rss_kib: u64,
+) {
+    let want = Expect {
+        max_rss_kib: Some(max_rss_kib),
+        max_time: Some(Duration::from_secs(10)),
+        ..Expect::plain(3, needles)
+    };
+    verify_and_inspect(site, bundle, what, &want).assert_none();
+}
+
+/// A signed entry naming its one artifact three million times (`[0,0,0,…]`), and one naming
+/// two artifacts out of order (`[1,0]`): refused as a verification failure before any
+/// report is built (a report listing every reference held gigabytes), cheaply.
+#[test]
+fn repeated_or_unordered_artifact_references_are_refused() {
+    const REPEATS: usize = 3_000_000;
+    let site = Site::new();
+    let content = small_content();
+    let needles = ["verification failed", "out of order or twice"];
+
+    let manifest = manifest_bytes("repeated");
+    let mut index = index_of("repeated", "1.0.0", &manifest, &content[..1]);
+    index.entries[1].artifacts = vec![0; REPEATS];
+    let json = index.to_canonical_json();
+    let bundle = site.bundle("repeated.bundle.tar.zst", &json, &manifest, &content[..1]);
+    expect_refused_index(&site, &bundle, "repeated-refs", &needles, 150 * 1024);
+
+    let manifest = manifest_bytes("unordered");
+    let mut index = index_of("unordered", "1.0.0", &manifest, &content);
+    index.entries[1].artifacts = vec![1, 0];
+    let json = index.to_canonical_json();
+    let bundle = site.bundle("unordered.bundle.tar.zst", &json, &manifest, &content);
+    expect_refused_index(&site, &bundle, "unordered-refs", &needles, RSS_LIMIT_KIB);
+}
+
+/// A signed entry with a ~4 KB path naming 17 000 distinct artifacts in order: a report
+/// listing each artifact's entries would hold (4 KB + 32) × 17 000 > 64 MiB, more than
+/// any bundle makes, so it is refused.
+#[test]
+fn more_artifact_references_than_any_bundle_makes_are_refused() {
+    const ARTIFACTS: usize = 17_000;
+    let path = format!("files/h/{}", "x".repeat(3990));
+    assert!(
+        (path.len() + 32) * ARTIFACTS > MAX_INDEX_BYTES as usize,
+        "not over the bound"
+    );
+    let site = Site::new();
+    let manifest = manifest_bytes("references");
+    let mut index = index_of("references", "1.0.0", &manifest, &[]);
+    index.artifacts = (0..ARTIFACTS)
+        .map(|i| Artifact {
+            kind: EntryKind::File,
+            source: format!("http://h/a{i}"),
+            dest: format!("files/h/a{i}"),
+            sha256: None,
+            size: 0,
+        })
+        .collect();
+    index.entries.push(IndexEntry {
+        path,
+        size: 0,
+        sha256: Sha256Digest::of_bytes(b""),
+        kind: EntryKind::File,
+        artifacts: (0..ARTIFACTS).collect(),
+    });
+    let json = index.to_canonical_json();
+    let bundle = site.bundle("references.bundle.tar.zst", &json, &manifest, &[]);
+    expect_refused_index(
+        &site,
+        &bundle,
+        "too-many-refs",
+        &["verification failed", "more artifact references"],
+        RSS_LIMIT_KIB,
+    );
+}
+
+/// `zstd -dc IN | zstd ARGS… -o OUT` with stock zstd (reading a pipe, so the size of the
+/// input is unknown and zstd keeps the window it was asked for).
+fn recompress_with_stock_zstd(input: &Path, out: &Path, args: &[&str]) {
+    require_tool("zstd");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(r#"in="$1" out="$2" && shift 2 && zstd -q -dc -- "$in" | zstd -q -f "$@" -o "$out""#)
+        .arg("sh")
+        .arg(input)
+        .arg(out)
+        .args(args)
+        .status()
+        .expect("spawn sh");
+    assert!(status.success(), "zstd {args:?} failed: {status}");
+}
+
+/// The window a zstd frame header asks for, as a log2 (`None` for a single-segment frame,
+/// which has no window descriptor).
+fn window_log(frame: &[u8]) -> Option<u32> {
+    assert_eq!(frame[..4], [0x28, 0xb5, 0x2f, 0xfd], "not a zstd frame");
+    let single_segment = frame[4] & 0x20 != 0;
+    (!single_segment).then(|| 10 + u32::from(frame[5] >> 3))
+}
+
+/// A genuine (hand-built, signed) bundle recompressed by stock `zstd --ultra -22
+/// --long=27`, without a seek table: its frame asks for a 128 MiB window, which the
+/// decoder would allocate before anything is checked; verify refuses it by the frame
+/// header, naming the window, under 100 MiB. The same bundle recompressed by `zstd -19`
+/// (an 8 MiB window) still verifies.
+#[test]
+fn a_zstd_window_over_the_cap_is_refused_by_its_header() {
+    let site = Site::new();
+    let content = small_content();
+    let manifest = manifest_bytes("window");
+    let json = index_of("window", "1.0.0", &manifest, &content).to_canonical_json();
+    let genuine = site.bundle("window.bundle.tar.zst", &json, &manifest, &content);
+    let long = site.ws.path("long.bundle.tar.zst");
+    recompress_with_stock_zstd(&genuine, &long, &["--ultra", "-22", "--long=27"]);
+    let header = fs::read(&long).unwrap();
+    assert_eq!(
+        window_log(&header),
+        Some(27),
+        "stock zstd did not ask for a 128 MiB window"
+    );
+    let plain = site.ws.path("plain.bundle.tar.zst");
+    recompress_with_stock_zstd(&genuine, &plain, &["-19"]);
+
+    let scratch = site.ws.mkdir("runs");
+    let deadline = Duration::from_secs(60);
+    let mut failures = Failures::default();
+    let refused = Expect {
+        max_rss_kib: Some(RSS_LIMIT_KIB),
+        ..Expect::plain(3, &["window"])
+    };
+    let args = verify_args(&long, &site.pubkey);
+    failures.measure(&scratch, "verify long-window", &args, deadline, &refused);
+    let verified = Expect::plain(0, &["OK: window 1.0.0"]);
+    let args = verify_args(&plain, &site.pubkey);
+    failures.measure(&scratch, "verify zstd-19", &args, deadline, &verified);
     failures.assert_none();
 }

@@ -7,10 +7,11 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::install::*;
 use common::*;
@@ -501,5 +502,53 @@ fn reinstall_over_an_existing_file_replaces_it() {
         0o644
     );
     assert!(web.join(".bundle/replace-1.0.0.json").is_file());
+    assert_no_staging(&web);
+}
+
+// ---------------------------------------------------------------------------
+// Special files among the receipts
+// ---------------------------------------------------------------------------
+
+/// A FIFO planted among the receipts (`.bundle/aaa-1.json`, read before the bundle's own
+/// when the variables are rebuilt from every receipt): install neither blocks on it nor
+/// touches it, and installs the files (it would hang forever before the fix).
+#[test]
+fn a_fifo_among_the_receipts_neither_blocks_install_nor_is_touched() {
+    let ws = Workspace::new();
+    let built = small_bundle(&ws, "b", "fifo", 700);
+    let web = ws.mkdir("web");
+    let fifo = ws.mkdir("web/.bundle").join("aaa-1.json");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path this test owns.
+    let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) };
+    assert_eq!(rc, 0, "mkfifo {}", fifo.display());
+
+    let args = install_args(&built.bundle, &built.pubkey, &web);
+    let result = run_bundle_with_deadline(ws.root(), &args, &[], Duration::from_secs(30));
+    let Some(run) = result.run else {
+        panic!(
+            "install still running after {:?} (blocked opening the FIFO); killed it\n--- stderr so far ---\n{}",
+            result.elapsed, result.stderr
+        );
+    };
+    run.assert_ok()
+        .assert_stderr_contains("installed fifo 1.0.0: 4 files written");
+    assert!(
+        result.elapsed < Duration::from_secs(20),
+        "install took {:?}",
+        result.elapsed
+    );
+    for (dest, (_, sha, _)) in &built.files {
+        assert_eq!(sha256_file(web.join(dest)), *sha, "{dest}");
+    }
+    assert!(web.join(".bundle/fifo-1.0.0.json").is_file());
+    let ft = fs::symlink_metadata(&fifo)
+        .unwrap_or_else(|e| panic!("the FIFO is gone: {e}"))
+        .file_type();
+    assert!(
+        ft.is_fifo(),
+        "{} is no longer a FIFO: {ft:?}",
+        fifo.display()
+    );
     assert_no_staging(&web);
 }

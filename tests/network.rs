@@ -543,6 +543,9 @@ enum Reply {
     /// `200` headers announcing the whole body and its first `n` bytes, then nothing
     /// more (the connection stays open until the server is dropped).
     StallAfter(usize),
+    /// `206` with `Content-Range: bytes START-END/LEN` and those bytes, whatever the
+    /// request asked for (a broken proxy or cache).
+    Partial { start: usize, end: usize },
 }
 
 /// What the server currently serves: upstream can change between requests.
@@ -746,6 +749,20 @@ fn serve_one(
                 .and_then(|_| stream.flush()),
             true,
         ),
+        Reply::Partial { start, end } => (
+            206,
+            stream
+                .write_all(
+                    format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{}\r\n{validators}Connection: close\r\n\r\n",
+                        end + 1 - start,
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .and_then(|_| stream.write_all(&body[start..=end])),
+            false,
+        ),
         Reply::Serve => match range {
             Some(from) if from < body.len() && if_range_holds => (
                 206,
@@ -816,6 +833,87 @@ fn an_interrupted_transfer_is_resumed_on_the_retry() {
         "the resumed request must carry If-Range with the ETag of the interrupted response: {seen:?}"
     );
     assert_eq!(seen[1].status, 206, "{seen:?}");
+}
+
+/// A resume answered by a `206` that is not exactly the rest of the file (its range starts
+/// elsewhere, or ends short of the end) is not spliced onto the partial download: the
+/// retry after it fetches the file whole, and the lock pins the whole file.
+#[test]
+fn a_206_that_is_not_the_rest_of_the_file_is_not_spliced() {
+    const LEN: usize = 102_400;
+    const CUT: usize = 50_000;
+    // As the attack's server: bytes 0..=255 over and over.
+    let data: Vec<u8> = (0..LEN).map(|i| i as u8).collect();
+    let cases = [
+        (
+            "wrong start",
+            Reply::Partial {
+                start: 0,
+                end: CUT - 1,
+            },
+        ),
+        (
+            "short end",
+            Reply::Partial {
+                start: CUT,
+                end: 59_999,
+            },
+        ),
+    ];
+    for (how, wrong) in cases {
+        let ws = Workspace::new();
+        let script = vec![Reply::CutAfter(CUT), wrong, Reply::Serve];
+        // Two attempts: the cut transfer, then the resume that gets the wrong 206.
+        let server = ScriptedServer::start_with_etag(data.clone(), "\"v1\"", script.clone());
+        let url = server.url("files/half.bin");
+        ws.write("m1.yaml", manifest(NAME, std::slice::from_ref(&url), ""));
+        lock(
+            &ws,
+            "m1.yaml",
+            "m1.lock.yaml",
+            "cache1",
+            &["--retries", "1"],
+        )
+        .assert_code(1)
+        .assert_stderr_contains(&url)
+        .assert_stderr_contains("not the rest of the file")
+        .assert_stderr_contains("gave up after 2 attempts");
+        assert!(!ws.path("m1.lock.yaml").exists(), "{how}");
+
+        // Three attempts: the third starts over and gets the whole file.
+        let server = ScriptedServer::start_with_etag(data.clone(), "\"v1\"", script);
+        let url = server.url("files/half.bin");
+        ws.write("m2.yaml", manifest(NAME, std::slice::from_ref(&url), ""));
+        let run = lock(
+            &ws,
+            "m2.yaml",
+            "m2.lock.yaml",
+            "cache2",
+            &["--retries", "2"],
+        );
+        let seen = server.seen();
+        run.assert_ok();
+        let files = locked_files(&ws.path("m2.lock.yaml"));
+        assert_eq!(
+            (files[0].1.as_str(), files[0].2),
+            (sha256_bytes(&data).as_str(), LEN as u64),
+            "{how}: the lock must pin the whole {LEN}-byte file, not what the 206 spliced in\n{seen:?}\n{run:?}"
+        );
+        let asked: Vec<(Option<usize>, Option<&str>, u16)> = seen
+            .iter()
+            .map(|s| (s.range, s.if_range.as_deref(), s.status))
+            .collect();
+        assert_eq!(
+            asked,
+            vec![
+                (None, None, 200),
+                (Some(CUT), Some("\"v1\""), 206),
+                (None, None, 200),
+            ],
+            "{how}: cut, a resume with Range and If-Range answered by the wrong 206, then the \
+             whole file from the start\n{run:?}"
+        );
+    }
 }
 
 #[test]
@@ -1017,49 +1115,6 @@ fn a_resume_uses_last_modified_when_there_is_no_etag() {
 // Nothing hangs: --timeout (SPEC §5)
 // ---------------------------------------------------------------------------
 
-/// Runs `bundle args` in the workspace, killing it (by its own handle) if it has not
-/// finished within `deadline`. `None` when it had to be killed; also the time it took.
-fn run_with_deadline(
-    ws: &Workspace,
-    args: &[&str],
-    deadline: Duration,
-) -> (Option<Run>, Duration, String) {
-    use std::process::{Command, Stdio};
-    let out = ws.path("deadline.stdout");
-    let err = ws.path("deadline.stderr");
-    let mut child = Command::new(bundle_bin())
-        .args(args)
-        .current_dir(ws.root())
-        .env("NO_COLOR", "1")
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        .spawn()
-        .expect("spawn bundle");
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if start.elapsed() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let elapsed = start.elapsed();
-    let stdout = fs::read_to_string(&out).unwrap_or_default();
-    let stderr = fs::read_to_string(&err).unwrap_or_default();
-    let run = status.map(|s| Run {
-        code: s.code().unwrap_or(-1),
-        stdout,
-        stderr: stderr.clone(),
-    });
-    (run, elapsed, stderr)
-}
-
 /// A stalled transfer, two ways: no answer at all, and headers plus half the body.
 fn stall_scripts(len: usize) -> [(&'static str, Vec<Reply>); 2] {
     [
@@ -1072,13 +1127,12 @@ fn stall_scripts(len: usize) -> [(&'static str, Vec<Reply>); 2] {
 }
 
 #[track_caller]
-fn assert_timed_out(
-    what: &str,
-    result: (Option<Run>, Duration, String),
-    url: &str,
-    server: &ScriptedServer,
-) {
-    let (run, elapsed, stderr) = result;
+fn assert_timed_out(what: &str, result: Deadlined, url: &str, server: &ScriptedServer) {
+    let Deadlined {
+        run,
+        elapsed,
+        stderr,
+    } = result;
     let Some(run) = run else {
         panic!(
             "{what}: still running after {elapsed:?}; killed it (it hangs instead of \
@@ -1111,8 +1165,8 @@ fn lock_gives_up_on_a_stalled_server_after_the_timeout() {
         let m = format!("m{i}.yaml");
         let out = format!("m{i}.lock.yaml");
         ws.write(&m, manifest(NAME, std::slice::from_ref(&url), ""));
-        let result = run_with_deadline(
-            &ws,
+        let result = run_bundle_with_deadline(
+            ws.root(),
             &[
                 "lock",
                 &m,
@@ -1125,6 +1179,7 @@ fn lock_gives_up_on_a_stalled_server_after_the_timeout() {
                 "--retries",
                 "1",
             ],
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
             Duration::from_secs(20),
         );
         assert_timed_out(&format!("lock, server {how}"), result, &url, &server);
@@ -1143,8 +1198,8 @@ fn create_gives_up_on_a_stalled_server_after_the_timeout() {
         let url = server.url("stall/tool.bin");
         let l = format!("l{i}.yaml");
         ws.write(&l, locked_manifest(NAME, &[(url.clone(), data.as_slice())]));
-        let result = run_with_deadline(
-            &ws,
+        let result = run_bundle_with_deadline(
+            ws.root(),
             &[
                 "create",
                 &l,
@@ -1159,6 +1214,7 @@ fn create_gives_up_on_a_stalled_server_after_the_timeout() {
                 "--retries",
                 "1",
             ],
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
             Duration::from_secs(20),
         );
         assert_timed_out(&format!("create, server {how}"), result, &url, &server);

@@ -91,16 +91,20 @@ impl Index {
             .map_err(|e| Error::Verify(format!("{INDEX_PATH} is not a bundle index: {e}")))?;
         if version.format != FORMAT_VERSION {
             return Err(Error::Usage(format!(
-                "bundle format version {} is not supported by this tool (it reads version {FORMAT_VERSION})\nhint: use the airgap-bundle release that made the bundle, or a newer one",
+                "bundle format version {} is not supported by this tool (it reads version {FORMAT_VERSION})",
                 version.format
-            )));
+            ))
+            .with_hint("use the airgap-bundle release that made the bundle, or a newer one"));
         }
         let index: Index = serde_json::from_slice(bytes).map_err(|e| {
             if let Some(kind) = unknown_kind(bytes) {
                 return Error::Usage(format!(
                     "this bundle has entries of kind `{kind}`, which this version of airgap-bundle \
-                     does not know\nhint: a newer `bundle` is needed to read it (the bundle itself is not damaged)"
-                ));
+                     does not know"
+                ))
+                .with_hint(
+                    "a newer `bundle` is needed to read it (the bundle itself is not damaged)",
+                );
             }
             Error::Verify(format!("{INDEX_PATH} is not a valid version-1 index: {e}"))
         })?;

@@ -277,9 +277,9 @@ fn read_err(e: io::Error) -> Error {
 
 /// Reads the two leading entries (index and its signature) from the tar stream.
 fn read_head(entries: &mut TarEntries<'_>, budget: &Budget) -> Result<UnverifiedHead> {
-    let pre = |e: Error| match e {
-        Error::Verify(m) => Error::Verify(format!("before the signature was checked: {m}")),
-        other => other,
+    let pre = |e: Error| match e.exit_code() {
+        3 => e.map_message(|m| format!("before the signature was checked: {m}")),
+        _ => e,
     };
     let index_bytes =
         read_small_entry(entries, budget, INDEX_PATH, MAX_INDEX_BYTES).map_err(pre)?;

@@ -95,14 +95,7 @@ fn read_key_file(path: &Path, what: &str) -> Result<Vec<u8>> {
                 path.display()
             )));
         }
-        other => other.at(
-            if what == "public key" {
-                "cannot read public key"
-            } else {
-                "cannot read secret key"
-            },
-            path,
-        )?,
+        other => other.at("cannot read key file", path)?,
     };
     let mut bytes = Vec::new();
     file.take(LIMIT + 1)
@@ -210,9 +203,8 @@ impl SecretKey {
         let zero_ok = !encrypted && checksum.iter().all(|&b| b == 0);
         if checksum != expected.as_slice() && !zero_ok {
             return Err(if encrypted {
-                Error::Usage(format!(
-                    "{shown}: wrong password for this secret key\nhint: check BUNDLE_KEY_PASSWORD"
-                ))
+                Error::Usage(format!("{shown}: wrong password for this secret key"))
+                    .with_hint("check BUNDLE_KEY_PASSWORD")
             } else {
                 bad_key(&shown, "checksum mismatch (damaged key file)")
             });
@@ -419,9 +411,10 @@ impl Signature {
     fn check(&self, key: &PublicKey, signed: &[u8], what: &str) -> Result<()> {
         if self.key_id != key.key_id {
             return Err(Error::Verify(format!(
-                "{what} is signed by key {}, but the trusted public key is {}\nhint: check --pubkey; a bundle re-signed with another key is rejected",
+                "{what} is signed by key {}, but the trusted public key is {}",
                 self.key_id, key.key_id
-            )));
+            ))
+            .with_hint("check --pubkey; a bundle re-signed with another key is rejected"));
         }
         let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
         key.key.verify(signed, &sig).map_err(|_| {

@@ -42,10 +42,13 @@ impl BundleSource {
             && last >= volumes.len()
         {
             return Err(Error::Runtime(format!(
-                "volume {}.{:03} is missing (volumes up to .{last:03} are present)\nhint: copy the missing volume next to the others and run again; nothing was read",
+                "volume {}.{:03} is missing (volumes up to .{last:03} are present)",
                 path.display(),
                 volumes.len()
-            )));
+            ))
+            .with_hint(
+                "copy the missing volume next to the others and run again; nothing was read",
+            ));
         }
         if volumes.is_empty() {
             return Err(Error::Usage(format!(

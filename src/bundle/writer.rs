@@ -233,12 +233,13 @@ pub fn write_bundle(
         let (digest, n) = hashing.finish();
         if n != c.size || digest != c.sha256 {
             return Err(Error::Verify(format!(
-                "{}: cached copy {} changed: sha256 {digest} ({n} bytes), expected {} ({} bytes)\nhint: delete it from the cache and run create again",
+                "{}: cached copy {} changed: sha256 {digest} ({n} bytes), expected {} ({} bytes)",
                 c.origin,
                 c.local.display(),
                 c.sha256,
                 c.size
-            )));
+            ))
+            .with_hint("delete it from the cache and run create again"));
         }
     }
     let frames_out = tar.into_inner().map_err(write_err)?;

@@ -163,11 +163,12 @@ impl Fetcher {
         Err(Error::Network {
             url: d.from.to_string(),
             message: format!(
-                "{last} (gave up after {} attempt{})\nhint: check that the server is reachable, or set a `mirrors` entry",
+                "{last} (gave up after {} attempt{})",
                 self.retries + 1,
                 if self.retries == 0 { "" } else { "s" }
             ),
-        })
+        }
+        .with_hint("check that the server is reachable, or set a `mirrors` entry"))
     }
 
     fn finish(
@@ -189,9 +190,10 @@ impl Fetcher {
                 format!(" (fetched from {})", d.from)
             };
             return Err(Error::Verify(format!(
-                "{}{via}: sha256 mismatch: the lock pins {expected}, the download is {sha256} ({size} bytes)\nhint: the upstream file changed (check it, then run `bundle lock` again), or an interrupted download in the cache was stale (it was removed: run create again)",
+                "{}{via}: sha256 mismatch: the lock pins {expected}, the download is {sha256} ({size} bytes)",
                 d.canonical
-            )));
+            ))
+            .with_hint("the upstream file changed: check it, then run `bundle lock` again"));
         }
         let path = self.cache.commit(partial, &sha256)?;
         Ok(Fetched {
@@ -290,12 +292,13 @@ impl Fetcher {
                 return Err(Attempt::Retry(format!("HTTP {s}")));
             }
             s => {
-                return Err(fatal(Error::Network {
-                    url: d.from.to_string(),
-                    message: format!(
-                        "HTTP {s}\nhint: check the URL in the manifest (and its `mirrors` entry)"
-                    ),
-                }));
+                return Err(fatal(
+                    Error::Network {
+                        url: d.from.to_string(),
+                        message: format!("HTTP {s}"),
+                    }
+                    .with_hint("check the URL in the manifest (and its `mirrors` entry)"),
+                ));
             }
         };
         let start = if resumed { have } else { 0 };

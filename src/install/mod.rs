@@ -68,13 +68,17 @@ fn open_and_lock(web_root: &std::path::Path) -> Result<RootDir> {
     match root.try_lock() {
         Ok(true) => Ok(root),
         Ok(false) => Err(Error::Runtime(format!(
-            "another install is running on {}\nhint: wait for it to finish",
+            "another install is running on {}",
             root.path().display()
-        ))),
+        ))
+        .with_hint("wait for it to finish")),
         Err(e) => Err(Error::Runtime(format!(
-            "cannot lock the web root {} against other installs: {e}\nhint: the filesystem must support flock(2); use a local filesystem for the web root",
+            "cannot lock the web root {} against other installs: {e}",
             root.path().display()
-        ))),
+        ))
+        .with_hint(
+            "the filesystem must support flock(2); use a local filesystem for the web root",
+        )),
     }
 }
 

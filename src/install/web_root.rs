@@ -72,9 +72,12 @@ pub fn open(web_root: &Path) -> Result<RootDir> {
     match std::fs::metadata(web_root) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Error::Usage(format!(
-                "--web-root {}: no such directory\nhint: create it, or point at the web server's document root (e.g. /var/www/html)",
+                "--web-root {}: no such directory",
                 web_root.display()
-            )));
+            ))
+            .with_hint(
+                "create it, or point at the web server's document root (e.g. /var/www/html)",
+            ));
         }
         Ok(m) if !m.is_dir() => {
             return Err(Error::Usage(format!(
@@ -142,23 +145,31 @@ pub fn preflight(root: &RootDir, index: &Index, generated: &[&str]) -> Result<Pr
             } else {
                 root.path().join(&deepest)
             };
-            return Err(Error::Runtime(format!(
-                "{} is not writable\nhint: run as a user that may write the web root, and check that its filesystem is not mounted read-only; nothing was written",
-                shown.display()
-            )));
+            return Err(Error::Runtime(format!("{} is not writable", shown.display())).with_hint(
+                "run as a user that may write the web root, and check that its filesystem is not mounted read-only; nothing was written",
+            ));
         }
     }
+    // The receipt lists every file (path, sha256, size, status: well under 256 bytes each
+    // plus the path) and the variables file is small.
+    let generated_bytes: u64 = index
+        .entries
+        .iter()
+        .filter(|e| is_web_entry(e))
+        .map(|e| 256 + e.path.len() as u64)
+        .sum::<u64>()
+        + (64 << 10);
+    let extra = generated_bytes.saturating_add(SPACE_SLACK);
     let free = root
         .free_bytes()
         .map_err(|e| Error::io("cannot check free space on", root.path(), e))?;
-    if found.needed.saturating_add(SPACE_SLACK) > free {
+    if found.needed.saturating_add(extra) > free {
         return Err(Error::Runtime(format!(
-            "not enough space on the web root {}: the install needs {} bytes (plus {} slack), {} are free\nhint: free space or choose another --web-root; nothing was written",
+            "not enough space on the web root {}: the install needs {} bytes (plus {extra} for the receipt, the variables and slack), {free} are free",
             root.path().display(),
             found.needed,
-            SPACE_SLACK,
-            free
-        )));
+        ))
+        .with_hint("free space or choose another --web-root; nothing was written"));
     }
     Ok(found)
 }
@@ -219,9 +230,10 @@ impl WebRootSink {
                 }
                 Err(e) => {
                     return Err(Error::Runtime(format!(
-                        "cannot write to the web root {}: {e}\nhint: check permissions and that the filesystem is mounted read-write",
+                        "cannot write to the web root {}: {e}",
                         root.path().display()
-                    )));
+                    ))
+                    .with_hint("check permissions and that the filesystem is mounted read-write"));
                 }
             }
         };
@@ -297,17 +309,20 @@ impl WebRootSink {
                 .create_dir(parent, &mut journal.created_dirs)
                 .map_err(|e| e.into_error(self.root.path(), ROLE))?;
             let aside = aside_name(staged);
-            let how = rename_into_place(self.staging.as_fd(), staged, dir, name, &aside).map_err(|e| {
-                let hint = if e.kind() == io::ErrorKind::StorageFull {
-                    "the filesystem is full; free space and run install again"
-                } else {
-                    "fix the cause and run install again"
-                };
-                Error::Runtime(format!(
-                    "cannot move {} into place: {e}\nhint: the web root was left as it was; {hint}",
-                    self.root.path().join(&p.path).display()
-                ))
-            })?;
+            let how = rename_into_place(self.staging.as_fd(), staged, dir, name, &aside).map_err(
+                |e| {
+                    let hint = if e.kind() == io::ErrorKind::StorageFull {
+                        "the filesystem is full; free space and run install again"
+                    } else {
+                        "fix the cause and run install again"
+                    };
+                    Error::Runtime(format!(
+                        "cannot move {} into place: {e}",
+                        self.root.path().join(&p.path).display()
+                    ))
+                    .with_hint(format!("the web root was left as it was; {hint}"))
+                },
+            )?;
             journal.moved.push((staged.clone(), p.path.clone(), how));
         }
         Ok(())
@@ -362,10 +377,9 @@ fn with_rollback_report(e: Error, failed: &[String]) -> Error {
     if failed.is_empty() {
         return e;
     }
-    Error::Runtime(format!(
-        "{e}\nthe rollback could not restore: {}\nhint: check these paths by hand before running install again",
-        failed.join("; ")
-    ))
+    let report = format!("the rollback could not restore: {}", failed.join("; "));
+    e.map_message(|m| format!("{m}\n{report}"))
+        .with_hint("check these paths by hand before running install again")
 }
 
 /// Where a replaced file waits in staging on a filesystem that cannot exchange.
@@ -413,22 +427,27 @@ impl EntrySink for WebRootSink {
 /// A failed `syncfs`: the data may not be on the disk, so the install did not happen.
 fn sync_error(web_root: &Path, what: &str, e: io::Error) -> Error {
     Error::Runtime(format!(
-        "cannot sync {what} on the web root {}: {e}\nhint: the filesystem could not write the data out (a failing or full disk: check `dmesg`); \
-         nothing was installed under a final name, and the next install removes what was staged",
+        "cannot sync {what} on the web root {}: {e}",
         web_root.display()
     ))
+    .with_hint(
+        "the filesystem could not write the data out (a failing or full disk: check `dmesg`); \
+         nothing was installed under a final name, and the next install removes what was staged",
+    )
 }
 
 fn disk_error(web_root: &Path, what: &str, e: io::Error) -> Error {
-    let hint = if e.kind() == io::ErrorKind::StorageFull {
-        "\nhint: the web root's filesystem is full; free space and run install again (nothing was installed)"
-    } else {
-        ""
-    };
-    Error::Runtime(format!(
-        "cannot write {what} on {}: {e}{hint}",
+    let error = Error::Runtime(format!(
+        "cannot write {what} on {}: {e}",
         web_root.display()
-    ))
+    ));
+    if e.kind() == io::ErrorKind::StorageFull {
+        error.with_hint(
+            "the web root's filesystem is full; free space and run install again (nothing was installed)",
+        )
+    } else {
+        error
+    }
 }
 
 fn random_u32() -> u32 {

@@ -250,6 +250,62 @@ fn run_bundle_impl<S: AsRef<OsStr>>(cwd: Option<&Path>, args: &[S], envs: &[(&st
     }
 }
 
+/// A run of `bundle` under a deadline: `run` is `None` when it had to be killed.
+pub struct Deadlined {
+    pub run: Option<Run>,
+    pub elapsed: Duration,
+    /// What it wrote to stderr (also when it was killed).
+    pub stderr: String,
+}
+
+/// Runs `bundle args...` in `cwd` (stdin closed, `NO_COLOR=1` plus `envs`, output kept in
+/// `cwd/deadline.{stdout,stderr}`), killing it by its own handle if it has not finished
+/// within `deadline`.
+pub fn run_bundle_with_deadline<S: AsRef<OsStr>>(
+    cwd: &Path,
+    args: &[S],
+    envs: &[(&str, &str)],
+    deadline: Duration,
+) -> Deadlined {
+    let out = cwd.join("deadline.stdout");
+    let err = cwd.join("deadline.stderr");
+    let mut cmd = Command::new(bundle_bin());
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).expect("create deadline.stdout"))
+        .stderr(fs::File::create(&err).expect("create deadline.stderr"));
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn bundle");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if start.elapsed() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        sleep(Duration::from_millis(50));
+    };
+    let elapsed = start.elapsed();
+    let stdout = fs::read_to_string(&out).unwrap_or_default();
+    let stderr = fs::read_to_string(&err).unwrap_or_default();
+    Deadlined {
+        run: status.map(|s| Run {
+            code: s.code().unwrap_or(-1),
+            stdout,
+            stderr: stderr.clone(),
+        }),
+        elapsed,
+        stderr,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Files
 // ---------------------------------------------------------------------------
