@@ -30,20 +30,7 @@ fn offline_bundle(ws: &Workspace, name: &str, files: &[(&str, Vec<u8>)]) -> Path
     }
     let lock = ws.write(format!("{name}.lock.yaml"), manifest);
     let bundle = ws.path(format!("{name}.bundle.tar.zst"));
-    run_bundle(
-        &[
-            "create".as_ref(),
-            lock.as_os_str(),
-            "-o".as_ref(),
-            bundle.as_os_str(),
-            "--key".as_ref(),
-            ws.path("site.key").as_os_str(),
-            "--cache".as_ref(),
-            ws.path("cache").as_os_str(),
-        ],
-        &[],
-    )
-    .assert_ok();
+    create_from_cache(&lock, &bundle, &ws.path("site.key"), &ws.path("cache")).assert_ok();
     bundle
 }
 
@@ -189,19 +176,7 @@ fn a_failed_sync_at_create_leaves_no_bundle_and_no_signature() {
         )
     };
     let create = |lock: &Path, out: &Path| {
-        run_bundle(
-            &[
-                "create".as_ref(),
-                lock.as_os_str(),
-                "-o".as_ref(),
-                out.as_os_str(),
-                "--key".as_ref(),
-                ws.path("site.key").as_os_str(),
-                "--cache".as_ref(),
-                ws.path("cache").as_os_str(),
-            ],
-            &[],
-        )
+        create_from_cache(lock, out, &ws.path("site.key"), &ws.path("cache"))
     };
     // A small good bundle first (it fits), then a big one to the same name (it does not).
     let out = disk.mount.join("x.bundle.tar.zst");

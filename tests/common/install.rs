@@ -10,7 +10,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{Apache, Run, Workspace, keygen, random_bytes, run_bundle, sha256_bytes, write_file};
+use super::{
+    Apache, Run, Workspace, create_from_cache, keygen, random_bytes, run_bundle, sha256_bytes,
+    write_file,
+};
 
 /// `chmod -R a+rX`-like: directories 0755, files 0644 (Apache runs as `nobody`).
 pub fn make_world_readable(path: &Path) {
@@ -121,20 +124,7 @@ pub fn make_bundle(
         &[],
     )
     .assert_ok();
-    run_bundle(
-        &[
-            "create".as_ref(),
-            lock.as_os_str(),
-            "-o".as_ref(),
-            bundle.as_os_str(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "--cache".as_ref(),
-            cache.as_os_str(),
-        ],
-        &[],
-    )
-    .assert_ok();
+    create_from_cache(&lock, &bundle, &key, &cache).assert_ok();
     drop(apache);
     Built {
         bundle,

@@ -205,6 +205,23 @@ pub fn run_bundle<S: AsRef<OsStr>>(args: &[S], envs: &[(&str, &str)]) -> Run {
     run_bundle_impl(None, args, envs)
 }
 
+/// `bundle create LOCK -o OUT --key KEY --cache CACHE`.
+pub fn create_from_cache(lock: &Path, out: &Path, key: &Path, cache: &Path) -> Run {
+    run_bundle(
+        &[
+            "create".as_ref(),
+            lock.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--key".as_ref(),
+            key.as_os_str(),
+            "--cache".as_ref(),
+            cache.as_os_str(),
+        ],
+        &[],
+    )
+}
+
 /// Like [`run_bundle`] but with working directory `cwd`.
 pub fn run_bundle_in<S: AsRef<OsStr>>(cwd: &Path, args: &[S], envs: &[(&str, &str)]) -> Run {
     run_bundle_impl(Some(cwd), args, envs)
