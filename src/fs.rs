@@ -45,18 +45,11 @@ impl WalkError {
                 "remove or rename `{}` and run install again; nothing was written",
                 root.join(&path).display()
             )),
-            WalkError::Io { path, source } => {
-                let hint = if source.kind() == io::ErrorKind::StorageFull {
-                    "the filesystem is full (or out of inodes); free space and run install again"
-                } else {
-                    "check permissions and that the filesystem is mounted read-write"
-                };
-                Error::Runtime(format!(
-                    "cannot use `{path}` below the {role} {}: {source}",
-                    root.display()
-                ))
-                .with_hint(hint)
-            }
+            WalkError::Io { path, source } => Error::Runtime(format!(
+                "cannot use `{path}` below the {role} {}: {source}",
+                root.display()
+            ))
+            .with_hint(disk_hint(&source)),
         }
     }
 }
@@ -138,7 +131,7 @@ pub fn create_file_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<
     Ok(File::from(fd))
 }
 
-/// How a rename into place went, so that [`undo_rename`] can reverse it.
+/// How a [`Move`] into place went, so that [`Move::undo`] can reverse it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Renamed {
     /// Nothing was at the destination.
@@ -154,92 +147,123 @@ fn exchange_unsupported(e: Errno) -> bool {
     e == Errno::INVAL || e == Errno::NOSYS || e == Errno::OPNOTSUPP
 }
 
-/// Moves `from` into `to` atomically. A regular file at `to` is swapped out (it ends up at
-/// `from`, so that a rollback can swap it back byte for byte without a hard link or a
-/// copy; where the filesystem cannot exchange, it is moved to `aside` first); anything
-/// else at `to` is refused, also when it appears there while this runs.
-pub fn rename_into_place(
-    from_dir: BorrowedFd<'_>,
-    from: &str,
-    to_dir: BorrowedFd<'_>,
-    to: &str,
-    aside: &str,
-) -> io::Result<Renamed> {
-    let refuse = |st: &Stat| {
-        io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("the destination {}", describe_blocker(kind_of(st))),
+/// One staged file and its destination: a step of a commit, and its undo.
+pub struct Move<'a> {
+    /// The staging directory and the staged file's name in it.
+    pub staging: BorrowedFd<'a>,
+    pub staged: &'a str,
+    /// The destination directory and the file's final name in it.
+    pub dir: BorrowedFd<'a>,
+    pub name: &'a str,
+}
+
+impl Move<'_> {
+    /// Where a replaced file waits in staging on a filesystem that cannot exchange.
+    fn aside(&self) -> String {
+        format!("previous-{}", self.staged)
+    }
+
+    /// Moves the staged file into place atomically. A regular file at the destination is
+    /// swapped out (it ends up at the staged name, so that a rollback can swap it back byte
+    /// for byte without a hard link or a copy; where the filesystem cannot exchange, it is
+    /// moved aside first); anything else there is refused, also when it appears there
+    /// while this runs.
+    pub fn into_place(&self) -> io::Result<Renamed> {
+        let (from_dir, from, to_dir, to) = (self.staging, self.staged, self.dir, self.name);
+        let refuse = |st: &Stat| {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("the destination {}", describe_blocker(kind_of(st))),
+            )
+        };
+        match stat_at(to_dir, to)? {
+            None => {
+                match rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)
+                {
+                    Ok(()) => Ok(Renamed::New),
+                    // No renameat2 flags here: the destination was absent a moment ago.
+                    Err(e) if exchange_unsupported(e) => {
+                        rustix::fs::renameat(from_dir, from, to_dir, to).map_err(errno_io)?;
+                        Ok(Renamed::New)
+                    }
+                    Err(e) => Err(errno_io(e)),
+                }
+            }
+            Some(st) if kind_of(&st) == FileType::RegularFile => {
+                match self.exchange() {
+                    Ok(()) => {
+                        // What came back must be the regular file seen above, not something
+                        // swapped in meanwhile: otherwise put everything back and refuse.
+                        match stat_at(from_dir, from)? {
+                            Some(back) if kind_of(&back) == FileType::RegularFile => {
+                                Ok(Renamed::Exchanged)
+                            }
+                            other => {
+                                self.exchange().map_err(errno_io)?;
+                                Err(other.map_or_else(
+                                    || io::Error::from(io::ErrorKind::NotFound),
+                                    |st| refuse(&st),
+                                ))
+                            }
+                        }
+                    }
+                    Err(e) if exchange_unsupported(e) => {
+                        let aside = self.aside();
+                        rustix::fs::renameat(to_dir, to, from_dir, &aside).map_err(errno_io)?;
+                        if let Err(e) = rustix::fs::renameat(from_dir, from, to_dir, to) {
+                            let _ = rustix::fs::renameat(from_dir, &aside, to_dir, to);
+                            return Err(errno_io(e));
+                        }
+                        Ok(Renamed::Aside)
+                    }
+                    Err(e) => Err(errno_io(e)),
+                }
+            }
+            Some(st) => Err(refuse(&st)),
+        }
+    }
+
+    /// Undoes [`Move::into_place`]: swaps a previous file back, or moves a new one out.
+    pub fn undo(&self, how: Renamed) -> io::Result<()> {
+        match how {
+            Renamed::New => rustix::fs::renameat(self.dir, self.name, self.staging, self.staged),
+            Renamed::Exchanged => self.exchange(),
+            Renamed::Aside => rustix::fs::renameat(self.staging, self.aside(), self.dir, self.name),
+        }
+        .map_err(errno_io)
+    }
+
+    fn exchange(&self) -> std::result::Result<(), Errno> {
+        rustix::fs::renameat_with(
+            self.staging,
+            self.staged,
+            self.dir,
+            self.name,
+            RenameFlags::EXCHANGE,
         )
-    };
-    match stat_at(to_dir, to)? {
-        None => {
-            match rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::NOREPLACE) {
-                Ok(()) => Ok(Renamed::New),
-                // No renameat2 flags here: the destination was absent a moment ago.
-                Err(e) if exchange_unsupported(e) => {
-                    rustix::fs::renameat(from_dir, from, to_dir, to).map_err(errno_io)?;
-                    Ok(Renamed::New)
-                }
-                Err(e) => Err(errno_io(e)),
-            }
-        }
-        Some(st) if kind_of(&st) == FileType::RegularFile => {
-            match rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::EXCHANGE) {
-                Ok(()) => {
-                    // What came back must be the regular file seen above, not something
-                    // swapped in meanwhile: otherwise put everything back and refuse.
-                    match stat_at(from_dir, from)? {
-                        Some(back) if kind_of(&back) == FileType::RegularFile => {
-                            Ok(Renamed::Exchanged)
-                        }
-                        other => {
-                            rustix::fs::renameat_with(
-                                from_dir,
-                                from,
-                                to_dir,
-                                to,
-                                RenameFlags::EXCHANGE,
-                            )
-                            .map_err(errno_io)?;
-                            Err(other.map_or_else(
-                                || io::Error::from(io::ErrorKind::NotFound),
-                                |st| refuse(&st),
-                            ))
-                        }
-                    }
-                }
-                Err(e) if exchange_unsupported(e) => {
-                    rustix::fs::renameat(to_dir, to, from_dir, aside).map_err(errno_io)?;
-                    if let Err(e) = rustix::fs::renameat(from_dir, from, to_dir, to) {
-                        let _ = rustix::fs::renameat(from_dir, aside, to_dir, to);
-                        return Err(errno_io(e));
-                    }
-                    Ok(Renamed::Aside)
-                }
-                Err(e) => Err(errno_io(e)),
-            }
-        }
-        Some(st) => Err(refuse(&st)),
     }
 }
 
-/// Undoes [`rename_into_place`]: swaps a previous file back, or moves a new one out.
-pub fn undo_rename(
-    from_dir: BorrowedFd<'_>,
-    from: &str,
-    to_dir: BorrowedFd<'_>,
-    to: &str,
-    aside: &str,
-    how: Renamed,
-) -> io::Result<()> {
-    match how {
-        Renamed::New => rustix::fs::renameat(to_dir, to, from_dir, from),
-        Renamed::Exchanged => {
-            rustix::fs::renameat_with(from_dir, from, to_dir, to, RenameFlags::EXCHANGE)
+/// The names in a directory, without `.` and `..`.
+fn names_in(dir: BorrowedFd<'_>) -> std::result::Result<Vec<String>, Errno> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(String::from_utf8_lossy(&name).into_owned());
         }
-        Renamed::Aside => rustix::fs::renameat(from_dir, aside, to_dir, to),
     }
-    .map_err(errno_io)
+    Ok(names)
+}
+
+/// What to do about a failed write below a destination: a full filesystem (or inodes run
+/// out) is the common cause worth naming.
+pub fn disk_hint(e: &io::Error) -> &'static str {
+    if e.kind() == io::ErrorKind::StorageFull {
+        "the filesystem is full (or out of inodes); free space and run install again"
+    } else {
+        "check permissions and that the filesystem is mounted read-write"
+    }
 }
 
 /// Removes `name` below `dir` and everything under it, never following a link (a link is
@@ -249,15 +273,7 @@ pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
         None => Ok(()),
         Some(st) if kind_of(&st) == FileType::Directory => {
             let sub = open_dir_at(dir, name).map_err(errno_io)?;
-            let mut children = Vec::new();
-            for entry in rustix::fs::Dir::read_from(&sub).map_err(errno_io)? {
-                let entry = entry.map_err(errno_io)?;
-                let child = entry.file_name().to_bytes();
-                if child != b"." && child != b".." {
-                    children.push(String::from_utf8_lossy(child).into_owned());
-                }
-            }
-            for child in children {
+            for child in names_in(sub.as_fd()).map_err(errno_io)? {
                 remove_tree_at(sub.as_fd(), &child)?;
             }
             rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(errno_io)
@@ -327,19 +343,10 @@ impl RootDir {
         let Some(dir) = cursor.existing_dir(rel)? else {
             return Ok(Vec::new());
         };
-        let io_err = |e: Errno| WalkError::Io {
+        let mut names = names_in(dir).map_err(|e| WalkError::Io {
             path: rel.to_string(),
             source: errno_io(e),
-        };
-        let mut names = Vec::new();
-        let mut entries = rustix::fs::Dir::read_from(dir).map_err(io_err)?;
-        for entry in entries.by_ref() {
-            let entry = entry.map_err(io_err)?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(String::from_utf8_lossy(name).into_owned());
-            }
-        }
+        })?;
         names.sort();
         Ok(names)
     }

@@ -204,19 +204,7 @@ impl Site {
         if let Some(parent) = out.parent() {
             fs::create_dir_all(parent).unwrap();
         }
-        let cache = self.path(cache_rel);
-        let mut args: Vec<&std::ffi::OsStr> = vec![
-            "create".as_ref(),
-            lock.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "--cache".as_ref(),
-            cache.as_os_str(),
-        ];
-        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
-        let run = run_bundle(&args, envs);
+        let run = create_from_cache(lock, &out, key, &self.path(cache_rel), extra, envs);
         (out, run)
     }
 

@@ -30,7 +30,15 @@ fn offline_bundle(ws: &Workspace, name: &str, files: &[(&str, Vec<u8>)]) -> Path
     }
     let lock = ws.write(format!("{name}.lock.yaml"), manifest);
     let bundle = ws.path(format!("{name}.bundle.tar.zst"));
-    create_from_cache(&lock, &bundle, &ws.path("site.key"), &ws.path("cache")).assert_ok();
+    create_from_cache(
+        &lock,
+        &bundle,
+        &ws.path("site.key"),
+        &ws.path("cache"),
+        &[],
+        &[],
+    )
+    .assert_ok();
     bundle
 }
 
@@ -176,7 +184,7 @@ fn a_failed_sync_at_create_leaves_no_bundle_and_no_signature() {
         )
     };
     let create = |lock: &Path, out: &Path| {
-        create_from_cache(lock, out, &ws.path("site.key"), &ws.path("cache"))
+        create_from_cache(lock, out, &ws.path("site.key"), &ws.path("cache"), &[], &[])
     };
     // A small good bundle first (it fits), then a big one to the same name (it does not).
     let out = disk.mount.join("x.bundle.tar.zst");

@@ -3,10 +3,10 @@
 //! [`EntrySink`] (verify discards, install stages). Nothing is trusted that the signed index
 //! does not name with its size and sha256.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::rc::Rc;
 
 use indicatif::ProgressBar;
 use sha2::{Digest as _, Sha256};
@@ -70,16 +70,6 @@ impl<'a> EntryReader<'a> {
         }
     }
 
-    /// The signed index entry these bytes must match.
-    pub fn entry(&self) -> &IndexEntry {
-        self.entry
-    }
-
-    /// Bytes delivered so far.
-    pub fn delivered(&self) -> u64 {
-        self.delivered
-    }
-
     /// The verification failure, once the bytes were found not to match.
     pub fn verification_failure(&self) -> Option<Error> {
         match &self.verdict {
@@ -101,7 +91,8 @@ impl<'a> EntryReader<'a> {
         out: &mut dyn Write,
         write_err: impl Fn(io::Error) -> Error,
     ) -> Result<()> {
-        let mut buf = vec![0u8; 256 * 1024];
+        // No bigger than the entry: a bundle of many small files allocates little.
+        let mut buf = vec![0u8; self.entry.size.clamp(1, 256 * 1024) as usize];
         loop {
             let n = self.read(&mut buf).map_err(|e| self.read_error(e))?;
             if n == 0 {
@@ -194,20 +185,21 @@ pub struct UnverifiedHead {
 /// claim; after it, by the signed sizes plus [`HEADER_BUDGET`] per entry.
 #[derive(Default)]
 struct Budget {
-    left: AtomicU64,
-    exhausted: AtomicBool,
+    left: Cell<u64>,
+    exhausted: Cell<bool>,
 }
 
 impl Budget {
     fn set(&self, bytes: u64) {
-        self.left.store(bytes, Ordering::Relaxed);
+        self.left.set(bytes);
     }
 }
 
-/// The decoded tar stream, metered by a [`Budget`].
+/// The decoded tar stream, metered by a [`Budget`] shared with the code driving the tar
+/// reader (which owns this stream).
 struct Metered {
     inner: Box<dyn Read + Send>,
-    budget: Arc<Budget>,
+    budget: Rc<Budget>,
 }
 
 impl Read for Metered {
@@ -215,14 +207,14 @@ impl Read for Metered {
         if buf.is_empty() {
             return Ok(0);
         }
-        let left = self.budget.left.load(Ordering::Relaxed);
+        let left = self.budget.left.get();
         if left == 0 {
             // The end of the stream is fine; one more byte is over the budget.
             let mut probe = [0u8; 1];
             if self.inner.read(&mut probe)? == 0 {
                 return Ok(0);
             }
-            self.budget.exhausted.store(true, Ordering::Relaxed);
+            self.budget.exhausted.set(true);
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "tar headers larger than any bundle writes",
@@ -230,7 +222,7 @@ impl Read for Metered {
         }
         let want = left.min(buf.len() as u64) as usize;
         let n = self.inner.read(&mut buf[..want])?;
-        self.budget.left.fetch_sub(n as u64, Ordering::Relaxed);
+        self.budget.left.set(left - n as u64);
         Ok(n)
     }
 }
@@ -240,12 +232,12 @@ type TarEntries<'a> = tar::Entries<'a, Metered>;
 /// A tar archive over a bundle's decoded bytes, with the budget that meters it.
 struct MeteredArchive {
     archive: tar::Archive<Metered>,
-    budget: Arc<Budget>,
+    budget: Rc<Budget>,
 }
 
 impl MeteredArchive {
     fn new(decoded: Box<dyn Read + Send>) -> Self {
-        let budget = Arc::new(Budget::default());
+        let budget = Rc::new(Budget::default());
         // Before the signature: the headers of the index, then (see `read_small_entry`)
         // no more than its size allows.
         budget.set(HEADER_BUDGET);
@@ -261,7 +253,7 @@ impl MeteredArchive {
 
 /// Maps a read error, naming the budget when it was the budget that stopped the read.
 fn read_err_in(budget: &Budget, what: &str, e: io::Error) -> Error {
-    if budget.exhausted.load(Ordering::Relaxed) {
+    if budget.exhausted.get() {
         Error::Verify(format!(
             "{what}: more than {HEADER_BUDGET} bytes of tar headers (PAX records, long names, global headers) \
              around an entry, or more data than the signed index allows: a crafted bundle"
@@ -517,14 +509,14 @@ fn stream_entries(
 fn expect_only_padding(mut rest: Metered, budget: &Budget) -> Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = rest.read(&mut buf).map_err(|e| {
-            match budget.exhausted.load(Ordering::Relaxed) {
+        let n = rest
+            .read(&mut buf)
+            .map_err(|e| match budget.exhausted.get() {
                 true => Error::Verify(format!(
                     "more than {MAX_TRAILING_ZEROS} bytes of padding after the end of the archive"
                 )),
                 false => read_err(e),
-            }
-        })?;
+            })?;
         if n == 0 {
             return Ok(());
         }

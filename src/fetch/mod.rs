@@ -261,10 +261,7 @@ impl Fetcher {
                     true
                 }
                 _ => {
-                    file.set_len(0)
-                        .at("cannot truncate", partial)
-                        .map_err(fatal)?;
-                    let _ = std::fs::remove_file(&validator_path);
+                    forget_partial(&file, partial).map_err(fatal)?;
                     return Err(Attempt::Retry(format!(
                         "the server answered with a range that is not the rest of the file ({}); restarting",
                         response
@@ -277,9 +274,7 @@ impl Fetcher {
             },
             StatusCode::RANGE_NOT_SATISFIABLE if have > 0 => {
                 // Our partial file is complete or stale: start over without Range.
-                file.set_len(0)
-                    .at("cannot truncate", partial)
-                    .map_err(fatal)?;
+                forget_partial(&file, partial).map_err(fatal)?;
                 return Err(Attempt::Retry(
                     "server refused to resume; restarting".into(),
                 ));
@@ -303,21 +298,12 @@ impl Fetcher {
         };
         let start = if resumed { have } else { 0 };
         if !resumed {
-            file.set_len(0)
-                .at("cannot truncate", partial)
-                .map_err(fatal)?;
+            forget_partial(&file, partial).map_err(fatal)?;
             // Remember what this response was, so that a later resume asks for the rest of
             // the same file only.
-            match resume_validator(&response) {
-                Some(v) => crate::fs::write_atomically(&validator_path, v.as_bytes(), 0o644),
-                None => match std::fs::remove_file(&validator_path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        Err(Error::io("cannot remove", &validator_path, e))
-                    }
-                    _ => Ok(()),
-                },
+            if let Some(v) = resume_validator(&response) {
+                crate::fs::write_atomically(&validator_path, v.as_bytes(), 0o644).map_err(fatal)?;
             }
-            .map_err(fatal)?;
         }
         file.seek(SeekFrom::Start(start))
             .at("cannot write", partial)
@@ -475,6 +461,19 @@ fn seed_from_file<W: Write>(
         left -= n as u64;
     }
     Ok(())
+}
+
+/// Empties a partial download and forgets its validator, so the next attempt starts over.
+fn forget_partial(file: &File, partial: &Path) -> Result<()> {
+    file.set_len(0).at("cannot truncate", partial)?;
+    match std::fs::remove_file(Cache::validator_path(partial)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+            "cannot remove",
+            Cache::validator_path(partial),
+            e,
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// What `If-Range` may carry for this response: a strong ETag, else `Last-Modified`.

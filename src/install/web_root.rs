@@ -16,9 +16,8 @@ use crate::bundle::reader::{EntryReader, EntrySink};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fs::{
-    DirCursor, Renamed, RootDir, WalkError, create_file_at, describe_blocker, kind_of,
-    open_file_at, remove_tree_at, rename_into_place, split_parent, stat_at, sync_filesystem,
-    undo_rename,
+    DirCursor, Move, Renamed, RootDir, WalkError, create_file_at, describe_blocker, disk_hint,
+    kind_of, open_file_at, remove_tree_at, split_parent, stat_at, sync_filesystem,
 };
 
 /// Prefix of staging directories at the top of the web root.
@@ -308,21 +307,22 @@ impl WebRootSink {
                 .cursor
                 .create_dir(parent, &mut journal.created_dirs)
                 .map_err(|e| e.into_error(self.root.path(), ROLE))?;
-            let aside = aside_name(staged);
-            let how = rename_into_place(self.staging.as_fd(), staged, dir, name, &aside).map_err(
-                |e| {
-                    let hint = if e.kind() == io::ErrorKind::StorageFull {
-                        "the filesystem is full; free space and run install again"
-                    } else {
-                        "fix the cause and run install again"
-                    };
-                    Error::Runtime(format!(
-                        "cannot move {} into place: {e}",
-                        self.root.path().join(&p.path).display()
-                    ))
-                    .with_hint(format!("the web root was left as it was; {hint}"))
-                },
-            )?;
+            let step = Move {
+                staging: self.staging.as_fd(),
+                staged,
+                dir,
+                name,
+            };
+            let how = step.into_place().map_err(|e| {
+                Error::Runtime(format!(
+                    "cannot move {} into place: {e}",
+                    self.root.path().join(&p.path).display()
+                ))
+                .with_hint(format!(
+                    "the web root was left as it was; {}",
+                    disk_hint(&e)
+                ))
+            })?;
             journal.moved.push((staged.clone(), p.path.clone(), how));
         }
         Ok(())
@@ -346,9 +346,13 @@ impl Journal {
         for (staged, dest, how) in self.moved.into_iter().rev() {
             let (parent, name) = split_parent(&dest);
             let result = match cursor.existing_dir(parent) {
-                Ok(Some(dir)) => {
-                    undo_rename(staging, &staged, dir, name, &aside_name(&staged), how)
+                Ok(Some(dir)) => Move {
+                    staging,
+                    staged: &staged,
+                    dir,
+                    name,
                 }
+                .undo(how),
                 Ok(None) => Err(io::Error::from(io::ErrorKind::NotFound)),
                 Err(e) => Err(io::Error::other(format!("{e:?}"))),
             };
@@ -380,11 +384,6 @@ fn with_rollback_report(e: Error, failed: &[String]) -> Error {
     let report = format!("the rollback could not restore: {}", failed.join("; "));
     e.map_message(|m| format!("{m}\n{report}"))
         .with_hint("check these paths by hand before running install again")
-}
-
-/// Where a replaced file waits in staging on a filesystem that cannot exchange.
-fn aside_name(staged: &str) -> String {
-    format!("previous-{staged}")
 }
 
 impl Drop for WebRootSink {

@@ -124,7 +124,7 @@ pub fn make_bundle(
         &[],
     )
     .assert_ok();
-    create_from_cache(&lock, &bundle, &key, &cache).assert_ok();
+    create_from_cache(&lock, &bundle, &key, &cache, &[], &[]).assert_ok();
     drop(apache);
     Built {
         bundle,

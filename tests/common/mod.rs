@@ -205,21 +205,27 @@ pub fn run_bundle<S: AsRef<OsStr>>(args: &[S], envs: &[(&str, &str)]) -> Run {
     run_bundle_impl(None, args, envs)
 }
 
-/// `bundle create LOCK -o OUT --key KEY --cache CACHE`.
-pub fn create_from_cache(lock: &Path, out: &Path, key: &Path, cache: &Path) -> Run {
-    run_bundle(
-        &[
-            "create".as_ref(),
-            lock.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "--cache".as_ref(),
-            cache.as_os_str(),
-        ],
-        &[],
-    )
+/// `bundle create LOCK -o OUT --key KEY --cache CACHE extra…` with `envs`.
+pub fn create_from_cache(
+    lock: &Path,
+    out: &Path,
+    key: &Path,
+    cache: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Run {
+    let mut args: Vec<&OsStr> = vec![
+        "create".as_ref(),
+        lock.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--cache".as_ref(),
+        cache.as_os_str(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    run_bundle(&args, envs)
 }
 
 /// Like [`run_bundle`] but with working directory `cwd`.
