@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real components the integration tests and the demo run against:
 # apache2 (served on a private 127.0.0.1 port by each test), minisign, zstd,
-# tar, GNU time and coreutils. Idempotent: a re-run with everything present
+# tar, GNU time, coreutils, curl, openssl, and for images docker-registry (CNCF
+# distribution), skopeo and umoci. Idempotent: a re-run with everything present
 # does nothing but report, and never touches the package index.
 set -euo pipefail
 
@@ -16,10 +17,16 @@ declare -A wanted=(
     [tar]=tar
     [time]=/usr/bin/time
     [coreutils]=sha256sum
+    [curl]=curl
+    [openssl]=openssl
+    [docker-registry]=docker-registry
+    [skopeo]=skopeo
+    [umoci]=umoci
 )
 
 missing=()
-for pkg in apache2 apache2-utils minisign zstd tar time coreutils; do
+packages=(apache2 apache2-utils minisign zstd tar time coreutils curl openssl docker-registry skopeo umoci)
+for pkg in "${packages[@]}"; do
     cmd=${wanted[$pkg]}
     if command -v "$cmd" >/dev/null 2>&1 \
         && dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
@@ -47,9 +54,8 @@ fi
 
 echo "running: apt-get update"
 "${SUDO[@]}" apt-get update -qq
-echo "running: apt-get install -y --no-install-recommends apache2 apache2-utils minisign zstd tar time coreutils"
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends \
-    apache2 apache2-utils minisign zstd tar time coreutils
+echo "running: apt-get install -y --no-install-recommends ${missing[*]}"
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
 for pkg in "${missing[@]}"; do
     cmd=${wanted[$pkg]}

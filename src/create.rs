@@ -23,7 +23,7 @@ pub struct CreateOptions {
 fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<String>)> {
     let loaded = manifest::load(&options.locked)?;
     let m = &loaded.manifest;
-    m.require_supported()?;
+    m.require_supported(manifest::Stage::Create)?;
     let unpinned = m.unpinned_entries();
     if !unpinned.is_empty() {
         return Err(Error::Usage(format!(

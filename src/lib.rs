@@ -15,6 +15,7 @@ pub mod install;
 pub mod lock;
 pub mod manifest;
 pub mod progress;
+pub mod registry;
 pub mod timefmt;
 
 pub use error::{Error, Result};

@@ -14,6 +14,8 @@ use airgap_bundle::fs::write_atomically;
 use airgap_bundle::inspect::{human_bytes, inspect};
 use airgap_bundle::install::{InstallOptions, install};
 use airgap_bundle::progress::Reporter;
+use airgap_bundle::registry::RegistryClient;
+use airgap_bundle::registry::auth::Credentials;
 use airgap_bundle::{Error, Result, lock, manifest};
 use clap::{Args, Parser, Subcommand};
 
@@ -204,11 +206,19 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
         } => {
             let loaded = manifest::load(&manifest)?;
             let fetcher = Fetcher::new(&net.options())?;
-            let locked = lock::lock_manifest(&loaded, &fetcher, reporter)?;
+            // Auth files are read only when there is a registry to talk to.
+            let credentials = if loaded.manifest.images.is_empty() {
+                Credentials::default()
+            } else {
+                Credentials::from_auth_files()?
+            };
+            let registry = RegistryClient::new(&net.options(), net.plain_http, credentials)?;
+            let locked = lock::lock_manifest(&loaded, &fetcher, &registry, reporter)?;
             write_atomically(&output, locked.to_yaml()?.as_bytes(), 0o644)?;
             reporter.info(format!(
-                "locked {} files into {}",
+                "locked {} files and {} images into {}",
                 locked.files.len(),
+                locked.images.len(),
                 output.display()
             ));
             Ok(())

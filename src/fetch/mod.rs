@@ -84,30 +84,35 @@ enum Attempt {
     Fatal(Error),
 }
 
+/// The HTTP client every connected-side request goes through (downloads and registries):
+/// user agent, connect and stall timeouts, extra CA roots, proxies from the environment.
+pub fn http_client(options: &FetchOptions) -> Result<Client> {
+    let mut builder = Client::builder()
+        .user_agent(concat!("airgap-bundle/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(options.timeout.min(Duration::from_secs(15)))
+        // The blocking client applies this to the wait for the response headers and to
+        // every read of the body: a stall, not a slow transfer, trips it.
+        .timeout(options.timeout);
+    if let Some(ca) = &options.ca {
+        let pem = std::fs::read(ca).at("cannot read CA bundle", ca)?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            Error::Usage(format!(
+                "{}: not a PEM certificate bundle: {e}",
+                ca.display()
+            ))
+        })? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot set up the HTTP client: {e}")))
+}
+
 impl Fetcher {
     pub fn new(options: &FetchOptions) -> Result<Self> {
-        let mut builder = Client::builder()
-            .user_agent(concat!("airgap-bundle/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(options.timeout.min(Duration::from_secs(15)))
-            // The blocking client applies this to the wait for the response headers and to
-            // every read of the body: a stall, not a slow transfer, trips it.
-            .timeout(options.timeout);
-        if let Some(ca) = &options.ca {
-            let pem = std::fs::read(ca).at("cannot read CA bundle", ca)?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Usage(format!(
-                    "{}: not a PEM certificate bundle: {e}",
-                    ca.display()
-                ))
-            })? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| Error::Runtime(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Fetcher {
-            client,
+            client: http_client(options)?,
             cache: Cache::open(&options.cache_dir)?,
             retries: options.retries,
             jobs: options.jobs.max(1),
@@ -511,7 +516,7 @@ fn content_range(response: &reqwest::blocking::Response) -> Option<(u64, u64, u6
 }
 
 /// A reqwest error with its causes, the way an operator wants to read it.
-fn describe(e: &reqwest::Error) -> String {
+pub fn describe(e: &reqwest::Error) -> String {
     let mut msg = if e.is_connect() {
         "cannot connect".to_string()
     } else if e.is_timeout() {

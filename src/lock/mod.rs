@@ -2,21 +2,25 @@
 //! sha256 or digest). One resolver per artifact kind; the output is deterministic.
 
 pub mod files;
+pub mod images;
 
 use crate::error::Result;
 use crate::fetch::Fetcher;
-use crate::manifest::{LoadedManifest, Manifest};
+use crate::manifest::{LoadedManifest, Manifest, Stage};
 use crate::progress::Reporter;
+use crate::registry::RegistryClient;
 
 /// Pins every entry of the manifest, fetching what is not pinned yet.
 pub fn lock_manifest(
     loaded: &LoadedManifest,
     fetcher: &Fetcher,
+    registry: &RegistryClient,
     reporter: &Reporter,
 ) -> Result<Manifest> {
     let manifest = &loaded.manifest;
-    manifest.require_supported()?;
+    manifest.require_supported(Stage::Lock)?;
     let mut locked = manifest.clone();
     files::lock_files(&mut locked, fetcher, reporter)?;
+    images::lock_images(&mut locked, registry, reporter)?;
     Ok(locked)
 }

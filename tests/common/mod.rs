@@ -11,6 +11,7 @@
 
 pub mod install;
 pub mod net;
+pub mod registry;
 pub mod tamper;
 
 use std::collections::BTreeMap;

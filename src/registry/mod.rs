@@ -1,0 +1,375 @@
+//! A client for the OCI distribution API, shared by `lock`/`create` (pull) and `install`
+//! (push): anonymous, basic and Bearer-token auth (the `WWW-Authenticate` challenge flow,
+//! one token per repository scope), credentials from the auth files or an explicit login,
+//! TLS with the system roots plus `--ca`, or plain HTTP (`--plain-http`), retries with
+//! backoff and the stall timeout of [`crate::fetch`]. Everything a registry returns is
+//! checked against its digest before it is used.
+
+pub mod auth;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use serde::Deserialize;
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+use crate::fetch::{FetchOptions, describe, http_client};
+use crate::manifest::{ImageRef, Platform};
+use auth::{Challenge, Credentials};
+
+/// Manifest media types this tool carries (OCI and Docker v2 schema 2, single and lists).
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const ACCEPTED: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+/// No manifest or index is larger than this (distribution's own limit is 4 MiB).
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+/// A manifest or index as the registry served it, its bytes checked against its digest.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub digest: Sha256Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl FetchedManifest {
+    pub fn is_index(&self) -> bool {
+        self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
+    }
+
+    /// The platforms an index carries (empty for a single-platform manifest).
+    pub fn platforms(&self) -> Result<Vec<Platform>> {
+        #[derive(Deserialize)]
+        struct Index {
+            #[serde(default)]
+            manifests: Vec<Entry>,
+        }
+        #[derive(Deserialize)]
+        struct Entry {
+            platform: Option<PlatformSpec>,
+        }
+        #[derive(Deserialize)]
+        struct PlatformSpec {
+            os: String,
+            architecture: String,
+            #[serde(default)]
+            variant: Option<String>,
+        }
+        if !self.is_index() {
+            return Ok(Vec::new());
+        }
+        let index: Index = serde_json::from_slice(&self.bytes).map_err(|e| {
+            Error::Verify(format!(
+                "image index sha256:{} is malformed: {e}",
+                self.digest
+            ))
+        })?;
+        Ok(index
+            .manifests
+            .into_iter()
+            .filter_map(|m| m.platform)
+            .filter(|p| p.os != "unknown")
+            .map(|p| Platform {
+                os: p.os,
+                architecture: p.architecture,
+                variant: p.variant,
+            })
+            .collect())
+    }
+}
+
+/// Speaks the distribution API to any number of registries.
+pub struct RegistryClient {
+    http: Client,
+    plain_http: bool,
+    credentials: Credentials,
+    retries: u32,
+    /// Bearer tokens by (registry, scope).
+    tokens: Mutex<HashMap<(String, String), String>>,
+}
+
+/// What a request is for, so that a challenge can be answered for the right scope.
+struct Target<'a> {
+    registry: &'a str,
+    repository: &'a str,
+    url: String,
+}
+
+impl RegistryClient {
+    pub fn new(options: &FetchOptions, plain_http: bool, credentials: Credentials) -> Result<Self> {
+        Ok(RegistryClient {
+            http: http_client(options)?,
+            plain_http,
+            credentials,
+            retries: options.retries,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// `https://HOST` (or `http://` with `--plain-http`); Docker Hub's API lives on its own
+    /// host.
+    fn base(&self, registry: &str) -> String {
+        let host = if registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        let scheme = if self.plain_http { "http" } else { "https" };
+        format!("{scheme}://{host}")
+    }
+
+    /// The manifest (or index) `image` names: by its digest when it has one, else by its
+    /// tag. Its bytes are hashed: a registry that serves other bytes than the digest asked
+    /// for (or than its own `Docker-Content-Digest` says) is a verification failure.
+    pub fn manifest(&self, image: &ImageRef) -> Result<FetchedManifest> {
+        let reference = match (&image.digest, &image.tag) {
+            (Some(d), _) => format!("sha256:{d}"),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_string(),
+        };
+        let target = Target {
+            registry: &image.registry,
+            repository: &image.repository,
+            url: format!(
+                "{}/v2/{}/manifests/{reference}",
+                self.base(&image.registry),
+                image.repository
+            ),
+        };
+        let response = self.get(&target, &ACCEPTED.join(", "), image)?;
+        let media_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+            .unwrap_or_default();
+        let header_digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut bytes = Vec::new();
+        response
+            .take(MAX_MANIFEST_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| network(image, format!("reading the manifest: {e}")))?;
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(Error::Verify(format!(
+                "{image}: the registry sent a manifest over {MAX_MANIFEST_BYTES} bytes"
+            )));
+        }
+        let digest = Sha256Digest::of_bytes(&bytes);
+        let claimed = image
+            .digest
+            .map(|d| format!("sha256:{d}"))
+            .or(header_digest);
+        if let Some(claimed) = claimed
+            && claimed != format!("sha256:{digest}")
+        {
+            return Err(Error::Verify(format!(
+                "{image}: the registry served a manifest with digest sha256:{digest}, not {claimed}"
+            ))
+            .with_hint("the registry (or a proxy in between) is changing content; do not use it"));
+        }
+        if !ACCEPTED.contains(&media_type.as_str()) {
+            return Err(Error::Runtime(format!(
+                "{image}: manifest media type `{media_type}` is not supported (OCI and Docker v2 schema 2 manifests and indexes are)"
+            )));
+        }
+        Ok(FetchedManifest {
+            digest,
+            media_type,
+            bytes,
+        })
+    }
+
+    /// A GET with retries, answering an authentication challenge once.
+    fn get(&self, target: &Target<'_>, accept: &str, image: &ImageRef) -> Result<Response> {
+        let mut last = String::new();
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(250 << (attempt - 1).min(5)));
+            }
+            let response = match self.send_authorised(target, accept) {
+                Ok(r) => r,
+                Err(Retry::Again(why)) => {
+                    last = why;
+                    continue;
+                }
+                Err(Retry::Fatal(e)) => return Err(e),
+            };
+            let status = response.status();
+            match status {
+                s if s.is_success() => return Ok(response),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    return Err(Error::Runtime(format!(
+                        "{}: authentication failed for {image} (HTTP {status})",
+                        target.registry
+                    ))
+                    .with_hint(
+                        "check the login in the docker/podman auth file (or --registry-user and BUNDLE_REGISTRY_PASSWORD)",
+                    ));
+                }
+                StatusCode::NOT_FOUND => {
+                    return Err(
+                        network(image, "not found in the registry (HTTP 404)".to_string())
+                            .with_hint("check the image name, tag and digest in the manifest"),
+                    );
+                }
+                s if s.is_server_error()
+                    || s == StatusCode::TOO_MANY_REQUESTS
+                    || s == StatusCode::REQUEST_TIMEOUT =>
+                {
+                    last = format!("HTTP {s}");
+                }
+                s => return Err(network(image, format!("HTTP {s}"))),
+            }
+        }
+        Err(network(
+            image,
+            format!(
+                "{last} (gave up after {} attempt{})",
+                self.retries + 1,
+                if self.retries == 0 { "" } else { "s" }
+            ),
+        )
+        .with_hint(if self.plain_http {
+            "check that the registry is reachable"
+        } else {
+            "check that the registry is reachable; a registry that speaks plain HTTP needs --plain-http"
+        }))
+    }
+
+    /// Sends the request with what the registry asked for: nothing at first, then a
+    /// Bearer token for the repository's scope, or the registry's basic login.
+    fn send_authorised(&self, target: &Target<'_>, accept: &str) -> Result<Response, Retry> {
+        let key = (target.registry.to_string(), target.repository.to_string());
+        let token = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
+        let request = |auth: Option<&str>| -> RequestBuilder {
+            let r = self.http.get(&target.url).header(ACCEPT, accept);
+            match auth {
+                Some(a) => r.header(AUTHORIZATION, a),
+                None => r,
+            }
+        };
+        let first = send(request(token.as_deref()))?;
+        if first.status() != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        let challenge = first
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Challenge::parse);
+        let login = self.credentials.for_registry(target.registry);
+        let authorization = match challenge {
+            Some(Challenge::Basic) => match login {
+                Some(l) => basic(&l.username, &l.password),
+                None => return Ok(first),
+            },
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => {
+                let scope =
+                    scope.unwrap_or_else(|| format!("repository:{}:pull", target.repository));
+                let token = self.token(&realm, service.as_deref(), &scope, login)?;
+                if let Ok(mut tokens) = self.tokens.lock() {
+                    tokens.insert(key, token.clone());
+                }
+                format!("Bearer {token}")
+            }
+            None => return Ok(first),
+        };
+        send(request(Some(&authorization)))
+    }
+
+    /// A Bearer token from the registry's token service (with the login, if there is one).
+    fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        login: Option<&auth::Login>,
+    ) -> Result<String, Retry> {
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let mut request = self.http.get(realm).query(&[("scope", scope)]);
+        if let Some(service) = service {
+            request = request.query(&[("service", service)]);
+        }
+        if let Some(l) = login {
+            request = request.header(AUTHORIZATION, basic(&l.username, &l.password));
+        }
+        let response = send(request)?;
+        if response.status().is_server_error() {
+            return Err(Retry::Again(format!(
+                "token service {realm}: HTTP {}",
+                response.status()
+            )));
+        }
+        if !response.status().is_success() {
+            return Err(Retry::Fatal(
+                Error::Runtime(format!(
+                    "{realm}: authentication failed (token service answered HTTP {})",
+                    response.status()
+                ))
+                .with_hint("check the registry login in the docker/podman auth file"),
+            ));
+        }
+        let mut body = Vec::new();
+        response
+            .take(1 << 20)
+            .read_to_end(&mut body)
+            .map_err(|e| Retry::Again(format!("token service {realm}: {e}")))?;
+        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            Retry::Fatal(Error::Runtime(format!(
+                "{realm}: the token service did not answer with a token: {e}"
+            )))
+        })?;
+        parsed.token.or(parsed.access_token).ok_or_else(|| {
+            Retry::Fatal(Error::Runtime(format!(
+                "{realm}: the token service did not answer with a token"
+            )))
+        })
+    }
+}
+
+/// A failed request: worth retrying or not.
+enum Retry {
+    Again(String),
+    Fatal(Error),
+}
+
+fn send(request: RequestBuilder) -> Result<Response, Retry> {
+    request.send().map_err(|e| Retry::Again(describe(&e)))
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+fn network(image: &ImageRef, message: String) -> Error {
+    Error::Network {
+        url: image.to_string(),
+        message,
+    }
+}
