@@ -9,7 +9,7 @@ mod common;
 use std::fs;
 
 use base64::Engine as _;
-use common::registry::{Registry, build_image};
+use common::registry::{Registry, TokenServer, build_image};
 use common::*;
 
 /// The `ref` values of a lock's `images`, in order.
@@ -22,6 +22,20 @@ fn locked_refs(ws: &Workspace, lock: &str) -> Vec<String> {
         .iter()
         .map(|i| i["ref"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// `m.yaml` naming `HOST/test/app:v1` and `HOST/test/base:base`.
+fn write_app_and_base_manifest(ws: &Workspace, host: &str) {
+    ws.write(
+        "m.yaml",
+        images_manifest(
+            &[
+                format!("{host}/test/app:v1"),
+                format!("{host}/test/base:base"),
+            ],
+            "",
+        ),
+    );
 }
 
 fn images_manifest(refs: &[String], extra: &str) -> String {
@@ -54,21 +68,42 @@ fn registry_with_images(ws: &Workspace, login: Option<(&str, &str)>) -> Registry
     registry
 }
 
+/// A docker `config.json` / containers `auth.json` with a login for `host`.
+fn auth_file(host: &str, user: &str, password: &str) -> String {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"{auth}\"}}}}}}")
+}
+
+/// `registry_with_images`, then the registry restarted on the same storage with
+/// distribution's token auth, trusting the tokens of `tokens`.
+fn token_registry_with_images(ws: &Workspace, tokens: &TokenServer) -> Registry {
+    drop(registry_with_images(ws, None));
+    let registry =
+        Registry::start_with_token_auth(&ws.path("registry"), &tokens.realm(), tokens.cert());
+    // Without a token, the registry refuses and names the realm.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-"])
+        .arg(format!(
+            "http://{}/v2/test/app/manifests/v1",
+            registry.host()
+        ))
+        .output()
+        .expect("run curl");
+    let head = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        head.starts_with("HTTP/1.1 401")
+            && head.contains(&format!("Bearer realm=\"{}\"", tokens.realm())),
+        "the registry does not ask for a token:\n{head}"
+    );
+    registry
+}
+
 #[test]
 fn lock_pins_tags_to_the_digest_the_registry_serves_and_is_deterministic() {
     let ws = Workspace::new();
     let registry = registry_with_images(&ws, None);
     let host = registry.host();
-    ws.write(
-        "m.yaml",
-        images_manifest(
-            &[
-                format!("{host}/test/app:v1"),
-                format!("{host}/test/base:base"),
-            ],
-            "",
-        ),
-    );
+    write_app_and_base_manifest(&ws, &host);
     lock(&ws, &["--plain-http"], &[]).assert_ok();
     let app = registry.manifest_digest("test/app", "v1", None);
     let base = registry.manifest_digest("test/base", "base", None);
@@ -162,10 +197,7 @@ fn basic_auth_comes_from_the_auth_files_and_a_wrong_password_is_exit_1() {
         "{host}/test/app:v1@sha256:{}",
         registry.manifest_digest("test/app", "v1", Some("alice:s3cret"))
     );
-    let auth_file = |password: &str| {
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("alice:{password}"));
-        format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"{auth}\"}}}}}}")
-    };
+    let auth_file = |password: &str| auth_file(&host, "alice", password);
 
     // No login anywhere: the registry refuses.
     lock(&ws, &["--plain-http"], &[])
@@ -271,4 +303,129 @@ fn platforms_are_checked_against_an_image_index() {
         .assert_stderr_contains("linux/arm64")
         .assert_stderr_contains("which has linux/amd64");
     assert!(!ws.path("m.lock.yaml").exists());
+}
+
+#[test]
+fn a_bearer_challenge_is_answered_with_a_token_from_the_realm_for_each_repository() {
+    let ws = Workspace::new();
+    let tokens = TokenServer::start(&ws.path("token"), None, "token");
+    let registry = token_registry_with_images(&ws, &tokens);
+    let host = registry.host();
+    // skopeo, another client, reads the digests through the same token flow.
+    let app = registry.manifest_digest("test/app", "v1", None);
+    let base = registry.manifest_digest("test/base", "base", None);
+    assert!(
+        !tokens.take_requests().is_empty(),
+        "skopeo got the manifests without a token"
+    );
+    write_app_and_base_manifest(&ws, &host);
+    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    assert_eq!(
+        locked_refs(&ws, "m.lock.yaml"),
+        [
+            format!("{host}/test/app:v1@sha256:{app}"),
+            format!("{host}/test/base:base@sha256:{base}"),
+        ]
+    );
+
+    // The registry first refused each repository (the challenge), then served it with the
+    // token.
+    let get = |path: &str, status: u16| (format!("GET {path}"), status);
+    assert_eq!(
+        registry.access_log("airgap-bundle/"),
+        [
+            get("/v2/test/app/manifests/v1", 401),
+            get("/v2/test/app/manifests/v1", 200),
+            get("/v2/test/base/manifests/base", 401),
+            get("/v2/test/base/manifests/base", 200),
+        ],
+        "{}",
+        registry.log()
+    );
+    // In between, the realm was asked, without a login (there is none), for a pull token
+    // of the repository's scope and the registry's service.
+    let requests = tokens.take_requests();
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    for (request, repository) in requests.iter().zip(["test/app", "test/base"]) {
+        assert_eq!(request.path, "/token", "{request:?}");
+        assert_eq!(
+            request.params("scope"),
+            [format!("repository:{repository}:pull")],
+            "{request:?}"
+        );
+        assert_eq!(request.params("service"), ["test-registry"], "{request:?}");
+        assert!(!request.authorization, "{request:?}");
+        assert_eq!(request.status, 200);
+    }
+}
+
+#[test]
+fn a_token_service_that_wants_a_login_gets_the_registrys_login_from_the_auth_file() {
+    let ws = Workspace::new();
+    // This one answers `access_token` (not `token`).
+    let tokens = TokenServer::start(&ws.path("token"), Some(("alice", "s3cret")), "access_token");
+    let registry = token_registry_with_images(&ws, &tokens);
+    let host = registry.host();
+    let expected = format!(
+        "{host}/test/app:v1@sha256:{}",
+        registry.manifest_digest("test/app", "v1", Some("alice:s3cret"))
+    );
+    tokens.take_requests();
+    ws.write(
+        "m.yaml",
+        images_manifest(&[format!("{host}/test/app:v1")], ""),
+    );
+    let scope_and_service = |request: &common::registry::TokenRequest| {
+        assert_eq!(request.path, "/token", "{request:?}");
+        assert_eq!(request.params("scope"), ["repository:test/app:pull"]);
+        assert_eq!(request.params("service"), ["test-registry"]);
+    };
+
+    // No login anywhere: the token service refuses.
+    lock(&ws, &["--plain-http"], &[])
+        .assert_code(1)
+        .assert_stderr_contains("authentication failed");
+    assert!(!ws.path("m.lock.yaml").exists());
+    let requests = tokens.take_requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    scope_and_service(&requests[0]);
+    assert!(!requests[0].authorization);
+    assert_eq!(requests[0].status, 401);
+
+    // The registry's login in $DOCKER_CONFIG/config.json goes to its token service.
+    ws.write("docker/config.json", auth_file(&host, "alice", "s3cret"));
+    let docker = ws.path("docker");
+    let docker_config = ("DOCKER_CONFIG", docker.to_str().unwrap());
+    let run = lock(&ws, &["--plain-http"], &[docker_config]);
+    run.assert_ok();
+    assert!(!run.stderr.contains("s3cret"));
+    assert_eq!(locked_refs(&ws, "m.lock.yaml"), [expected]);
+    fs::remove_file(ws.path("m.lock.yaml")).unwrap();
+    let requests = tokens.take_requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    scope_and_service(&requests[0]);
+    assert_eq!(requests[0].user.as_deref(), Some("alice"));
+    assert_eq!(requests[0].status, 200);
+    assert_eq!(
+        registry.access_log("airgap-bundle/")[1..],
+        [
+            ("GET /v2/test/app/manifests/v1".to_string(), 401),
+            ("GET /v2/test/app/manifests/v1".to_string(), 200),
+        ],
+        "{}",
+        registry.log()
+    );
+
+    // A wrong password: refused, and never printed.
+    ws.write("docker/config.json", auth_file(&host, "alice", "wrong"));
+    let run = lock(&ws, &["--plain-http"], &[docker_config]);
+    run.assert_code(1)
+        .assert_stderr_contains("authentication failed");
+    assert!(!run.stderr.contains("wrong"));
+    assert!(!ws.path("m.lock.yaml").exists());
+    let requests = tokens.take_requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    scope_and_service(&requests[0]);
+    assert_eq!(requests[0].user.as_deref(), Some("alice"));
+    assert_eq!(requests[0].status, 401);
 }
