@@ -243,6 +243,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 out: output,
                 fetch: net.options(),
                 threads,
+                plain_http: net.plain_http,
             };
             let written = create(&options, &secret, reporter)?;
             if json {

@@ -324,13 +324,6 @@ macro_rules! serde_via_str {
 serde_via_str!(Platform);
 serde_via_str!(ImageRef);
 
-/// How far a command takes a manifest (sections are supported stage by stage).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Lock,
-    Create,
-}
-
 /// A manifest together with where it came from (relative paths inside it resolve against
 /// its directory, SPEC §6).
 #[derive(Debug, Clone)]
@@ -539,13 +532,9 @@ impl Manifest {
         out
     }
 
-    /// Sections this version of the tool cannot carry yet (each lands with its own issue);
-    /// `stage` says how far the tool goes: images are locked, not yet bundled.
-    pub fn unsupported_sections(&self, stage: Stage) -> Vec<&'static str> {
+    /// Sections this version of the tool cannot carry yet (each lands with its own issue).
+    pub fn unsupported_sections(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if !self.images.is_empty() && stage == Stage::Create {
-            out.push("images");
-        }
         if !self.debs.is_empty() {
             out.push("debs");
         }
@@ -558,21 +547,16 @@ impl Manifest {
         out
     }
 
-    /// Fails with a usage error when the manifest has sections this build cannot handle
-    /// at `stage`.
-    pub fn require_supported(&self, stage: Stage) -> Result<()> {
-        let unsupported = self.unsupported_sections(stage);
+    /// Fails with a usage error when the manifest has sections this build cannot carry.
+    pub fn require_supported(&self) -> Result<()> {
+        let unsupported = self.unsupported_sections();
         if unsupported.is_empty() {
             return Ok(());
         }
         Err(Error::Usage(format!(
             "this manifest has {} entries, which this version of airgap-bundle cannot carry yet \
-             (supported: files{})",
+             (supported: files, images)",
             unsupported.join(", "),
-            match stage {
-                Stage::Lock => ", images",
-                Stage::Create => "; images can be locked but not yet bundled",
-            }
         ))
         .with_hint("move them to another manifest for now"))
     }

@@ -9,7 +9,7 @@ mod common;
 use std::fs;
 
 use base64::Engine as _;
-use common::registry::{Registry, TokenServer, build_image};
+use common::registry::{Registry, TokenServer, build_image, build_image_on};
 use common::*;
 
 /// The `ref` values of a lock's `images`, in order.
@@ -126,24 +126,6 @@ fn lock_pins_tags_to_the_digest_the_registry_serves_and_is_deterministic() {
     fs::copy(ws.path("m.lock.yaml"), ws.path("m.yaml")).unwrap();
     lock(&ws, &["--plain-http"], &[]).assert_ok();
     assert_eq!(fs::read(ws.path("m.lock.yaml")).unwrap(), first);
-
-    // `create` does not bundle images yet: it says so (exit 2).
-    keygen(&ws.path("site"));
-    run_bundle_in(
-        ws.root(),
-        &[
-            "create",
-            "m.lock.yaml",
-            "-o",
-            "b.bundle.tar.zst",
-            "--key",
-            "site.key",
-        ],
-        &[],
-    )
-    .assert_code(2)
-    .assert_stderr_contains("images")
-    .assert_stderr_contains("cannot carry yet");
 }
 
 #[test]
@@ -428,4 +410,291 @@ fn a_token_service_that_wants_a_login_gets_the_registrys_login_from_the_auth_fil
     scope_and_service(&requests[0]);
     assert_eq!(requests[0].user.as_deref(), Some("alice"));
     assert_eq!(requests[0].status, 401);
+}
+
+// ---------------------------------------------------------------------------
+// create: images into the bundle's OCI layout
+// ---------------------------------------------------------------------------
+
+/// `bundle create m.lock.yaml -o b.bundle.tar.zst --plain-http` with a fixed epoch.
+fn create_images(ws: &Workspace, out: &str) -> Run {
+    run_bundle_in(
+        ws.root(),
+        &[
+            "create",
+            "m.lock.yaml",
+            "-o",
+            out,
+            "--key",
+            "site.key",
+            "--cache",
+            "cache",
+            "--plain-http",
+            "--retries",
+            "0",
+        ],
+        &[
+            ("HOME", ws.root().to_str().unwrap()),
+            ("SOURCE_DATE_EPOCH", "1700000000"),
+        ],
+    )
+}
+
+/// The layer digests (hex) of an image manifest.
+fn layers(manifest: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string()
+        })
+        .collect()
+}
+
+fn inspect_json(ws: &Workspace, bundle: &str) -> serde_json::Value {
+    let run = run_bundle_in(ws.root(), &["inspect", "--json", bundle], &[]);
+    run.assert_ok();
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+/// Every entry path of a bundle, from `inspect --json`.
+fn entry_paths(report: &serde_json::Value) -> Vec<String> {
+    let mut paths: Vec<String> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["entries"].as_array().unwrap().iter())
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+fn sh_ok(script: &str) -> Vec<u8> {
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn create_carries_images_in_an_oci_layout_that_skopeo_reads_sharing_layers_once() {
+    let ws = Workspace::new();
+    keygen(&ws.path("site"));
+    let registry = Registry::start(&ws.path("registry"), None);
+    let host = registry.host();
+    let layout = ws.path("oci");
+    build_image(&layout, "base", "base\n");
+    build_image_on(&layout, Some("base"), "v1", "app\n");
+    registry.push(&layout, "base", "test/base", None);
+    registry.push(&layout, "v1", "test/app", None);
+    let app_raw = registry.raw_manifest("test/app", "v1");
+    let base_raw = registry.raw_manifest("test/base", "base");
+    let shared: Vec<String> = layers(&base_raw)
+        .into_iter()
+        .filter(|l| layers(&app_raw).contains(l))
+        .collect();
+    assert_eq!(shared.len(), 1, "the app image must share the base layer");
+
+    write_app_and_base_manifest(&ws, &host);
+    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    create_images(&ws, "b.bundle.tar.zst").assert_ok();
+    run_bundle_in(
+        ws.root(),
+        &["verify", "b.bundle.tar.zst", "--pubkey", "site.pub"],
+        &[],
+    )
+    .assert_ok();
+
+    // Two image artifacts; the shared layer is one entry that belongs to both.
+    let report = inspect_json(&ws, "b.bundle.tar.zst");
+    let images: Vec<&serde_json::Value> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "image")
+        .collect();
+    assert_eq!(images.len(), 2, "{report:#}");
+    let shared_path = format!("oci/blobs/sha256/{}", shared[0]);
+    for image in &images {
+        assert!(
+            image["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e == shared_path.as_str()),
+            "{image:#}"
+        );
+    }
+    let paths = entry_paths(&report);
+    assert_eq!(
+        paths.iter().filter(|p| **p == shared_path).count(),
+        1,
+        "{paths:?}"
+    );
+    assert!(paths.contains(&"oci/index.json".to_string()));
+
+    // After tar -x, stock skopeo reads the layout and copies it into another registry with
+    // the upstream digests.
+    let out = ws.mkdir("extracted");
+    sh_ok(&format!(
+        "zstd -dc {} | tar -x -C {}",
+        ws.path("b.bundle.tar.zst").display(),
+        out.display()
+    ));
+    let site = Registry::start(&ws.path("site-registry"), None);
+    for (repo, tag, raw) in [
+        ("test/app", "v1", &app_raw),
+        ("test/base", "base", &base_raw),
+    ] {
+        let name = format!("{host}/{repo}:{tag}");
+        let carried = sh_ok(&format!(
+            "skopeo inspect --raw 'oci:{}/oci:{name}'",
+            out.display()
+        ));
+        assert_eq!(sha256_bytes(&carried), sha256_bytes(raw), "{name}");
+        sh_ok(&format!(
+            "skopeo copy --quiet --dest-tls-verify=false 'oci:{}/oci:{name}' docker://{}/{repo}:{tag}",
+            out.display(),
+            site.host()
+        ));
+        assert_eq!(
+            site.manifest_digest(repo, tag, None),
+            sha256_bytes(raw),
+            "{repo}:{tag} in the site registry"
+        );
+    }
+
+    // A second create needs no registry: everything comes from the cache, byte-identical.
+    drop(registry);
+    create_images(&ws, "again.bundle.tar.zst").assert_ok();
+    assert_eq!(
+        sha256_file(ws.path("again.bundle.tar.zst")),
+        sha256_file(ws.path("b.bundle.tar.zst"))
+    );
+
+    // Install cannot push images yet: it refuses the bundle whole, writing nothing.
+    let web = ws.mkdir("www");
+    run_bundle_in(
+        ws.root(),
+        &[
+            "install",
+            "b.bundle.tar.zst",
+            "--pubkey",
+            "site.pub",
+            "--web-root",
+            web.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .assert_code(2)
+    .assert_stderr_contains("2 image(s)")
+    .assert_stderr_contains("nothing was installed");
+    assert!(tree_snapshot(&web).is_empty());
+}
+
+#[test]
+fn platforms_filter_an_index_and_the_carried_index_has_its_own_digest() {
+    let ws = Workspace::new();
+    keygen(&ws.path("site"));
+    let registry = Registry::start(&ws.path("registry"), None);
+    let host = registry.host();
+    let layout = ws.path("oci");
+    build_image(&layout, "amd", "amd64 build\n");
+    build_image(&layout, "arm", "arm64 build\n");
+    registry.push(&layout, "amd", "test/multi", None);
+    registry.push(&layout, "arm", "test/multi", None);
+    let amd = registry.raw_manifest("test/multi", "amd");
+    let arm = registry.raw_manifest("test/multi", "arm");
+    let entry = |raw: &[u8], arch: &str| {
+        format!(
+            "{{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:{}\",\"size\":{},\"platform\":{{\"architecture\":\"{arch}\",\"os\":\"linux\"}}}}",
+            sha256_bytes(raw),
+            raw.len()
+        )
+    };
+    let index = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[{},{}]}}",
+        entry(&amd, "amd64"),
+        entry(&arm, "arm64")
+    );
+    registry.put_manifest(
+        "test/multi",
+        "v1",
+        "application/vnd.oci.image.index.v1+json",
+        index.as_bytes(),
+    );
+    let upstream = sha256_bytes(index.as_bytes());
+    let reference = format!("{host}/test/multi:v1");
+
+    for (platforms, expect_filtered) in [("platforms: [linux/amd64]\n", true), ("", false)] {
+        ws.write(
+            "m.yaml",
+            images_manifest(std::slice::from_ref(&reference), platforms),
+        );
+        lock(&ws, &["--plain-http"], &[]).assert_ok();
+        create_images(&ws, "b.bundle.tar.zst").assert_ok();
+        let report = inspect_json(&ws, "b.bundle.tar.zst");
+        let image = &report["artifacts"][0];
+        assert_eq!(image["kind"], "image", "{report:#}");
+        assert_eq!(image["source"], format!("{reference}@sha256:{upstream}"));
+        let paths = entry_paths(&report);
+        let has = |hex: &str| paths.contains(&format!("oci/blobs/sha256/{hex}"));
+        assert!(
+            has(&sha256_bytes(&amd)) && has(&layers(&amd)[0]),
+            "{paths:?}"
+        );
+        if expect_filtered {
+            let carried = image["sha256"].as_str().unwrap();
+            assert_ne!(carried, upstream, "a filtered index has its own digest");
+            assert!(has(carried));
+            assert!(
+                !has(&sha256_bytes(&arm)) && !has(&layers(&arm)[0]),
+                "arm64 content carried: {paths:?}"
+            );
+        } else {
+            assert_eq!(image["sha256"], upstream.as_str());
+            assert!(has(&upstream) && has(&layers(&arm)[0]), "{paths:?}");
+        }
+        fs::remove_file(ws.path("b.bundle.tar.zst")).unwrap();
+    }
+}
+
+#[test]
+fn a_blob_the_registry_serves_damaged_is_exit_3_naming_image_and_blob() {
+    let ws = Workspace::new();
+    keygen(&ws.path("site"));
+    let registry = registry_with_images(&ws, None);
+    let host = registry.host();
+    ws.write(
+        "m.yaml",
+        images_manifest(&[format!("{host}/test/app:v1")], ""),
+    );
+    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    let layer = layers(&registry.raw_manifest("test/app", "v1"))[0].clone();
+    let file = registry.blob_file(&layer);
+    let mut bytes = fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    fs::write(&file, bytes).unwrap();
+
+    create_images(&ws, "b.bundle.tar.zst")
+        .assert_code(3)
+        .assert_stderr_contains(&format!("{host}/test/app:v1"))
+        .assert_stderr_contains(&layer);
+    assert!(!ws.path("b.bundle.tar.zst").exists());
+    assert!(!ws.path(format!("cache/sha256/{layer}")).exists());
 }

@@ -345,12 +345,8 @@ fn utf8_byte_order_mark_is_accepted() {
 }
 
 #[test]
-fn unsupported_sections_are_refused_by_lock_and_create_images_by_create() {
+fn unsupported_sections_are_refused_by_lock_and_create() {
     let sections = [
-        (
-            "images",
-            format!("images:\n  - ref: registry.k8s.io/pause:3.10@sha256:{HEX_A}\n"),
-        ),
         (
             "debs",
             format!(
@@ -380,13 +376,7 @@ fn unsupported_sections_are_refused_by_lock_and_create_images_by_create() {
                 free_port()
             ),
         );
-        // Images are locked (tests/images.rs) but not yet bundled.
-        let runs = if *section == "images" {
-            vec![create(&ws, "m.yaml")]
-        } else {
-            vec![lock(&ws, "m.yaml"), create(&ws, "m.yaml")]
-        };
-        for run in runs {
+        for run in [lock(&ws, "m.yaml"), create(&ws, "m.yaml")] {
             run.assert_code(2)
                 .assert_stderr_contains("error: ")
                 .assert_stderr_contains(section)

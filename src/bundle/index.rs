@@ -23,6 +23,17 @@ pub enum EntryKind {
     Manifest,
     /// A plain file for the web root's `files/`.
     File,
+    /// A config or layer blob of an image, under `oci/blobs/sha256/`.
+    #[serde(rename = "oci-blob")]
+    OciBlob,
+    /// An image manifest or index, under `oci/blobs/sha256/`.
+    #[serde(rename = "oci-manifest")]
+    OciManifest,
+    /// The OCI layout's own files: `oci/oci-layout` and `oci/index.json`.
+    #[serde(rename = "oci-layout")]
+    OciLayout,
+    /// An image (the kind of an artifact, never of an entry).
+    Image,
 }
 
 impl EntryKind {
@@ -30,7 +41,19 @@ impl EntryKind {
         match self {
             EntryKind::Manifest => "manifest",
             EntryKind::File => "file",
+            EntryKind::OciBlob => "oci-blob",
+            EntryKind::OciManifest => "oci-manifest",
+            EntryKind::OciLayout => "oci-layout",
+            EntryKind::Image => "image",
         }
+    }
+
+    /// Part of the bundle's OCI image layout (`oci/`).
+    pub fn is_oci(self) -> bool {
+        matches!(
+            self,
+            EntryKind::OciBlob | EntryKind::OciManifest | EntryKind::OciLayout
+        )
     }
 }
 

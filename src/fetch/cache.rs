@@ -85,6 +85,32 @@ impl Cache {
         Ok(file)
     }
 
+    /// Stores small in-memory content (a manifest, a generated index) at its content
+    /// address; returns its path and digest.
+    pub fn store_bytes(&self, bytes: &[u8]) -> Result<(PathBuf, Sha256Digest)> {
+        let digest = Sha256Digest::of_bytes(bytes);
+        if let Some(path) = self.lookup(&digest, Some(bytes.len() as u64)) {
+            return Ok((path, digest));
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".store-")
+            .tempfile_in(self.root.join("partial"))
+            .at("cannot write to the cache", &self.root)?;
+        std::io::Write::write_all(&mut tmp, bytes).at("cannot write to the cache", tmp.path())?;
+        let dest = self.blob_path(&digest);
+        tmp.persist(&dest)
+            .map_err(|e| Error::io("cannot store in cache", &dest, e.error))?;
+        Ok((dest, digest))
+    }
+
+    /// A temporary file in the cache for a download that is checked before it is kept.
+    pub fn temporary(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(".blob-")
+            .tempfile_in(self.root.join("partial"))
+            .at("cannot write to the cache", &self.root)
+    }
+
     /// Moves a finished partial download to its content address.
     pub fn commit(&self, partial: &Path, digest: &Sha256Digest) -> Result<PathBuf> {
         let dest = self.blob_path(digest);

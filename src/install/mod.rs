@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::bundle::index::IndexEntry;
+use crate::bundle::index::{EntryKind, IndexEntry};
 use crate::bundle::reader::{EntryReader, EntrySink, ReadOptions, read_verified};
 use crate::bundle::signing::PublicKey;
 use crate::bundle::volumes::BundleSource;
@@ -106,6 +106,20 @@ pub fn install(
         },
         &mut |v| {
             bar.set_length(v.index.total_bytes());
+            // Until the registry target lands, a bundle with images is refused whole
+            // rather than installed without them.
+            let images = v
+                .index
+                .artifacts
+                .iter()
+                .filter(|a| a.kind == EntryKind::Image)
+                .count();
+            if images > 0 {
+                return Err(Error::Usage(format!(
+                    "this bundle carries {images} image(s); pushing images to a registry is not in this version yet, so nothing was installed"
+                ))
+                .with_hint("`bundle verify` checks the images; install them with a newer `bundle`, or make a bundle without them"));
+            }
             let web_entries = v
                 .index
                 .entries

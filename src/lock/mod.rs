@@ -6,7 +6,7 @@ pub mod images;
 
 use crate::error::Result;
 use crate::fetch::Fetcher;
-use crate::manifest::{LoadedManifest, Manifest, Stage};
+use crate::manifest::{LoadedManifest, Manifest};
 use crate::progress::Reporter;
 use crate::registry::RegistryClient;
 
@@ -18,7 +18,7 @@ pub fn lock_manifest(
     reporter: &Reporter,
 ) -> Result<Manifest> {
     let manifest = &loaded.manifest;
-    manifest.require_supported(Stage::Lock)?;
+    manifest.require_supported()?;
     let mut locked = manifest.clone();
     files::lock_files(&mut locked, fetcher, reporter)?;
     images::lock_images(&mut locked, registry, reporter)?;

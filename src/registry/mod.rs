@@ -9,6 +9,7 @@ pub mod auth;
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,9 +18,10 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde::Deserialize;
 
+use crate::digest::HashingWriter;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::fetch::{FetchOptions, describe, http_client};
+use crate::fetch::{Cache, FetchOptions, describe, http_client};
 use crate::manifest::{ImageRef, Platform};
 use auth::{Challenge, Credentials};
 
@@ -43,6 +45,34 @@ pub struct FetchedManifest {
 impl FetchedManifest {
     pub fn is_index(&self) -> bool {
         self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
+    }
+
+    /// Fails (exit 2, listing what the index has) unless every platform in `wanted` is in
+    /// this index. A single-platform manifest is taken as it is.
+    pub fn require_platforms(&self, image: &ImageRef, wanted: &[Platform]) -> Result<()> {
+        if !self.is_index() || wanted.is_empty() {
+            return Ok(());
+        }
+        let carried = self.platforms()?;
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|w| !carried.contains(w))
+            .map(ToString::to_string)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let has: Vec<String> = carried.iter().map(ToString::to_string).collect();
+        Err(Error::Usage(format!(
+            "{image}: platform {} not in the image index, which has {}",
+            missing.join(", "),
+            if has.is_empty() {
+                "none".to_string()
+            } else {
+                has.join(", ")
+            }
+        ))
+        .with_hint("set `platforms` on the image (or the manifest) to ones it has"))
     }
 
     /// The platforms an index carries (empty for a single-platform manifest).
@@ -189,6 +219,76 @@ impl RegistryClient {
             media_type,
             bytes,
         })
+    }
+
+    /// Streams blob `digest` of `image` into the cache (unless it is there already), checked
+    /// against its digest and size as it streams; a mismatch is a verification failure
+    /// naming the image and the blob.
+    pub fn blob_into_cache(
+        &self,
+        image: &ImageRef,
+        digest: &Sha256Digest,
+        size: u64,
+        cache: &Cache,
+    ) -> Result<PathBuf> {
+        if let Some(path) = cache.lookup(digest, Some(size)) {
+            return Ok(path);
+        }
+        let target = Target {
+            registry: &image.registry,
+            repository: &image.repository,
+            url: format!(
+                "{}/v2/{}/blobs/sha256:{digest}",
+                self.base(&image.registry),
+                image.repository
+            ),
+        };
+        let response = self.get(&target, "*/*", image)?;
+        let mut tmp = cache.temporary()?;
+        let mut hashing = HashingWriter::new(tmp.as_file_mut());
+        std::io::copy(&mut response.take(size + 1), &mut hashing).map_err(|e| {
+            match e.raw_os_error() {
+                Some(_) => Error::io("cannot write to the cache", cache.blob_path(digest), e),
+                None => network(image, format!("reading blob sha256:{digest}: {e}")),
+            }
+        })?;
+        let (_, got, n) = hashing.finish();
+        if got != *digest || n != size {
+            return Err(Error::Verify(format!(
+                "{image}: blob sha256:{digest} ({size} bytes) arrived as sha256:{got} ({n} bytes)"
+            ))
+            .with_hint("the registry serves damaged content; nothing was written to -o"));
+        }
+        let dest = cache.blob_path(digest);
+        tmp.persist(&dest)
+            .map_err(|e| Error::io("cannot store in cache", &dest, e.error))?;
+        Ok(dest)
+    }
+
+    /// A manifest by digest, from the cache when it holds it (a second `create` needs no
+    /// registry), else from the registry; stored in the cache either way.
+    pub fn manifest_by_digest(
+        &self,
+        image: &ImageRef,
+        digest: Sha256Digest,
+        cache: &Cache,
+    ) -> Result<FetchedManifest> {
+        if let Some(path) = cache.lookup(&digest, None)
+            && let Ok(bytes) = std::fs::read(&path)
+            && Sha256Digest::of_bytes(&bytes) == digest
+            && let Some(media_type) = media_type_of(&bytes)
+        {
+            return Ok(FetchedManifest {
+                digest,
+                media_type,
+                bytes,
+            });
+        }
+        let mut by_digest = image.clone();
+        by_digest.digest = Some(digest);
+        let fetched = self.manifest(&by_digest)?;
+        cache.store_bytes(&fetched.bytes)?;
+        Ok(fetched)
     }
 
     /// A GET with retries, answering an authentication challenge once.
@@ -357,6 +457,28 @@ enum Retry {
 
 fn send(request: RequestBuilder) -> Result<Response, Retry> {
     request.send().map_err(|e| Retry::Again(describe(&e)))
+}
+
+/// The media type a manifest states about itself (`mediaType`), or what its shape says
+/// (an OCI manifest or index may leave it out).
+fn media_type_of(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Shape {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+        config: Option<serde_json::Value>,
+    }
+    let shape: Shape = serde_json::from_slice(bytes).ok()?;
+    let media_type = match (shape.media_type, shape.manifests, shape.config) {
+        (Some(m), _, _) => m,
+        (None, Some(_), _) => OCI_INDEX.to_string(),
+        (None, None, Some(_)) => OCI_MANIFEST.to_string(),
+        _ => return None,
+    };
+    ACCEPTED
+        .contains(&media_type.as_str())
+        .then_some(media_type)
 }
 
 fn basic(user: &str, password: &str) -> String {

@@ -158,6 +158,28 @@ impl Registry {
         sha256_bytes(run_ok("skopeo", &args))
     }
 
+    /// The manifest bytes the registry serves for `repo:reference`.
+    pub fn raw_manifest(&self, repo: &str, reference: &str) -> Vec<u8> {
+        run_ok(
+            "skopeo",
+            &[
+                "inspect".into(),
+                "--raw".into(),
+                "--tls-verify=false".into(),
+                format!("docker://{}/{repo}:{reference}", self.host()),
+            ],
+        )
+    }
+
+    /// Where the registry stores blob `sha256:HEX` on disk.
+    pub fn blob_file(&self, hex: &str) -> PathBuf {
+        self.dir
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// PUTs raw manifest bytes (an index, say) under `repo:tag`.
     pub fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, bytes: &[u8]) {
         let file = self.dir.join("put-manifest.json");
@@ -202,6 +224,12 @@ fn run_ok(program: &str, args: &[String]) -> Vec<u8> {
 /// Builds a small real image `oci:LAYOUT:TAG` offline with umoci: an empty base plus one
 /// file whose content is `content`.
 pub fn build_image(layout: &Path, tag: &str, content: &str) {
+    build_image_on(layout, None, tag, content);
+}
+
+/// Like [`build_image`], but on top of the layers of the image `oci:LAYOUT:BASE` (so the
+/// two share its layers).
+pub fn build_image_on(layout: &Path, base: Option<&str>, tag: &str, content: &str) {
     require_tool("umoci");
     let layout_s = layout.display().to_string();
     if !layout.join("oci-layout").exists() {
@@ -211,7 +239,18 @@ pub fn build_image(layout: &Path, tag: &str, content: &str) {
         );
     }
     let image = format!("{layout_s}:{tag}");
-    run_ok("umoci", &["new".into(), "--image".into(), image.clone()]);
+    match base {
+        None => run_ok("umoci", &["new".into(), "--image".into(), image.clone()]),
+        Some(base) => run_ok(
+            "umoci",
+            &[
+                "tag".into(),
+                "--image".into(),
+                format!("{layout_s}:{base}"),
+                tag.into(),
+            ],
+        ),
+    };
     let bundle = layout.with_extension(format!("unpack-{tag}"));
     let _ = fs::remove_dir_all(&bundle);
     run_ok(

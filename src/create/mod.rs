@@ -1,4 +1,7 @@
 //! `bundle create`: locked manifest → verified downloads in the cache → signed bundle.
+//! Files come from [`crate::fetch`]; images from the registries ([`images`]).
+
+pub mod images;
 
 use std::path::{Path, PathBuf};
 
@@ -6,9 +9,11 @@ use crate::bundle::index::{Artifact, EntryKind};
 use crate::bundle::signing::SecretKey;
 use crate::bundle::writer::{BundlePlan, ContentEntry, WrittenBundle, write_bundle};
 use crate::error::{Error, Result};
-use crate::fetch::{Download, FetchOptions, Fetcher};
+use crate::fetch::{Cache, Download, FetchOptions, Fetcher};
 use crate::manifest;
 use crate::progress::Reporter;
+use crate::registry::RegistryClient;
+use crate::registry::auth::Credentials;
 
 pub struct CreateOptions {
     pub locked: PathBuf,
@@ -16,6 +21,8 @@ pub struct CreateOptions {
     pub fetch: FetchOptions,
     /// Compression threads (0: one per core).
     pub threads: usize,
+    /// Speak plain HTTP to registries.
+    pub plain_http: bool,
 }
 
 /// Checks a locked manifest and the output path before any download starts.
@@ -23,7 +30,7 @@ pub struct CreateOptions {
 fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<String>)> {
     let loaded = manifest::load(&options.locked)?;
     let m = &loaded.manifest;
-    m.require_supported(manifest::Stage::Create)?;
+    m.require_supported()?;
     let unpinned = m.unpinned_entries();
     if !unpinned.is_empty() {
         return Err(Error::Usage(format!(
@@ -108,6 +115,24 @@ pub fn create(
             artifacts: vec![i],
             origin: entry.url.to_string(),
         });
+    }
+    if !m.images.is_empty() {
+        let registry = RegistryClient::new(
+            &options.fetch,
+            options.plain_http,
+            Credentials::from_auth_files()?,
+        )?;
+        let cache = Cache::open(&options.fetch.cache_dir)?;
+        let carried = images::collect(
+            &m.images,
+            &m.platforms,
+            &registry,
+            &cache,
+            artifacts.len(),
+            reporter,
+        )?;
+        artifacts.extend(carried.artifacts);
+        contents.extend(carried.contents);
     }
     let plan = BundlePlan {
         name: m.name.clone(),
