@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::fetch::Cache;
 use crate::manifest::{ImageEntry, ImageRef, Platform};
 use crate::progress::Reporter;
-use crate::registry::{FetchedManifest, RegistryClient};
+use crate::registry::{FetchedManifest, PlatformSpec, RegistryClient};
 
 /// The annotation that names an image in an OCI layout's `index.json`.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -28,20 +28,6 @@ struct Descriptor {
     size: u64,
     #[serde(default)]
     platform: Option<PlatformSpec>,
-}
-
-#[derive(Deserialize, PartialEq)]
-struct PlatformSpec {
-    os: String,
-    architecture: String,
-    #[serde(default)]
-    variant: Option<String>,
-}
-
-impl PlatformSpec {
-    fn matches(&self, p: &Platform) -> bool {
-        self.os == p.os && self.architecture == p.architecture && self.variant == p.variant
-    }
 }
 
 #[derive(Deserialize)]

@@ -86,13 +86,6 @@ impl FetchedManifest {
         struct Entry {
             platform: Option<PlatformSpec>,
         }
-        #[derive(Deserialize)]
-        struct PlatformSpec {
-            os: String,
-            architecture: String,
-            #[serde(default)]
-            variant: Option<String>,
-        }
         if !self.is_index() {
             return Ok(Vec::new());
         }
@@ -113,6 +106,22 @@ impl FetchedManifest {
                 variant: p.variant,
             })
             .collect())
+    }
+}
+
+/// The `platform` of a descriptor in an image index.
+#[derive(Debug, Deserialize, PartialEq)]
+pub struct PlatformSpec {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl PlatformSpec {
+    /// Whether this is the platform a manifest asks for (`os/arch[/variant]`).
+    pub fn matches(&self, p: &Platform) -> bool {
+        self.os == p.os && self.architecture == p.architecture && self.variant == p.variant
     }
 }
 
