@@ -698,3 +698,21 @@ fn a_blob_the_registry_serves_damaged_is_exit_3_naming_image_and_blob() {
     assert!(!ws.path("b.bundle.tar.zst").exists());
     assert!(!ws.path(format!("cache/sha256/{layer}")).exists());
 }
+
+#[test]
+fn an_image_listed_twice_is_refused_at_create() {
+    let ws = Workspace::new();
+    keygen(&ws.path("site"));
+    let registry = registry_with_images(&ws, None);
+    let reference = format!("{}/test/app:v1", registry.host());
+    ws.write(
+        "m.yaml",
+        images_manifest(&[reference.clone(), reference.clone()], ""),
+    );
+    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    create_images(&ws, "b.bundle.tar.zst")
+        .assert_code(2)
+        .assert_stderr_contains("both named")
+        .assert_stderr_contains(&reference);
+    assert!(!ws.path("b.bundle.tar.zst").exists());
+}

@@ -77,6 +77,18 @@ pub fn collect(
 ) -> Result<CarriedImages> {
     let mut carried = CarriedImages::default();
     let mut layout_index = Vec::new();
+    // Each image has one name in the layout (and, later, one tag on the site registry).
+    let mut named: std::collections::HashMap<String, &ImageRef> = std::collections::HashMap::new();
+    for entry in images {
+        if let Some(other) = named.insert(ref_name(&entry.reference), &entry.reference) {
+            return Err(Error::Usage(format!(
+                "{other} and {} are both named `{}` in the bundle",
+                entry.reference,
+                ref_name(&entry.reference)
+            ))
+            .with_hint("list each image once"));
+        }
+    }
     for (n, entry) in images.iter().enumerate() {
         let artifact = first + n;
         let image = &entry.reference;
