@@ -195,6 +195,23 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
+impl Platform {
+    /// Whether an image's `os`/`architecture`/`variant` is this platform, with the default
+    /// variants filled in as containerd does (`arm64` is `arm64/v8`, `arm` is `arm/v7`).
+    pub fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
+        let normal = |arch: &str, variant: Option<&str>| -> Option<String> {
+            variant.map(str::to_string).or(match arch {
+                "arm64" => Some("v8".into()),
+                "arm" => Some("v7".into()),
+                _ => None,
+            })
+        };
+        self.os == os
+            && self.architecture == architecture
+            && normal(&self.architecture, self.variant.as_deref()) == normal(architecture, variant)
+    }
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -249,6 +266,18 @@ impl fmt::Display for ImageRef {
             write!(f, "@sha256:{d}")?;
         }
         Ok(())
+    }
+}
+
+impl ImageRef {
+    /// The name the image has in the bundle's OCI layout (and, later, on the site
+    /// registry): `registry/repository:tag`, or `…@sha256:…` when pinned without a tag.
+    pub fn layout_name(&self) -> String {
+        let mut named = self.clone();
+        if named.tag.is_some() {
+            named.digest = None;
+        }
+        named.to_string()
     }
 }
 
@@ -547,6 +576,23 @@ impl Manifest {
         out
     }
 
+    /// Each image must have its own name in the bundle (exit 2 naming both otherwise).
+    pub fn check_image_names(&self) -> Result<()> {
+        let mut named: std::collections::HashMap<String, &ImageRef> =
+            std::collections::HashMap::new();
+        for entry in &self.images {
+            let name = entry.reference.layout_name();
+            if let Some(other) = named.insert(name.clone(), &entry.reference) {
+                return Err(Error::Usage(format!(
+                    "{other} and {} are both named `{name}` in the bundle",
+                    entry.reference
+                ))
+                .with_hint("list each image once"));
+            }
+        }
+        Ok(())
+    }
+
     /// Fails with a usage error when the manifest has sections this build cannot carry.
     pub fn require_supported(&self) -> Result<()> {
         let unsupported = self.unsupported_sections();
@@ -715,6 +761,17 @@ mod tests {
         );
         assert!(file_dest_path(&url("https://h/a/%00b")).is_err());
         assert!(file_dest_path(&url("https://h/a%2Fb")).is_err());
+    }
+
+    #[test]
+    fn platforms_match_with_default_variants() {
+        let arm64: Platform = "linux/arm64".parse().unwrap();
+        assert!(arm64.matches("linux", "arm64", Some("v8")));
+        assert!(arm64.matches("linux", "arm64", None));
+        assert!(!arm64.matches("linux", "arm64", Some("v9")));
+        let amd64: Platform = "linux/amd64".parse().unwrap();
+        assert!(amd64.matches("linux", "amd64", None));
+        assert!(!amd64.matches("linux", "arm64", None));
     }
 
     #[test]

@@ -339,6 +339,19 @@ fn a_bearer_challenge_is_answered_with_a_token_from_the_realm_for_each_repositor
         assert!(!request.authorization, "{request:?}");
         assert_eq!(request.status, 200);
     }
+
+    // create fetches each repository's manifest and every blob with one token per
+    // repository: the token is cached and reused for the blob downloads.
+    keygen(&ws.path("site"));
+    create_images(&ws, "b.bundle.tar.zst").assert_ok();
+    let requests = tokens.take_requests();
+    assert_eq!(requests.len(), 2, "one token per repository: {requests:?}");
+    run_bundle_in(
+        ws.root(),
+        &["verify", "b.bundle.tar.zst", "--pubkey", "site.pub"],
+        &[],
+    )
+    .assert_ok();
 }
 
 #[test]
@@ -700,7 +713,7 @@ fn a_blob_the_registry_serves_damaged_is_exit_3_naming_image_and_blob() {
 }
 
 #[test]
-fn an_image_listed_twice_is_refused_at_create() {
+fn an_image_listed_twice_is_refused_at_lock_and_create() {
     let ws = Workspace::new();
     keygen(&ws.path("site"));
     let registry = registry_with_images(&ws, None);
@@ -709,10 +722,14 @@ fn an_image_listed_twice_is_refused_at_create() {
         "m.yaml",
         images_manifest(&[reference.clone(), reference.clone()], ""),
     );
-    lock(&ws, &["--plain-http"], &[]).assert_ok();
-    create_images(&ws, "b.bundle.tar.zst")
+    lock(&ws, &["--plain-http"], &[])
         .assert_code(2)
         .assert_stderr_contains("both named")
         .assert_stderr_contains(&reference);
+    assert!(!ws.path("m.lock.yaml").exists());
+    fs::copy(ws.path("m.yaml"), ws.path("m.lock.yaml")).unwrap();
+    create_images(&ws, "b.bundle.tar.zst")
+        .assert_code(2)
+        .assert_stderr_contains("both named");
     assert!(!ws.path("b.bundle.tar.zst").exists());
 }

@@ -6,6 +6,8 @@
 //! `oci/oci-layout` marks the directory as a layout, so `skopeo copy oci:DIR/oci:REF` reads
 //! it after `tar -x`.
 
+use std::collections::HashSet;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -13,7 +15,7 @@ use crate::bundle::index::{Artifact, EntryKind};
 use crate::bundle::writer::ContentEntry;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::fetch::Cache;
+use crate::fetch::{Cache, Fetcher};
 use crate::manifest::{ImageEntry, ImageRef, Platform};
 use crate::progress::Reporter;
 use crate::registry::{FetchedManifest, PlatformSpec, RegistryClient};
@@ -50,10 +52,20 @@ pub struct CarriedImages {
     pub contents: Vec<ContentEntry>,
 }
 
+fn too_many(image: &ImageRef, digest: &Sha256Digest, n: usize) -> Error {
+    Error::Usage(format!(
+        "{image}: manifest sha256:{digest} lists {n} descriptors, more than the {MAX_DESCRIPTORS} this tool carries"
+    ))
+}
+
+/// Descriptors one manifest or index may list: far more than any image has, and few enough
+/// that a hostile registry cannot make `create` build millions of entries.
+const MAX_DESCRIPTORS: usize = 4096;
+
 fn digest_of(image: &ImageRef, d: &Descriptor) -> Result<Sha256Digest> {
-    d.digest.parse().map_err(|e: String| {
-        Error::Verify(format!(
-            "{image}: a descriptor names `{}`, which is not a sha256 digest: {e}",
+    d.digest.parse().map_err(|_| {
+        Error::Usage(format!(
+            "{image}: `{}` is not a sha256 digest; only sha256 content is supported",
             d.digest
         ))
     })
@@ -65,30 +77,30 @@ fn malformed(image: &ImageRef, digest: &Sha256Digest, e: serde_json::Error) -> E
     ))
 }
 
+/// One blob of the layout, before it is downloaded.
+struct Wanted {
+    digest: Sha256Digest,
+    size: u64,
+    kind: EntryKind,
+    artifact: usize,
+    image: ImageRef,
+}
+
 /// Collects every image of `images` (each pinned by digest) into the layout. `first` is the
-/// index of the first image artifact in the bundle's artifact list.
+/// index of the first image artifact in the bundle's artifact list. Manifests are small and
+/// fetched one by one; blobs go through `fetcher` (in parallel, resumable, deduplicated).
 pub fn collect(
     images: &[ImageEntry],
     default_platforms: &[Platform],
     registry: &RegistryClient,
+    fetcher: &Fetcher,
     cache: &Cache,
     first: usize,
     reporter: &Reporter,
 ) -> Result<CarriedImages> {
     let mut carried = CarriedImages::default();
     let mut layout_index = Vec::new();
-    // Each image has one name in the layout (and, later, one tag on the site registry).
-    let mut named: std::collections::HashMap<String, &ImageRef> = std::collections::HashMap::new();
-    for entry in images {
-        if let Some(other) = named.insert(ref_name(&entry.reference), &entry.reference) {
-            return Err(Error::Usage(format!(
-                "{other} and {} are both named `{}` in the bundle",
-                entry.reference,
-                ref_name(&entry.reference)
-            ))
-            .with_hint("list each image once"));
-        }
-    }
+    let mut wanted_blobs: Vec<Wanted> = Vec::new();
     for (n, entry) in images.iter().enumerate() {
         let artifact = first + n;
         let image = &entry.reference;
@@ -98,40 +110,55 @@ pub fn collect(
         let wanted = entry.platforms.as_deref().unwrap_or(default_platforms);
         let top = registry.manifest_by_digest(image, upstream, cache)?;
         top.require_platforms(image, wanted)?;
+        // This image's blobs, each once.
         let mut blobs: Vec<(Sha256Digest, u64, EntryKind)> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut add = |digest: Sha256Digest, size: u64, kind: EntryKind| {
+            if seen.insert(digest) {
+                blobs.push((digest, size, kind));
+            }
+        };
         let top = if top.is_index() {
             let (carried_index, children) = filter_index(image, &top, wanted, cache)?;
             for child in children {
                 let digest = digest_of(image, &child)?;
                 let manifest = registry.manifest_by_digest(image, digest, cache)?;
-                blobs.push((digest, manifest.bytes.len() as u64, EntryKind::OciManifest));
-                blobs.extend(manifest_blobs(image, &manifest)?);
+                if manifest.bytes.len() as u64 != child.size {
+                    return Err(Error::Verify(format!(
+                        "{image}: the index says manifest sha256:{digest} is {} bytes, it is {}",
+                        child.size,
+                        manifest.bytes.len()
+                    )));
+                }
+                if manifest.is_index() {
+                    return Err(Error::Usage(format!(
+                        "{image}: index entry sha256:{digest} is itself an index; nested indexes are not supported"
+                    )));
+                }
+                add(digest, child.size, EntryKind::OciManifest);
+                for (d, size, kind) in manifest_blobs(image, &manifest)? {
+                    add(d, size, kind);
+                }
             }
             carried_index
         } else {
-            blobs.extend(manifest_blobs(image, &top)?);
+            for (d, size, kind) in manifest_blobs(image, &top)? {
+                add(d, size, kind);
+            }
             top
         };
-        blobs.push((top.digest, top.bytes.len() as u64, EntryKind::OciManifest));
-        let mut size = 0u64;
-        for (digest, blob_size, kind) in blobs {
-            let local = if kind == EntryKind::OciManifest {
-                cache.blob_path(&digest)
-            } else {
-                registry.blob_into_cache(image, &digest, blob_size, cache)?
-            };
-            size = size.saturating_add(blob_size);
-            carried.contents.push(ContentEntry {
-                path: format!("oci/blobs/sha256/{}", digest.hex()),
-                kind,
-                local,
-                size: blob_size,
-                sha256: digest,
-                artifacts: vec![artifact],
-                origin: image.to_string(),
-            });
-        }
-        let name = ref_name(image);
+        add(top.digest, top.bytes.len() as u64, EntryKind::OciManifest);
+        let size = blobs
+            .iter()
+            .fold(0u64, |sum, (_, s, _)| sum.saturating_add(*s));
+        wanted_blobs.extend(blobs.into_iter().map(|(digest, size, kind)| Wanted {
+            digest,
+            size,
+            kind,
+            artifact,
+            image: image.clone(),
+        }));
+        let name = image.layout_name();
         reporter.detail(format!(
             "image {image} -> oci/ as {name} (sha256:{})",
             top.digest
@@ -152,6 +179,34 @@ pub fn collect(
     }
     if images.is_empty() {
         return Ok(carried);
+    }
+    let downloads = wanted_blobs
+        .iter()
+        .filter(|w| w.kind == EntryKind::OciBlob)
+        .map(|w| registry.blob_download(&w.image, &w.digest, w.size))
+        .collect::<Result<Vec<_>>>()?;
+    let total = downloads.iter().filter_map(|d| d.expected_size).sum();
+    let bar = reporter.bytes_bar(total, "images");
+    let fetched = fetcher.fetch_all(&downloads, &bar)?;
+    bar.finish_and_clear();
+    let mut fetched = fetched.into_iter();
+    for w in wanted_blobs {
+        let local = match w.kind {
+            EntryKind::OciBlob => fetched
+                .next()
+                .map(|f| f.path)
+                .ok_or_else(|| Error::Runtime("a blob download went missing".into()))?,
+            _ => cache.blob_path(&w.digest),
+        };
+        carried.contents.push(ContentEntry {
+            path: format!("oci/blobs/sha256/{}", w.digest.hex()),
+            kind: w.kind,
+            local,
+            size: w.size,
+            sha256: w.digest,
+            artifacts: vec![w.artifact],
+            origin: w.image.to_string(),
+        });
     }
     let all: Vec<usize> = (first..first + images.len()).collect();
     let index = serde_json::to_vec(&json!({
@@ -179,16 +234,6 @@ pub fn collect(
     Ok(carried)
 }
 
-/// The name an image has in the layout: `registry/repository:tag` (or `@sha256:…` when it
-/// was pinned without a tag).
-fn ref_name(image: &ImageRef) -> String {
-    let mut named = image.clone();
-    if named.tag.is_some() {
-        named.digest = None;
-    }
-    named.to_string()
-}
-
 /// A manifest's config and layers.
 fn manifest_blobs(
     image: &ImageRef,
@@ -196,6 +241,9 @@ fn manifest_blobs(
 ) -> Result<Vec<(Sha256Digest, u64, EntryKind)>> {
     let parsed: ImageManifest = serde_json::from_slice(&manifest.bytes)
         .map_err(|e| malformed(image, &manifest.digest, e))?;
+    if parsed.layers.len() > MAX_DESCRIPTORS {
+        return Err(too_many(image, &manifest.digest, parsed.layers.len()));
+    }
     std::iter::once(&parsed.config)
         .chain(&parsed.layers)
         .map(|d| Ok((digest_of(image, d)?, d.size, EntryKind::OciBlob)))
@@ -214,6 +262,9 @@ fn filter_index(
 ) -> Result<(FetchedManifest, Vec<Descriptor>)> {
     let parsed: ImageIndex =
         serde_json::from_slice(&index.bytes).map_err(|e| malformed(image, &index.digest, e))?;
+    if parsed.manifests.len() > MAX_DESCRIPTORS {
+        return Err(too_many(image, &index.digest, parsed.manifests.len()));
+    }
     let keep: Vec<bool> = parsed
         .manifests
         .iter()

@@ -31,6 +31,7 @@ fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<S
     let loaded = manifest::load(&options.locked)?;
     let m = &loaded.manifest;
     m.require_supported()?;
+    m.check_image_names()?;
     let unpinned = m.unpinned_entries();
     if !unpinned.is_empty() {
         return Err(Error::Usage(format!(
@@ -127,6 +128,7 @@ pub fn create(
             &m.images,
             &m.platforms,
             &registry,
+            &fetcher,
             &cache,
             artifacts.len(),
             reporter,

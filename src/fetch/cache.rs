@@ -89,9 +89,7 @@ impl Cache {
     /// address; returns its path and digest.
     pub fn store_bytes(&self, bytes: &[u8]) -> Result<(PathBuf, Sha256Digest)> {
         let digest = Sha256Digest::of_bytes(bytes);
-        if let Some(path) = self.lookup(&digest, Some(bytes.len() as u64)) {
-            return Ok((path, digest));
-        }
+        // Always written anew (it is small): a damaged copy of the same size heals.
         let mut tmp = tempfile::Builder::new()
             .prefix(".store-")
             .tempfile_in(self.root.join("partial"))
@@ -101,14 +99,6 @@ impl Cache {
         tmp.persist(&dest)
             .map_err(|e| Error::io("cannot store in cache", &dest, e.error))?;
         Ok((dest, digest))
-    }
-
-    /// A temporary file in the cache for a download that is checked before it is kept.
-    pub fn temporary(&self) -> Result<tempfile::NamedTempFile> {
-        tempfile::Builder::new()
-            .prefix(".blob-")
-            .tempfile_in(self.root.join("partial"))
-            .at("cannot write to the cache", &self.root)
     }
 
     /// Moves a finished partial download to its content address.

@@ -44,6 +44,10 @@ pub struct Download {
     pub from: SourceUrl,
     pub expected_sha256: Option<Sha256Digest>,
     pub expected_size: Option<u64>,
+    /// An `Authorization` header value for the request (a registry's token or login).
+    pub authorization: Option<String>,
+    /// What the download is, in errors (an image blob, say), when the URL alone is not.
+    pub label: Option<String>,
 }
 
 impl Download {
@@ -57,6 +61,8 @@ impl Download {
             from: manifest.fetch_url(&entry.url)?,
             expected_sha256: entry.sha256,
             expected_size: entry.size,
+            authorization: None,
+            label: None,
         })
     }
 }
@@ -194,11 +200,13 @@ impl Fetcher {
             } else {
                 format!(" (fetched from {})", d.from)
             };
+            let what = d.label.clone().unwrap_or_else(|| d.canonical.to_string());
             return Err(Error::Verify(format!(
-                "{}{via}: sha256 mismatch: the lock pins {expected}, the download is {sha256} ({size} bytes)",
-                d.canonical
+                "{what}{via}: sha256 mismatch: the lock pins {expected}, the download is {sha256} ({size} bytes)",
             ))
-            .with_hint("the upstream file changed: check it, then run `bundle lock` again"));
+            .with_hint(
+                "the upstream content changed or is damaged: check it, then run `bundle lock` again",
+            ));
         }
         let path = self.cache.commit(partial, &sha256)?;
         Ok(Fetched {
@@ -241,6 +249,9 @@ impl Fetcher {
             have = 0;
         }
         let mut request = self.client.get(d.from.as_str());
+        if let Some(authorization) = &d.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization.as_str());
+        }
         if have > 0
             && let Some(validator) = &validator
         {

@@ -19,6 +19,7 @@ pub fn lock_manifest(
 ) -> Result<Manifest> {
     let manifest = &loaded.manifest;
     manifest.require_supported()?;
+    manifest.check_image_names()?;
     let mut locked = manifest.clone();
     files::lock_files(&mut locked, fetcher, reporter)?;
     images::lock_images(&mut locked, registry, reporter)?;

@@ -9,7 +9,6 @@ pub mod auth;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,11 +17,10 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use serde::Deserialize;
 
-use crate::digest::HashingWriter;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::fetch::{Cache, FetchOptions, describe, http_client};
-use crate::manifest::{ImageRef, Platform};
+use crate::fetch::{Cache, Download, FetchOptions, describe, http_client};
+use crate::manifest::{ImageRef, Platform, SourceUrl};
 use auth::{Challenge, Credentials};
 
 /// Manifest media types this tool carries (OCI and Docker v2 schema 2, single and lists).
@@ -56,7 +54,11 @@ impl FetchedManifest {
         let carried = self.platforms()?;
         let missing: Vec<String> = wanted
             .iter()
-            .filter(|w| !carried.contains(w))
+            .filter(|w| {
+                !carried
+                    .iter()
+                    .any(|c| w.matches(&c.os, &c.architecture, c.variant.as_deref()))
+            })
             .map(ToString::to_string)
             .collect();
         if missing.is_empty() {
@@ -121,7 +123,7 @@ pub struct PlatformSpec {
 impl PlatformSpec {
     /// Whether this is the platform a manifest asks for (`os/arch[/variant]`).
     pub fn matches(&self, p: &Platform) -> bool {
-        self.os == p.os && self.architecture == p.architecture && self.variant == p.variant
+        p.matches(&self.os, &self.architecture, self.variant.as_deref())
     }
 }
 
@@ -131,7 +133,8 @@ pub struct RegistryClient {
     plain_http: bool,
     credentials: Credentials,
     retries: u32,
-    /// Bearer tokens by (registry, scope).
+    /// The `Authorization` value that worked, by (registry, repository): a Bearer token for
+    /// the repository's scope, or the registry's basic login.
     tokens: Mutex<HashMap<(String, String), String>>,
 }
 
@@ -184,7 +187,7 @@ impl RegistryClient {
             ),
         };
         let response = self.get(&target, &ACCEPTED.join(", "), image)?;
-        let media_type = response
+        let header_type = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -218,9 +221,16 @@ impl RegistryClient {
             ))
             .with_hint("the registry (or a proxy in between) is changing content; do not use it"));
         }
-        if !ACCEPTED.contains(&media_type.as_str()) {
+        // The type is what the bytes say (so a cached copy gives the same answer); the
+        // header may only agree with it.
+        let Some(media_type) = media_type_of(&bytes) else {
             return Err(Error::Runtime(format!(
-                "{image}: manifest media type `{media_type}` is not supported (OCI and Docker v2 schema 2 manifests and indexes are)"
+                "{image}: manifest media type `{header_type}` is not supported (OCI and Docker v2 schema 2 manifests and indexes are)"
+            )));
+        };
+        if ACCEPTED.contains(&header_type.as_str()) && header_type != media_type {
+            return Err(Error::Verify(format!(
+                "{image}: the registry says the manifest is `{header_type}`, its bytes say `{media_type}`"
             )));
         }
         Ok(FetchedManifest {
@@ -230,48 +240,32 @@ impl RegistryClient {
         })
     }
 
-    /// Streams blob `digest` of `image` into the cache (unless it is there already), checked
-    /// against its digest and size as it streams; a mismatch is a verification failure
-    /// naming the image and the blob.
-    pub fn blob_into_cache(
+    /// The download of blob `digest` of `image`: through the same [`crate::fetch::Fetcher`]
+    /// as files (cache, resume with `If-Range`, retries, stall timeout, `--jobs`), with the
+    /// authorization this repository already earned when its manifest was fetched.
+    pub fn blob_download(
         &self,
         image: &ImageRef,
         digest: &Sha256Digest,
         size: u64,
-        cache: &Cache,
-    ) -> Result<PathBuf> {
-        if let Some(path) = cache.lookup(digest, Some(size)) {
-            return Ok(path);
-        }
-        let target = Target {
-            registry: &image.registry,
-            repository: &image.repository,
-            url: format!(
-                "{}/v2/{}/blobs/sha256:{digest}",
-                self.base(&image.registry),
-                image.repository
-            ),
-        };
-        let response = self.get(&target, "*/*", image)?;
-        let mut tmp = cache.temporary()?;
-        let mut hashing = HashingWriter::new(tmp.as_file_mut());
-        std::io::copy(&mut response.take(size + 1), &mut hashing).map_err(|e| {
-            match e.raw_os_error() {
-                Some(_) => Error::io("cannot write to the cache", cache.blob_path(digest), e),
-                None => network(image, format!("reading blob sha256:{digest}: {e}")),
-            }
-        })?;
-        let (_, got, n) = hashing.finish();
-        if got != *digest || n != size {
-            return Err(Error::Verify(format!(
-                "{image}: blob sha256:{digest} ({size} bytes) arrived as sha256:{got} ({n} bytes)"
-            ))
-            .with_hint("the registry serves damaged content; nothing was written to -o"));
-        }
-        let dest = cache.blob_path(digest);
-        tmp.persist(&dest)
-            .map_err(|e| Error::io("cannot store in cache", &dest, e.error))?;
-        Ok(dest)
+    ) -> Result<Download> {
+        let url = format!(
+            "{}/v2/{}/blobs/sha256:{digest}",
+            self.base(&image.registry),
+            image.repository
+        );
+        let url: SourceUrl = url
+            .parse()
+            .map_err(|e: String| Error::Runtime(format!("{image}: {e}")))?;
+        let key = (image.registry.clone(), image.repository.clone());
+        Ok(Download {
+            canonical: url.clone(),
+            from: url,
+            expected_sha256: Some(*digest),
+            expected_size: Some(size),
+            authorization: self.tokens.lock().ok().and_then(|t| t.get(&key).cloned()),
+            label: Some(format!("{image}: blob sha256:{digest}")),
+        })
     }
 
     /// A manifest by digest, from the cache when it holds it (a second `create` needs no
@@ -392,13 +386,13 @@ impl RegistryClient {
                 let scope =
                     scope.unwrap_or_else(|| format!("repository:{}:pull", target.repository));
                 let token = self.token(&realm, service.as_deref(), &scope, login)?;
-                if let Ok(mut tokens) = self.tokens.lock() {
-                    tokens.insert(key, token.clone());
-                }
                 format!("Bearer {token}")
             }
             None => return Ok(first),
         };
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.insert(key, authorization.clone());
+        }
         send(request(Some(&authorization)))
     }
 
@@ -416,6 +410,16 @@ impl RegistryClient {
             token: Option<String>,
             #[serde(default)]
             access_token: Option<String>,
+        }
+        // A login never travels in clear text: a token service must speak TLS unless the
+        // operator chose plain HTTP.
+        if !self.plain_http && !realm.starts_with("https://") {
+            return Err(Retry::Fatal(
+                Error::Runtime(format!(
+                    "the registry sends its token requests to {realm}, which is not HTTPS"
+                ))
+                .with_hint("use --plain-http only for a registry on a trusted network"),
+            ));
         }
         let mut request = self.http.get(realm).query(&[("scope", scope)]);
         if let Some(service) = service {
