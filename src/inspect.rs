@@ -182,6 +182,13 @@ impl InspectReport {
                 a.source,
                 a.dest
             );
+            // An image's source names its upstream digest; the carried one may differ
+            // (an index filtered to some platforms).
+            if a.kind == "image"
+                && let Some(carried) = a.sha256
+            {
+                let _ = writeln!(s, "        carried as sha256:{carried}");
+            }
         }
         s
     }

@@ -670,6 +670,13 @@ fn platforms_filter_an_index_and_the_carried_index_has_its_own_digest() {
             has(&sha256_bytes(&amd)) && has(&layers(&amd)[0]),
             "{paths:?}"
         );
+        let text = run_bundle_in(ws.root(), &["inspect", "b.bundle.tar.zst"], &[]);
+        text.assert_ok()
+            .assert_stdout_contains(&format!("{reference}@sha256:{upstream}"))
+            .assert_stdout_contains(&format!(
+                "carried as sha256:{}",
+                image["sha256"].as_str().unwrap()
+            ));
         if expect_filtered {
             let carried = image["sha256"].as_str().unwrap();
             assert_ne!(carried, upstream, "a filtered index has its own digest");
