@@ -12,10 +12,10 @@ use airgap_bundle::create::{CreateOptions, create};
 use airgap_bundle::fetch::{Cache, FetchOptions, Fetcher};
 use airgap_bundle::fs::write_atomically;
 use airgap_bundle::inspect::{human_bytes, inspect};
-use airgap_bundle::install::{InstallOptions, install};
+use airgap_bundle::install::{InstallOptions, RegistryOptions, install};
 use airgap_bundle::progress::Reporter;
 use airgap_bundle::registry::RegistryClient;
-use airgap_bundle::registry::auth::Credentials;
+use airgap_bundle::registry::auth::{Credentials, password_from_env};
 use airgap_bundle::{Error, Result, lock, manifest};
 use clap::{Args, Parser, Subcommand};
 
@@ -85,7 +85,8 @@ enum Command {
     },
     /// Show what a bundle holds and who signed it.
     Inspect { bundle: PathBuf },
-    /// Verify a bundle and install it: files into the web root (air-gapped side).
+    /// Verify a bundle and install it: files into the web root, images into the site
+    /// registry (air-gapped side).
     Install {
         bundle: PathBuf,
         #[arg(long)]
@@ -96,6 +97,34 @@ enum Command {
         /// URL the web root is served under, used in kubespray-offline.yml.
         #[arg(long, value_name = "URL")]
         base_url: Option<String>,
+        /// The site registry to push the images into (Kubespray's registry_host).
+        #[arg(long, value_name = "HOST:PORT")]
+        registry: Option<String>,
+        /// Registry login; the password comes from BUNDLE_REGISTRY_PASSWORD (otherwise
+        /// the docker/podman auth file is used).
+        #[arg(long, value_name = "USER", requires = "registry")]
+        registry_user: Option<String>,
+        /// CA certificate(s) (PEM) the registry's TLS certificate is checked against.
+        #[arg(long, value_name = "PEM", requires = "registry")]
+        registry_ca: Option<PathBuf>,
+        /// Speak plain HTTP to the registry (for a loopback registry).
+        #[arg(long)]
+        plain_http: bool,
+        /// Keep the upstream host as the first path segment of image names.
+        #[arg(long)]
+        keep_host: bool,
+        /// Also (or instead) write the images as a plain OCI image layout into DIR.
+        #[arg(long, value_name = "DIR")]
+        oci_dir: Option<PathBuf>,
+        /// Parallel blob uploads.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+        jobs: u64,
+        /// Retries per registry request after the first attempt.
+        #[arg(long, default_value_t = 3)]
+        retries: u32,
+        /// Seconds without a byte from the registry before a request counts as failed.
+        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        timeout: u64,
     },
 }
 
@@ -310,25 +339,83 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             pubkey,
             web_root,
             base_url,
+            registry,
+            registry_user,
+            registry_ca,
+            plain_http,
+            keep_host,
+            oci_dir,
+            jobs,
+            retries,
+            timeout,
         } => {
             let key = PublicKey::load(&pubkey)?;
+            let registry = match registry {
+                Some(host) => {
+                    let host = registry_host(&host)?;
+                    let mut credentials = Credentials::from_auth_files()?;
+                    if let Some(user) = &registry_user {
+                        credentials = credentials.with_login(&host, password_from_env(user)?);
+                    }
+                    Some(RegistryOptions {
+                        host,
+                        keep_host,
+                        plain_http,
+                        credentials,
+                        net: FetchOptions {
+                            cache_dir: PathBuf::new(),
+                            jobs: jobs as usize,
+                            ca: registry_ca,
+                            retries,
+                            timeout: std::time::Duration::from_secs(timeout),
+                        },
+                    })
+                }
+                None => None,
+            };
             let options = InstallOptions {
                 bundle,
                 web_root,
                 base_url,
+                registry,
+                oci_dir,
             };
             let report = install(&options, &key, reporter)?;
             if json {
                 print_json(&report)?;
             }
-            reporter.info(format!(
-                "installed {} {}: {} files written ({}), {} already present",
-                report.name,
-                report.version,
-                report.installed,
-                human_bytes(report.bytes_written),
-                report.already_present
-            ));
+            if report.receipt.is_some() {
+                reporter.info(format!(
+                    "installed {} {}: {} files written ({}), {} already present",
+                    report.name,
+                    report.version,
+                    report.installed,
+                    human_bytes(report.bytes_written),
+                    report.already_present
+                ));
+            } else {
+                reporter.info(format!("installed {} {}", report.name, report.version));
+            }
+            if let Some(r) = &report.registry {
+                let tagged = r.images.iter().filter(|i| i.status == "pushed").count();
+                reporter.info(format!(
+                    "registry {}: {} images ({} tagged now, {} already there); {} blobs pushed ({}), {} mounted, {} already there",
+                    r.host,
+                    r.images.len(),
+                    tagged,
+                    r.images.len() - tagged,
+                    r.blobs_pushed,
+                    human_bytes(r.bytes_pushed),
+                    r.blobs_mounted,
+                    r.blobs_present
+                ));
+                if r.blobs_pushed == 0 && r.blobs_mounted == 0 && r.manifests_pushed == 0 {
+                    reporter.info("registry: everything was already there; nothing was pushed");
+                }
+            }
+            if let Some(dir) = &report.oci_dir {
+                reporter.info(format!("OCI layout: {}", dir.display()));
+            }
             if let Some(vars) = &report.kubespray_vars {
                 reporter.info(format!("Kubespray variables: {}", vars.display()));
             }
@@ -343,6 +430,29 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             }
         }
     }
+}
+
+/// `--registry HOST[:PORT]`: a host and optional port, nothing else (no scheme, no path).
+fn registry_host(given: &str) -> Result<String> {
+    let bad = |why: &str| {
+        Error::Usage(format!("--registry {given}: {why}"))
+            .with_hint("give the registry as HOST:PORT, e.g. registry.local:5000")
+    };
+    if given.contains("://") {
+        return Err(bad(
+            "give HOST:PORT without a scheme (use --plain-http for http)",
+        ));
+    }
+    let parsed = url::Url::parse(&format!("https://{given}/")).map_err(|e| bad(&e.to_string()))?;
+    let host = parsed.host_str().ok_or_else(|| bad("no host"))?;
+    let expected = match parsed.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    if expected != given.to_ascii_lowercase() {
+        return Err(bad("not a HOST:PORT"));
+    }
+    Ok(expected)
 }
 
 /// The secret key's password: `BUNDLE_KEY_PASSWORD`, else a prompt on a terminal.

@@ -599,7 +599,7 @@ fn create_carries_images_in_an_oci_layout_that_skopeo_reads_sharing_layers_once(
         sha256_file(ws.path("b.bundle.tar.zst"))
     );
 
-    // Install cannot push images yet: it refuses the bundle whole, writing nothing.
+    // Without --registry or --oci-dir, install refuses a bundle with images whole, writing nothing.
     let web = ws.mkdir("www");
     run_bundle_in(
         ws.root(),

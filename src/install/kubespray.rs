@@ -35,13 +35,60 @@ fn comment_safe(text: &str) -> String {
         .collect()
 }
 
+/// Kubespray's image repository variables, all pointed at the site registry (what its
+/// offline sample sets): images keep their upstream path below the registry.
+pub const IMAGE_REPO_VARIABLES: &[&str] = &[
+    "kube_image_repo",
+    "gcr_image_repo",
+    "github_image_repo",
+    "docker_image_repo",
+    "quay_image_repo",
+];
+
+/// The site registry images were pushed to.
+pub struct SiteRegistry<'a> {
+    /// `HOST:PORT`.
+    pub host: &'a str,
+    /// `https://HOST:PORT` (or `http://` for a plain-HTTP registry).
+    pub url: &'a str,
+}
+
 /// Renders the variables file for the hosts carried by every bundle installed so far.
 /// The variables are emitted by a YAML serialiser (never concatenated), so no value can
 /// add a key or break the document.
-pub fn render(base_url: &str, hosts: &BTreeSet<String>, provenance: &str) -> Result<String> {
+pub fn render(
+    base_url: &str,
+    hosts: &BTreeSet<String>,
+    registry: Option<SiteRegistry<'_>>,
+    provenance: &str,
+) -> Result<String> {
+    use serde_yaml_ng::{Mapping, Value};
     let base = base_url.trim_end_matches('/');
-    let mut vars = serde_yaml_ng::Mapping::new();
+    let mut vars = Mapping::new();
     vars.insert("files_repo".into(), format!("{base}/files").into());
+    if let Some(r) = &registry {
+        vars.insert("registry_host".into(), r.host.into());
+        for var in IMAGE_REPO_VARIABLES {
+            vars.insert((*var).into(), "{{ registry_host }}".into());
+        }
+        let mut mirror = Mapping::new();
+        mirror.insert("host".into(), r.url.into());
+        mirror.insert(
+            "capabilities".into(),
+            Value::Sequence(vec!["pull".into(), "resolve".into()]),
+        );
+        mirror.insert("skip_verify".into(), false.into());
+        let mut entry = Mapping::new();
+        entry.insert("prefix".into(), r.host.into());
+        entry.insert(
+            "mirrors".into(),
+            Value::Sequence(vec![Value::Mapping(mirror)]),
+        );
+        vars.insert(
+            "containerd_registries_mirrors".into(),
+            Value::Sequence(vec![Value::Mapping(entry)]),
+        );
+    }
     let mut unmapped = Vec::new();
     for host in hosts {
         match HOST_VARIABLES.iter().find(|(h, _)| h == host) {
@@ -59,6 +106,14 @@ pub fn render(base_url: &str, hosts: &BTreeSet<String>, provenance: &str) -> Res
         "# inventory/<cluster>/group_vars/all/offline.yml (or fetch it from the web root).\n",
     );
     out.push_str(&format!("# {}\n", comment_safe(provenance)));
+    if let Some(r) = &registry {
+        out.push_str(&format!(
+            "# Site registry {}: containerd on each node trusts its CA when the CA file is at\n\
+             # /etc/containerd/certs.d/{}/ca.crt (the PEM given to install as --registry-ca).\n",
+            comment_safe(r.url),
+            comment_safe(r.host)
+        ));
+    }
     out.push_str(&body);
     if !unmapped.is_empty() {
         out.push_str(
@@ -84,13 +139,14 @@ mod tests {
             .into_iter()
             .map(String::from)
             .collect();
-        let text = render("http://web.local/", &hosts, "from test").unwrap();
+        let text = render("http://web.local/", &hosts, None, "from test").unwrap();
         let vars: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(vars["files_repo"], "http://web.local/files");
         assert_eq!(vars["dl_k8s_io_url"], "{{ files_repo }}/dl.k8s.io");
         assert_eq!(vars["github_url"], "{{ files_repo }}/github.com");
         assert!(text.contains("#   {{ files_repo }}/example.org:8443/...\n"));
         assert!(!text.contains("get_helm_url"));
+        assert!(!text.contains("registry_host"));
         assert_eq!(host_of("files/dl.k8s.io/release/x"), Some("dl.k8s.io"));
     }
 
@@ -102,6 +158,7 @@ mod tests {
         let text = render(
             "http://web.local/\"\nkube_version: x",
             &hosts,
+            None,
             "bundles installed: a\nb: c",
         )
         .unwrap();
@@ -111,5 +168,28 @@ mod tests {
             vars["files_repo"], "http://web.local/\"\nkube_version: x/files",
             "{text}"
         );
+    }
+
+    #[test]
+    fn points_the_image_repos_and_containerd_at_the_site_registry() {
+        let text = render(
+            "http://web.local/",
+            &BTreeSet::new(),
+            Some(SiteRegistry {
+                host: "registry.local:5000",
+                url: "https://registry.local:5000",
+            }),
+            "from test",
+        )
+        .unwrap();
+        let vars: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(vars["registry_host"], "registry.local:5000");
+        for var in IMAGE_REPO_VARIABLES {
+            assert_eq!(vars[*var], "{{ registry_host }}", "{var}");
+        }
+        let mirrors = &vars["containerd_registries_mirrors"][0];
+        assert_eq!(mirrors["prefix"], "registry.local:5000");
+        assert_eq!(mirrors["mirrors"][0]["host"], "https://registry.local:5000");
+        assert!(text.contains("/etc/containerd/certs.d/registry.local:5000/ca.crt"));
     }
 }

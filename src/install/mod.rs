@@ -8,6 +8,7 @@
 
 pub mod kubespray;
 pub mod receipt;
+pub mod registry;
 pub mod web_root;
 
 use std::cell::RefCell;
@@ -21,10 +22,14 @@ use crate::bundle::reader::{EntryReader, EntrySink, ReadOptions, read_verified};
 use crate::bundle::signing::PublicKey;
 use crate::bundle::volumes::BundleSource;
 use crate::error::{Error, Result};
+use crate::fetch::FetchOptions;
 use crate::fs::RootDir;
 use crate::progress::Reporter;
+use crate::registry::RegistryClient;
+use crate::registry::auth::Credentials;
 use receipt::{Receipt, ReceiptFile};
-use web_root::{Outcome, WebRootSink};
+use registry::{RegistryReport, RegistryTarget};
+use web_root::{Layout, OCI_INDEX_PATH, Outcome, WebRootSink};
 
 /// Where the Kubespray variables are written, relative to the web root (SPEC §6).
 const VARS_PATH: &str = "kubespray-offline.yml";
@@ -34,6 +39,20 @@ pub struct InstallOptions {
     pub web_root: Option<PathBuf>,
     /// The URL the web root is served under (default `http://<hostname>/`).
     pub base_url: Option<String>,
+    /// The site registry images are pushed into.
+    pub registry: Option<RegistryOptions>,
+    /// A plain OCI image layout to write the images into.
+    pub oci_dir: Option<PathBuf>,
+}
+
+/// `--registry HOST:PORT` and how to reach it.
+pub struct RegistryOptions {
+    pub host: String,
+    pub keep_host: bool,
+    pub plain_http: bool,
+    pub credentials: Credentials,
+    /// `--registry-ca` (as `ca`), timeout, retries and parallel uploads (`jobs`).
+    pub net: FetchOptions,
 }
 
 /// What an install did, for people and for `--json`.
@@ -46,23 +65,71 @@ pub struct InstallReport {
     pub bytes_written: u64,
     pub receipt: Option<PathBuf>,
     pub kubespray_vars: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oci_dir: Option<PathBuf>,
 }
 
-/// Routes entries to the web-root sink once pre-flight has created it.
-struct LateSink<'a>(&'a RefCell<Option<WebRootSink>>);
+/// The install targets pre-flight set up, each taking the entries of its kinds.
+#[derive(Default)]
+struct Targets {
+    web: Option<WebRootSink>,
+    oci_dir: Option<WebRootSink>,
+    /// The bundle's `oci/index.json`, merged into the one in `--oci-dir`.
+    oci_index: Option<Vec<u8>>,
+    registry: Option<RegistryTarget>,
+}
 
-impl EntrySink for LateSink<'_> {
+impl EntrySink for Targets {
     fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
-        match self.0.borrow_mut().as_mut() {
-            Some(sink) => sink.accept(entry, data),
-            None => Ok(()),
+        if entry.kind == EntryKind::File {
+            return match &mut self.web {
+                Some(web) => web.accept(entry, data),
+                None => Ok(()),
+            };
+        }
+        if !entry.kind.is_oci() {
+            return Ok(());
+        }
+        if entry.path == OCI_INDEX_PATH && self.oci_dir.is_some() {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(data, &mut bytes).map_err(|e| data.read_error(e))?;
+            self.oci_index = Some(bytes);
+            return Ok(());
+        }
+        match (&mut self.oci_dir, &mut self.registry) {
+            (Some(dir), Some(registry)) => {
+                dir.accept(entry, data)?;
+                if Layout::OciDir.dest(entry).is_none() {
+                    return Ok(());
+                }
+                // The registry reads the verified copy the OCI directory just staged.
+                let Some(mut file) = dir.reopen_last()? else {
+                    return Ok(());
+                };
+                let mut again = EntryReader::new(&mut file, entry, entry.path.clone());
+                registry.accept(entry, &mut again)
+            }
+            (Some(dir), None) => dir.accept(entry, data),
+            (None, Some(registry)) => registry.accept(entry, data),
+            (None, None) => Ok(()),
         }
     }
 }
 
-/// Opens the web root and takes an exclusive lock on the directory itself (no file is
-/// created), so two installs never interleave and stale staging directories can be
-/// removed safely.
+/// Routes entries to the targets once pre-flight has set them up.
+struct LateSink<'a>(&'a RefCell<Targets>);
+
+impl EntrySink for LateSink<'_> {
+    fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
+        self.0.borrow_mut().accept(entry, data)
+    }
+}
+
+/// Opens the web root (or OCI directory) and takes an exclusive lock on the directory
+/// itself (no file is created), so two installs never interleave and stale staging
+/// directories can be removed safely.
 fn open_and_lock(web_root: &std::path::Path) -> Result<RootDir> {
     let root = web_root::open(web_root)?;
     match root.try_lock() {
@@ -96,7 +163,17 @@ pub fn install(
         }
         None => None,
     };
-    let staged: RefCell<Option<WebRootSink>> = RefCell::new(None);
+    let oci_root = match &options.oci_dir {
+        Some(path) => {
+            std::fs::create_dir_all(path)
+                .map_err(|e| Error::io("cannot create the OCI directory", path.clone(), e))?;
+            let root = open_and_lock(path)?;
+            web_root::remove_stale_staging(&root);
+            Some(root)
+        }
+        None => None,
+    };
+    let targets = RefCell::new(Targets::default());
     let bar = reporter.bytes_bar(0, "install");
     let verified = read_verified(
         &source,
@@ -106,20 +183,8 @@ pub fn install(
         },
         &mut |v| {
             bar.set_length(v.index.total_bytes());
-            // Until the registry target lands, a bundle with images is refused whole
-            // rather than installed without them.
-            let images = v
-                .index
-                .artifacts
-                .iter()
-                .filter(|a| a.kind == EntryKind::Image)
-                .count();
-            if images > 0 {
-                return Err(Error::Usage(format!(
-                    "this bundle carries {images} image(s); pushing images to a registry is not in this version yet, so nothing was installed"
-                ))
-                .with_hint("`bundle verify` checks the images; install them with a newer `bundle`, or make a bundle without them"));
-            }
+            let mut t = targets.borrow_mut();
+            let images = registry_images(v, options, oci_root.is_some())?;
             let web_entries = v
                 .index
                 .entries
@@ -129,8 +194,13 @@ pub fn install(
             match &root {
                 Some(root) => {
                     let receipt = receipt::receipt_rel_path(&v.index.name, &v.index.version);
-                    let found = web_root::preflight(root, &v.index, &[&receipt, VARS_PATH])?;
-                    *staged.borrow_mut() = Some(WebRootSink::new(root, found.in_place)?);
+                    let found = web_root::preflight(
+                        root,
+                        &v.index,
+                        Layout::WebRoot,
+                        &[&receipt, VARS_PATH],
+                    )?;
+                    t.web = Some(WebRootSink::new(root, Layout::WebRoot, found.in_place)?);
                 }
                 None if web_entries > 0 => {
                     return Err(Error::Usage(format!(
@@ -139,12 +209,29 @@ pub fn install(
                 }
                 None => {}
             }
+            if let Some(oci_root) = &oci_root {
+                let found =
+                    web_root::preflight(oci_root, &v.index, Layout::OciDir, &["index.json"])?;
+                t.oci_dir = Some(WebRootSink::new(oci_root, Layout::OciDir, found.in_place)?);
+            }
+            if let (Some(images), Some(r)) = (images, &options.registry) {
+                let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
+                t.registry = Some(RegistryTarget::preflight(
+                    client, &r.host, &v.index, images, r.net.jobs,
+                )?);
+            }
             Ok(())
         },
-        &mut LateSink(&staged),
+        &mut LateSink(&targets),
     )?;
     bar.finish_and_clear();
 
+    let Targets {
+        web,
+        oci_dir,
+        oci_index,
+        registry,
+    } = targets.into_inner();
     let index = &verified.index;
     let mut report = InstallReport {
         name: index.name.clone(),
@@ -154,10 +241,106 @@ pub fn install(
         bytes_written: 0,
         receipt: None,
         kubespray_vars: None,
+        registry: None,
+        oci_dir: None,
     };
-    let (Some(root), Some(mut sink)) = (root, staged.into_inner()) else {
+    // Tags first (the registry can put them back), then the directories.
+    let mut registry = registry;
+    if let (Some(target), Some(r)) = (registry.as_mut(), &options.registry) {
+        report.registry = Some(target.push_tags(r.plain_http, reporter)?);
+    }
+    let undo_tags = |registry: &mut Option<RegistryTarget>, e: Error| match registry {
+        Some(target) => target.undo_tags(e),
+        None => e,
+    };
+    if let (Some(mut sink), Some(oci_root)) = (oci_dir, &oci_root) {
+        let merged = merged_oci_index(oci_root, oci_index.as_deref().unwrap_or(b"{}"))?;
+        let staged = sink.stage_generated("index.json", &merged);
+        if let Err(e) = staged.and_then(|()| sink.commit()) {
+            return Err(undo_tags(&mut registry, e));
+        }
+        report.oci_dir = Some(oci_root.path().to_path_buf());
+    }
+    let (Some(root), Some(sink)) = (root, web) else {
         return Ok(report);
     };
+    match commit_web_root(options, &root, sink, &verified, &mut report, reporter) {
+        Ok(()) => Ok(report),
+        Err(e) => Err(undo_tags(&mut registry, e)),
+    }
+}
+
+/// The images the registry target pushes, named and checked for clashes; `None` when
+/// the bundle has none. Without a registry (or `--oci-dir`) a bundle with images is
+/// refused whole rather than installed without them.
+fn registry_images(
+    v: &crate::bundle::reader::VerifiedIndex,
+    options: &InstallOptions,
+    has_oci_dir: bool,
+) -> Result<Option<Vec<registry::PlannedImage>>> {
+    let count = v
+        .index
+        .artifacts
+        .iter()
+        .filter(|a| a.kind == EntryKind::Image)
+        .count();
+    if count == 0 {
+        return Ok(None);
+    }
+    match &options.registry {
+        Some(r) => Ok(Some(registry::plan(&v.index, r.keep_host)?)),
+        None if has_oci_dir => Ok(None),
+        None => Err(Error::Usage(format!(
+            "this bundle carries {count} image(s): pass --registry HOST:PORT (the site registry) or --oci-dir DIR; nothing was installed"
+        ))),
+    }
+}
+
+/// `index.json` for `--oci-dir`: the images already there under other names, then this
+/// bundle's.
+fn merged_oci_index(root: &RootDir, ours: &[u8]) -> Result<Vec<u8>> {
+    use serde_json::Value;
+    const REF_NAME: &str = "org.opencontainers.image.ref.name";
+    let parse = |bytes: &[u8]| -> Vec<Value> {
+        serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| v.get("manifests").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+    };
+    let ours = parse(ours);
+    let name = |d: &Value| {
+        d.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1")))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let ours_named: BTreeSet<String> = ours.iter().filter_map(name).collect();
+    let mut manifests: Vec<Value> = root
+        .read_small("index.json", 64 << 20)
+        .map(|b| parse(&b))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| name(d).is_none_or(|n| !ours_named.contains(&n)))
+        .collect();
+    manifests.extend(ours);
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": crate::registry::OCI_INDEX,
+        "manifests": manifests,
+    }))
+    .map_err(|e| Error::Runtime(format!("cannot write index.json: {e}")))
+}
+
+/// Stages the receipt and the Kubespray variables beside the content and commits the web
+/// root.
+fn commit_web_root(
+    options: &InstallOptions,
+    root: &RootDir,
+    mut sink: WebRootSink,
+    verified: &crate::bundle::reader::VerifiedIndex,
+    report: &mut InstallReport,
+    reporter: &Reporter,
+) -> Result<()> {
+    let index = &verified.index;
     report.bytes_written = sink.bytes_written();
 
     // The receipt and the variables are staged too, so that they land with the content in
@@ -193,9 +376,10 @@ pub fn install(
             })
             .collect(),
         kubespray_vars: Some(vars_path.display().to_string()),
+        registry: report.registry.clone(),
     };
     let receipt_rel = receipt::receipt_rel_path(&index.name, &index.version);
-    let mut receipts: Vec<Receipt> = receipt::all_receipts(&root)
+    let mut receipts: Vec<Receipt> = receipt::all_receipts(root)
         .into_iter()
         .filter(|r| {
             (r.name.as_str(), r.version.as_str()) != (index.name.as_str(), index.version.as_str())
@@ -209,6 +393,18 @@ pub fn install(
         .flat_map(|r| r.files.iter())
         .filter_map(|f| kubespray::host_of(&f.path).map(String::from))
         .collect();
+    // The registry of this install, else the one the latest install pushed to.
+    let site_registry = report
+        .registry
+        .as_ref()
+        .map(|r| (r.host.clone(), r.url.clone()))
+        .or_else(|| {
+            receipts
+                .iter()
+                .filter_map(|r| Some((&r.installed_at, r.registry.as_ref()?)))
+                .max_by(|a, b| a.0.cmp(b.0))
+                .map(|(_, r)| (r.host.clone(), r.url.clone()))
+        });
     let bundles: Vec<String> = receipts
         .iter()
         .map(|r| format!("{} {}", r.name, r.version))
@@ -217,6 +413,9 @@ pub fn install(
     let vars = kubespray::render(
         &base_url,
         &hosts,
+        site_registry
+            .as_ref()
+            .map(|(host, url)| kubespray::SiteRegistry { host, url }),
         &format!("bundles installed: {}", bundles.join(", ")),
     )?;
     sink.stage_generated(&receipt_rel, &receipt_json)?;
@@ -243,7 +442,7 @@ pub fn install(
     }
     report.receipt = Some(root.path().join(&receipt_rel));
     report.kubespray_vars = Some(vars_path);
-    Ok(report)
+    Ok(())
 }
 
 /// `http://<hostname>/`, what nodes on the site network use by default.

@@ -20,6 +20,9 @@ pub struct Receipt {
     pub tool: String,
     pub files: Vec<ReceiptFile>,
     pub kubespray_vars: Option<String>,
+    /// The images this install pushed (or found) on the site registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<crate::install::registry::RegistryReport>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

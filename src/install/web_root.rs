@@ -46,9 +46,36 @@ pub struct Placed {
     staged: Option<String>,
 }
 
+/// A directory tree an install writes into with staging and an all-or-nothing commit:
+/// which entries it takes, and where they go below its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The web root: `files/…` (and, later, apt, Helm and PyPI trees), by entry path.
+    WebRoot,
+    /// `--oci-dir`: the bundle's OCI image layout without its `oci/` prefix. Its
+    /// `index.json` is generated (merged with the one already there), not copied.
+    OciDir,
+}
+
+/// The OCI layout's own index in a bundle.
+pub const OCI_INDEX_PATH: &str = "oci/index.json";
+
+impl Layout {
+    /// Where `entry` goes below this tree's root, if it goes there at all.
+    pub fn dest(self, entry: &IndexEntry) -> Option<&str> {
+        match self {
+            Layout::WebRoot => (entry.kind == EntryKind::File).then_some(entry.path.as_str()),
+            Layout::OciDir if entry.kind.is_oci() && entry.path != OCI_INDEX_PATH => {
+                entry.path.strip_prefix("oci/")
+            }
+            Layout::OciDir => None,
+        }
+    }
+}
+
 /// Whether an entry belongs to the web root.
 pub fn is_web_entry(entry: &IndexEntry) -> bool {
-    matches!(entry.kind, EntryKind::File)
+    Layout::WebRoot.dest(entry).is_some()
 }
 
 fn walk_error(root: &RootDir, e: WalkError) -> Error {
@@ -102,15 +129,19 @@ pub struct Preflight {
 /// slack), and write access where directories will gain entries. Runs after the signature
 /// checked out and before any data moves; fails having written nothing. `generated` are the
 /// files the install writes itself (receipt, variables).
-pub fn preflight(root: &RootDir, index: &Index, generated: &[&str]) -> Result<Preflight> {
+pub fn preflight(
+    root: &RootDir,
+    index: &Index,
+    layout: Layout,
+    generated: &[&str],
+) -> Result<Preflight> {
     let mut cursor = DirCursor::new(root.clone());
     let mut found = Preflight::default();
     let mut checked_writable: HashSet<String> = HashSet::new();
     let web = index
         .entries
         .iter()
-        .filter(|e| is_web_entry(e))
-        .map(|e| (e.path.as_str(), Some((e.size, e.sha256))));
+        .filter_map(|e| Some((layout.dest(e)?, Some((e.size, e.sha256)))));
     let generated = generated.iter().map(|p| (*p, None));
     for (path, signed) in web.chain(generated) {
         let (parent, name) = split_parent(path);
@@ -154,7 +185,7 @@ pub fn preflight(root: &RootDir, index: &Index, generated: &[&str]) -> Result<Pr
     let generated_bytes: u64 = index
         .entries
         .iter()
-        .filter(|e| is_web_entry(e))
+        .filter(|e| layout.dest(e).is_some())
         .map(|e| 256 + e.path.len() as u64)
         .sum::<u64>()
         + (64 << 10);
@@ -202,6 +233,7 @@ fn writable(dir: std::os::fd::BorrowedFd<'_>) -> bool {
 
 /// Stages web-root entries while the bundle streams.
 pub struct WebRootSink {
+    layout: Layout,
     root: RootDir,
     cursor: DirCursor,
     /// Destinations pre-flight found holding the signed bytes already.
@@ -214,7 +246,7 @@ pub struct WebRootSink {
 
 impl WebRootSink {
     /// Creates the staging directory (on the web root's filesystem, for atomic renames).
-    pub fn new(root: &RootDir, in_place: HashSet<String>) -> Result<Self> {
+    pub fn new(root: &RootDir, layout: Layout, in_place: HashSet<String>) -> Result<Self> {
         let mut attempt = 0u32;
         let (staging_name, staging) = loop {
             let name = format!(
@@ -237,6 +269,7 @@ impl WebRootSink {
             }
         };
         Ok(WebRootSink {
+            layout,
             root: root.clone(),
             cursor: DirCursor::new(root.clone()),
             in_place,
@@ -250,6 +283,31 @@ impl WebRootSink {
     /// What has been staged or found in place so far.
     pub fn placed(&self) -> &[Placed] {
         &self.placed
+    }
+
+    /// The bytes of the entry accepted last, verified (its staged copy, or the file found
+    /// in place), for a second target that wants the same bytes.
+    pub fn reopen_last(&mut self) -> Result<Option<std::fs::File>> {
+        let Some(last) = self.placed.last() else {
+            return Ok(None);
+        };
+        let opened = match &last.staged {
+            Some(staged) => open_file_at(self.staging.as_fd(), staged),
+            None => {
+                let (parent, name) = split_parent(&last.path);
+                match self
+                    .cursor
+                    .existing_dir(parent)
+                    .map_err(|e| e.into_error(self.root.path(), ROLE))?
+                {
+                    Some(dir) => open_file_at(dir, name),
+                    None => Err(io::Error::from(io::ErrorKind::NotFound)),
+                }
+            }
+        };
+        opened
+            .map(Some)
+            .map_err(|e| Error::io("cannot read back", self.root.path().join(&last.path), e))
     }
 
     pub fn bytes_written(&self) -> u64 {
@@ -394,12 +452,12 @@ impl Drop for WebRootSink {
 
 impl EntrySink for WebRootSink {
     fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
-        if !is_web_entry(entry) {
+        let Some(dest) = self.layout.dest(entry) else {
             return Ok(());
-        }
-        if self.in_place.contains(&entry.path) {
+        };
+        if self.in_place.contains(dest) {
             self.placed.push(Placed {
-                path: entry.path.clone(),
+                path: dest.to_string(),
                 sha256: entry.sha256,
                 size: entry.size,
                 outcome: Outcome::AlreadyPresent,
@@ -407,13 +465,13 @@ impl EntrySink for WebRootSink {
             });
             return Ok(());
         }
-        let (staged, mut out) = self.new_staged_file(&entry.path)?;
-        data.copy_to(&mut out, |e| disk_error(self.root.path(), &entry.path, e))?;
+        let (staged, mut out) = self.new_staged_file(dest)?;
+        data.copy_to(&mut out, |e| disk_error(self.root.path(), dest, e))?;
         out.flush()
-            .map_err(|e| disk_error(self.root.path(), &entry.path, e))?;
+            .map_err(|e| disk_error(self.root.path(), dest, e))?;
         self.bytes_written += entry.size;
         self.placed.push(Placed {
-            path: entry.path.clone(),
+            path: dest.to_string(),
             sha256: entry.sha256,
             size: entry.size,
             outcome: Outcome::Installed,

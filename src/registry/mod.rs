@@ -6,6 +6,7 @@
 //! checked against its digest before it is used.
 
 pub mod auth;
+pub mod push;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -143,6 +144,8 @@ struct Target<'a> {
     registry: &'a str,
     repository: &'a str,
     url: String,
+    /// Whether the request writes (a token then needs the `push` scope).
+    push: bool,
 }
 
 impl RegistryClient {
@@ -185,6 +188,7 @@ impl RegistryClient {
                 self.base(&image.registry),
                 image.repository
             ),
+            push: false,
         };
         let response = self.get(&target, &ACCEPTED.join(", "), image)?;
         let header_type = response
@@ -301,7 +305,9 @@ impl RegistryClient {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(250 << (attempt - 1).min(5)));
             }
-            let response = match self.send_authorised(target, accept) {
+            let response = match self
+                .send_authorised(target, &|r| r.get(&target.url).header(ACCEPT, accept))
+            {
                 Ok(r) => r,
                 Err(Retry::Again(why)) => {
                     last = why;
@@ -351,13 +357,18 @@ impl RegistryClient {
         }))
     }
 
-    /// Sends the request with what the registry asked for: nothing at first, then a
-    /// Bearer token for the repository's scope, or the registry's basic login.
-    fn send_authorised(&self, target: &Target<'_>, accept: &str) -> Result<Response, Retry> {
+    /// Sends the request with what the registry asked for: nothing at first (or what
+    /// worked before for this repository), then a Bearer token for the repository's scope,
+    /// or the registry's basic login. `build` makes the request (it may be called twice).
+    fn send_authorised(
+        &self,
+        target: &Target<'_>,
+        build: &dyn Fn(&Client) -> RequestBuilder,
+    ) -> Result<Response, Retry> {
         let key = (target.registry.to_string(), target.repository.to_string());
         let token = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
         let request = |auth: Option<&str>| -> RequestBuilder {
-            let r = self.http.get(&target.url).header(ACCEPT, accept);
+            let r = build(&self.http);
             match auth {
                 Some(a) => r.header(AUTHORIZATION, a),
                 None => r,
@@ -383,8 +394,10 @@ impl RegistryClient {
                 service,
                 scope,
             }) => {
-                let scope =
-                    scope.unwrap_or_else(|| format!("repository:{}:pull", target.repository));
+                let actions = if target.push { "pull,push" } else { "pull" };
+                let scope = scope
+                    .filter(|s| !target.push || s.contains("push"))
+                    .unwrap_or_else(|| format!("repository:{}:{actions}", target.repository));
                 let token = self.token(&realm, service.as_deref(), &scope, login)?;
                 format!("Bearer {token}")
             }
@@ -474,7 +487,7 @@ fn send(request: RequestBuilder) -> Result<Response, Retry> {
 
 /// The media type a manifest states about itself (`mediaType`), or what its shape says
 /// (an OCI manifest or index may leave it out).
-fn media_type_of(bytes: &[u8]) -> Option<String> {
+pub fn media_type_of(bytes: &[u8]) -> Option<String> {
     #[derive(Deserialize)]
     struct Shape {
         #[serde(rename = "mediaType")]
