@@ -449,10 +449,12 @@ fn registry_host(given: &str) -> Result<String> {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     };
-    if expected != given.to_ascii_lowercase() {
+    // (`Url` drops an explicit :443, the https default.)
+    let given = given.to_ascii_lowercase();
+    if expected != given && format!("{expected}:443") != given {
         return Err(bad("not a HOST:PORT"));
     }
-    Ok(expected)
+    Ok(given)
 }
 
 /// The secret key's password: `BUNDLE_KEY_PASSWORD`, else a prompt on a terminal.

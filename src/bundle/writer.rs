@@ -21,12 +21,38 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::{file_name_of, parent_dir, sync_dir};
 use crate::progress::ProgressReader;
 
+/// Where a content entry's bytes are while the bundle is written.
+#[derive(Debug, Clone)]
+pub enum ContentSource {
+    /// A file (the download cache): streamed, never held in memory.
+    File(PathBuf),
+    /// Content the tool generated (an OCI `index.json`, later apt and PyPI indexes).
+    Generated(std::sync::Arc<[u8]>),
+}
+
+impl ContentSource {
+    fn open(&self) -> Result<Box<dyn Read>> {
+        match self {
+            ContentSource::File(path) => Ok(Box::new(File::open(path).at("cannot read", path)?)),
+            ContentSource::Generated(bytes) => Ok(Box::new(io::Cursor::new(bytes.clone()))),
+        }
+    }
+
+    /// What the source is, in errors.
+    fn describe(&self) -> String {
+        match self {
+            ContentSource::File(path) => format!("cached copy {}", path.display()),
+            ContentSource::Generated(_) => "generated content".to_string(),
+        }
+    }
+}
+
 /// One content entry to pack: where its bytes are now and what they must hash to.
 #[derive(Debug, Clone)]
 pub struct ContentEntry {
     pub path: String,
     pub kind: EntryKind,
-    pub local: PathBuf,
+    pub source: ContentSource,
     pub size: u64,
     pub sha256: Sha256Digest,
     pub artifacts: Vec<usize>,
@@ -220,7 +246,7 @@ pub fn write_bundle(
     }
     for c in &plan.contents {
         tar.get_mut().cut().map_err(write_err)?;
-        let file = File::open(&c.local).at("cannot read", &c.local)?;
+        let file = c.source.open()?;
         let mut hashing = HashingReader::new(ProgressReader {
             inner: file.take(c.size),
             bar: Some(progress),
@@ -228,14 +254,14 @@ pub fn write_bundle(
         tar.append_data(&mut tar_header(c.size, mtime), &c.path, &mut hashing)
             .map_err(|e| match e.raw_os_error() {
                 Some(_) => write_err(e),
-                None => Error::io("cannot read", &c.local, e),
+                None => Error::Runtime(format!("cannot read {}: {e}", c.source.describe())),
             })?;
         let (digest, n) = hashing.finish();
         if n != c.size || digest != c.sha256 {
             return Err(Error::Verify(format!(
-                "{}: cached copy {} changed: sha256 {digest} ({n} bytes), expected {} ({} bytes)",
+                "{}: {} changed: sha256 {digest} ({n} bytes), expected {} ({} bytes)",
                 c.origin,
-                c.local.display(),
+                c.source.describe(),
                 c.sha256,
                 c.size
             ))

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::bundle::index::{Artifact, EntryKind};
-use crate::bundle::writer::ContentEntry;
+use crate::bundle::writer::{ContentEntry, ContentSource};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fetch::{Cache, Fetcher};
@@ -198,10 +198,11 @@ pub fn collect(
                 .ok_or_else(|| Error::Runtime("a blob download went missing".into()))?,
             _ => cache.blob_path(&w.digest),
         };
+        let local = ContentSource::File(local);
         carried.contents.push(ContentEntry {
             path: format!("oci/blobs/sha256/{}", w.digest.hex()),
             kind: w.kind,
-            local,
+            source: local,
             size: w.size,
             sha256: w.digest,
             artifacts: vec![w.artifact],
@@ -216,17 +217,17 @@ pub fn collect(
     }))
     .map_err(|e| Error::Runtime(format!("cannot write oci/index.json: {e}")))?;
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    // Generated here, written into the bundle from memory.
     for (path, bytes, artifacts) in [
         ("oci/index.json", index.as_slice(), all),
         ("oci/oci-layout", layout.as_slice(), Vec::new()),
     ] {
-        let (local, sha256) = cache.store_bytes(bytes)?;
         carried.contents.push(ContentEntry {
             path: path.to_string(),
             kind: EntryKind::OciLayout,
-            local,
+            source: ContentSource::Generated(bytes.into()),
             size: bytes.len() as u64,
-            sha256,
+            sha256: Sha256Digest::of_bytes(bytes),
             artifacts,
             origin: path.to_string(),
         });

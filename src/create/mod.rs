@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::bundle::index::{Artifact, EntryKind};
 use crate::bundle::signing::SecretKey;
-use crate::bundle::writer::{BundlePlan, ContentEntry, WrittenBundle, write_bundle};
+use crate::bundle::writer::{BundlePlan, ContentEntry, ContentSource, WrittenBundle, write_bundle};
 use crate::error::{Error, Result};
 use crate::fetch::{Cache, Download, FetchOptions, Fetcher};
 use crate::manifest;
@@ -110,7 +110,7 @@ pub fn create(
         contents.push(ContentEntry {
             path: dest,
             kind: EntryKind::File,
-            local: f.path.clone(),
+            source: ContentSource::File(f.path.clone()),
             size: f.size,
             sha256: f.sha256,
             artifacts: vec![i],

@@ -106,7 +106,7 @@ pub fn render(
         "# inventory/<cluster>/group_vars/all/offline.yml (or fetch it from the web root).\n",
     );
     out.push_str(&format!("# {}\n", comment_safe(provenance)));
-    if let Some(r) = &registry {
+    if let Some(r) = registry.as_ref().filter(|r| r.url.starts_with("https://")) {
         out.push_str(&format!(
             "# Site registry {}: containerd on each node trusts its CA when the CA file is at\n\
              # /etc/containerd/certs.d/{}/ca.crt (the PEM given to install as --registry-ca).\n",

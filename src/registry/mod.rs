@@ -395,9 +395,13 @@ impl RegistryClient {
                 scope,
             }) => {
                 let actions = if target.push { "pull,push" } else { "pull" };
+                // The API root (`/v2/`) needs a token for no repository in particular.
                 let scope = scope
                     .filter(|s| !target.push || s.contains("push"))
-                    .unwrap_or_else(|| format!("repository:{}:{actions}", target.repository));
+                    .unwrap_or_else(|| match target.repository {
+                        "" => String::new(),
+                        r => format!("repository:{r}:{actions}"),
+                    });
                 let token = self.token(&realm, service.as_deref(), &scope, login)?;
                 format!("Bearer {token}")
             }
@@ -434,7 +438,10 @@ impl RegistryClient {
                 .with_hint("use --plain-http only for a registry on a trusted network"),
             ));
         }
-        let mut request = self.http.get(realm).query(&[("scope", scope)]);
+        let mut request = self.http.get(realm);
+        if !scope.is_empty() {
+            request = request.query(&[("scope", scope)]);
+        }
         if let Some(service) = service {
             request = request.query(&[("service", service)]);
         }

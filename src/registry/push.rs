@@ -106,29 +106,36 @@ impl RegistryClient {
                 _ => return Ok(response),
             }
         }
+        let hint = if last.contains("certificate") {
+            "the registry's TLS certificate is not trusted here: pass the CA that signed it with --registry-ca PEM"
+        } else if self.plain_http {
+            "check that the registry is running and reachable from here"
+        } else {
+            "check that the registry is running and reachable from here; a registry that speaks plain HTTP needs --plain-http"
+        };
         Err(Error::Network {
             url: repo.registry.to_string(),
             message: format!(
-                "{what} in {}: {last} (gave up after {} attempt{})",
-                repo.repository,
+                "{what}{}: {last} (gave up after {} attempt{})",
+                in_repository(repo),
                 self.retries + 1,
                 if self.retries == 0 { "" } else { "s" }
             ),
         }
-        .with_hint(if self.plain_http {
-            "check that the registry is running and reachable from here"
-        } else {
-            "check that the registry is running and reachable from here; a registry that speaks plain HTTP needs --plain-http"
-        }))
+        .with_hint(hint))
     }
 
     /// Pre-flight: the registry answers the distribution API (`GET /v2/`), and this login
     /// may push to `repo` (an upload session opened, then cancelled). Writes nothing.
     pub fn check_push_allowed(&self, repo: Repo<'_>) -> Result<()> {
         let url = format!("{}/v2/", self.base(repo.registry));
-        let response = self.call(repo, &url, "checking the registry API", &|c| c.get(&url))?;
+        let api = Repo {
+            registry: repo.registry,
+            repository: "",
+        };
+        let response = self.call(api, &url, "checking the registry API", &|c| c.get(&url))?;
         if !response.status().is_success() {
-            return Err(unexpected(repo, "checking the registry API", &response)
+            return Err(unexpected(api, "checking the registry API", &response)
                 .with_hint("is HOST:PORT an OCI registry (distribution, Harbor, Zot)?"));
         }
         let location = self.start_upload(repo)?;
@@ -202,6 +209,11 @@ impl RegistryClient {
         let source = Arc::new(Mutex::new(PieceReader::new(pieces)));
         let mut offset = 0u64;
         while offset < size {
+            if offset > 0 {
+                // A cheap authenticated request before each further chunk renews a
+                // token that expired during a long upload (a chunk cannot be re-sent).
+                self.call(repo, &location, "checking an upload", &|c| c.get(&location))?;
+            }
             let len = (size - offset).min(UPLOAD_CHUNK);
             let body = Body::sized(
                 ChunkReader {
@@ -456,10 +468,20 @@ impl RegistryClient {
     }
 }
 
+/// ` in REPOSITORY`, or nothing for a request to the registry as a whole.
+fn in_repository(repo: Repo<'_>) -> String {
+    if repo.repository.is_empty() {
+        String::new()
+    } else {
+        format!(" in {}", repo.repository)
+    }
+}
+
 fn auth_failed(repo: Repo<'_>, what: &str, status: StatusCode) -> Error {
     Error::Runtime(format!(
-        "{}: authentication failed ({what} in {}: HTTP {status})",
-        repo.registry, repo.repository
+        "{}: authentication failed ({what}{}: HTTP {status})",
+        repo.registry,
+        in_repository(repo)
     ))
     .with_hint(
         "check --registry-user and BUNDLE_REGISTRY_PASSWORD (or the login in the docker/podman auth file), and that this user may push",
@@ -468,9 +490,9 @@ fn auth_failed(repo: Repo<'_>, what: &str, status: StatusCode) -> Error {
 
 fn unexpected(repo: Repo<'_>, what: &str, response: &Response) -> Error {
     Error::Runtime(format!(
-        "{}: {what} in {} was answered HTTP {}",
+        "{}: {what}{} was answered HTTP {}",
         repo.registry,
-        repo.repository,
+        in_repository(repo),
         response.status()
     ))
 }
