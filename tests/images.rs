@@ -352,6 +352,29 @@ fn a_bearer_challenge_is_answered_with_a_token_from_the_realm_for_each_repositor
         &[],
     )
     .assert_ok();
+
+    // With the manifests in the cache but the layers gone, no manifest request earns a
+    // token: each layer download is refused (401), renews the repository's token through
+    // the challenge, and goes on (not counted as a retry: --retries 0).
+    let mut removed = 0;
+    for entry in std::fs::read_dir(ws.path("cache/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        if std::fs::read(&path).unwrap().first() != Some(&b'{') {
+            std::fs::remove_file(&path).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(removed >= 2, "no layer in the cache to remove");
+    create_images(&ws, "again.bundle.tar.zst").assert_ok();
+    assert_eq!(
+        sha256_file(ws.path("again.bundle.tar.zst")),
+        sha256_file(ws.path("b.bundle.tar.zst"))
+    );
+    let renewed = tokens.take_requests();
+    assert!(
+        !renewed.is_empty() && renewed.iter().all(|r| r.status == 200),
+        "the layer downloads did not renew a token: {renewed:?}"
+    );
 }
 
 #[test]

@@ -35,6 +35,24 @@ pub struct FetchOptions {
     pub timeout: Duration,
 }
 
+/// A source of `Authorization` header values for one origin.
+pub trait Authorizer: Send + Sync {
+    /// The header value to send now.
+    fn current(&self) -> Option<String>;
+    /// A fresh value after the server refused the current one (401), if one can be had.
+    fn renew(&self) -> Option<String>;
+}
+
+/// A shared [`Authorizer`] (never printed: it holds secrets).
+#[derive(Clone)]
+pub struct Authorization(pub std::sync::Arc<dyn Authorizer>);
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authorization(..)")
+    }
+}
+
 /// One thing to download.
 #[derive(Clone, Debug)]
 pub struct Download {
@@ -44,8 +62,10 @@ pub struct Download {
     pub from: SourceUrl,
     pub expected_sha256: Option<Sha256Digest>,
     pub expected_size: Option<u64>,
-    /// An `Authorization` header value for the request (a registry's token or login).
-    pub authorization: Option<String>,
+    /// Where the request's `Authorization` header comes from (a registry's token or
+    /// login), renewed once when the server answers 401 (a token that expired while a
+    /// long `create` worked through its blobs).
+    pub authorization: Option<Authorization>,
     /// What the download is, in errors (an image blob, say), when the URL alone is not.
     pub label: Option<String>,
 }
@@ -88,6 +108,9 @@ pub struct Fetcher {
 enum Attempt {
     Retry(String),
     Fatal(Error),
+    /// The server refused the authorization and a fresh one was had: try again at once
+    /// (once per download, not counted as a retry).
+    Renewed,
 }
 
 /// The HTTP client every connected-side request goes through (downloads and registries):
@@ -161,15 +184,22 @@ impl Fetcher {
             return Ok(hit);
         }
         let mut last = String::new();
-        for attempt in 0..=self.retries {
+        let mut renewed = false;
+        let mut attempt = 0;
+        while attempt <= self.retries {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(250 << (attempt - 1).min(5)));
             }
-            match self.try_once(d, &partial, bar) {
+            match self.try_once(d, &partial, bar, !renewed) {
                 Ok((sha256, size)) => return self.finish(d, &partial, sha256, size),
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(why)) => last = why,
+                Err(Attempt::Renewed) => {
+                    renewed = true;
+                    continue;
+                }
             }
+            attempt += 1;
         }
         Err(Error::Network {
             url: d.from.to_string(),
@@ -223,6 +253,7 @@ impl Fetcher {
         d: &Download,
         partial: &Path,
         bar: &ProgressBar,
+        may_renew: bool,
     ) -> Result<(Sha256Digest, u64), Attempt> {
         let fatal = |e: Error| Attempt::Fatal(e);
         let mut file = OpenOptions::new()
@@ -249,8 +280,8 @@ impl Fetcher {
             have = 0;
         }
         let mut request = self.client.get(d.from.as_str());
-        if let Some(authorization) = &d.authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization.as_str());
+        if let Some(value) = d.authorization.as_ref().and_then(|a| a.0.current()) {
+            request = request.header(reqwest::header::AUTHORIZATION, value);
         }
         if have > 0
             && let Some(validator) = &validator
@@ -296,6 +327,11 @@ impl Fetcher {
                 ));
             }
             s if s.is_success() => false,
+            StatusCode::UNAUTHORIZED
+                if may_renew && d.authorization.as_ref().and_then(|a| a.0.renew()).is_some() =>
+            {
+                return Err(Attempt::Renewed);
+            }
             s if s.is_server_error()
                 || s == StatusCode::TOO_MANY_REQUESTS
                 || s == StatusCode::REQUEST_TIMEOUT =>

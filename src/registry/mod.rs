@@ -10,7 +10,7 @@ pub mod push;
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -20,7 +20,9 @@ use serde::Deserialize;
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::fetch::{Cache, Download, FetchOptions, describe, http_client};
+use crate::fetch::{
+    Authorization, Authorizer, Cache, Download, FetchOptions, describe, http_client,
+};
 use crate::manifest::{ImageRef, Platform, SourceUrl};
 use auth::{Challenge, Credentials};
 
@@ -128,15 +130,53 @@ impl PlatformSpec {
     }
 }
 
-/// Speaks the distribution API to any number of registries.
+/// Speaks the distribution API to any number of registries. Clones share the client, the
+/// logins and the tokens earned.
+#[derive(Clone)]
 pub struct RegistryClient {
     http: Client,
     plain_http: bool,
     credentials: Credentials,
     retries: u32,
     /// The `Authorization` value that worked, by (registry, repository): a Bearer token for
-    /// the repository's scope, or the registry's basic login.
-    tokens: Mutex<HashMap<(String, String), String>>,
+    /// the repository's scope, or the registry's basic login. Shared by clones.
+    tokens: Arc<Mutex<HashMap<(String, String), String>>>,
+}
+
+/// The authorization a repository earned, for blob downloads through the [`Fetcher`]:
+/// renewed through the registry's challenge when a token expired.
+///
+/// [`Fetcher`]: crate::fetch::Fetcher
+struct RepositoryAuth {
+    client: RegistryClient,
+    registry: String,
+    repository: String,
+    url: String,
+}
+
+impl Authorizer for RepositoryAuth {
+    fn current(&self) -> Option<String> {
+        let key = (self.registry.clone(), self.repository.clone());
+        self.client.tokens.lock().ok()?.get(&key).cloned()
+    }
+
+    fn renew(&self) -> Option<String> {
+        let key = (self.registry.clone(), self.repository.clone());
+        let before = self.client.tokens.lock().ok()?.remove(&key);
+        let target = Target {
+            registry: &self.registry,
+            repository: &self.repository,
+            url: self.url.clone(),
+            push: false,
+        };
+        let response = self
+            .client
+            .send_authorised(&target, &|c| c.head(&target.url))
+            .ok()?;
+        let after = self.current();
+        (response.status().is_success() && after.is_some() && after != before).then_some(())?;
+        after
+    }
 }
 
 /// What a request is for, so that a challenge can be answered for the right scope.
@@ -155,7 +195,7 @@ impl RegistryClient {
             plain_http,
             credentials,
             retries: options.retries,
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -258,16 +298,21 @@ impl RegistryClient {
             self.base(&image.registry),
             image.repository
         );
-        let url: SourceUrl = url
+        let source: SourceUrl = url
             .parse()
             .map_err(|e: String| Error::Runtime(format!("{image}: {e}")))?;
         let key = (image.registry.clone(), image.repository.clone());
         Ok(Download {
-            canonical: url.clone(),
-            from: url,
+            canonical: source.clone(),
+            from: source,
             expected_sha256: Some(*digest),
             expected_size: Some(size),
-            authorization: self.tokens.lock().ok().and_then(|t| t.get(&key).cloned()),
+            authorization: Some(Authorization(Arc::new(RepositoryAuth {
+                client: self.clone(),
+                registry: key.0,
+                repository: key.1,
+                url,
+            }))),
             label: Some(format!("{image}: blob sha256:{digest}")),
         })
     }
