@@ -447,7 +447,8 @@ impl RegistryClient {
                         "" => String::new(),
                         r => format!("repository:{r}:{actions}"),
                     });
-                let token = self.token(&realm, service.as_deref(), &scope, login)?;
+                let token =
+                    self.token(target.registry, &realm, service.as_deref(), &scope, login)?;
                 format!("Bearer {token}")
             }
             None => return Ok(first),
@@ -458,9 +459,12 @@ impl RegistryClient {
         send(request(Some(&authorization)))
     }
 
-    /// A Bearer token from the registry's token service (with the login, if there is one).
+    /// A Bearer token from `registry`'s token service (with the login, if there is one).
+    /// A challenge may name several scopes (a mount needs two repositories): each goes in
+    /// its own `scope` parameter, as the token specification asks.
     fn token(
         &self,
+        registry: &str,
         realm: &str,
         service: Option<&str>,
         scope: &str,
@@ -484,8 +488,8 @@ impl RegistryClient {
             ));
         }
         let mut request = self.http.get(realm);
-        if !scope.is_empty() {
-            request = request.query(&[("scope", scope)]);
+        for one in scope.split_whitespace() {
+            request = request.query(&[("scope", one)]);
         }
         if let Some(service) = service {
             request = request.query(&[("service", service)]);
@@ -503,10 +507,12 @@ impl RegistryClient {
         if !response.status().is_success() {
             return Err(Retry::Fatal(
                 Error::Runtime(format!(
-                    "{realm}: authentication failed (token service answered HTTP {})",
+                    "{registry}: authentication failed (its token service {realm} answered HTTP {})",
                     response.status()
                 ))
-                .with_hint("check the registry login in the docker/podman auth file"),
+                .with_hint(
+                    "check the login: --registry-user and BUNDLE_REGISTRY_PASSWORD for install, else the docker/podman auth file",
+                ),
             ));
         }
         let mut body = Vec::new();
