@@ -555,7 +555,7 @@ fn platforms_filter_an_index_and_the_carried_index_has_its_own_digest() {
     let host = registry.host();
     let layout = ws.path("oci");
     let multi = push_two_platform_index(&registry, &layout, "test/multi", "v1");
-    let (amd, arm) = (&multi.amd, &multi.arm);
+    let (amd, arm) = (multi.amd.as_slice(), multi.arm.as_slice());
     let upstream = multi.digest();
     let reference = format!("{host}/test/multi:v1");
 
@@ -572,10 +572,7 @@ fn platforms_filter_an_index_and_the_carried_index_has_its_own_digest() {
         assert_eq!(image["source"], format!("{reference}@sha256:{upstream}"));
         let paths = entry_paths(&report);
         let has = |hex: &str| paths.contains(&format!("oci/blobs/sha256/{hex}"));
-        assert!(
-            has(&sha256_bytes(&amd)) && has(&layers(&amd)[0]),
-            "{paths:?}"
-        );
+        assert!(has(&sha256_bytes(amd)) && has(&layers(amd)[0]), "{paths:?}");
         let text = run_bundle_in(ws.root(), &["inspect", "b.bundle.tar.zst"], &[]);
         text.assert_ok()
             .assert_stdout_contains(&format!("{reference}@sha256:{upstream}"))
@@ -588,12 +585,12 @@ fn platforms_filter_an_index_and_the_carried_index_has_its_own_digest() {
             assert_ne!(carried, upstream, "a filtered index has its own digest");
             assert!(has(carried));
             assert!(
-                !has(&sha256_bytes(&arm)) && !has(&layers(&arm)[0]),
+                !has(&sha256_bytes(arm)) && !has(&layers(arm)[0]),
                 "arm64 content carried: {paths:?}"
             );
         } else {
             assert_eq!(image["sha256"], upstream.as_str());
-            assert!(has(&upstream) && has(&layers(&arm)[0]), "{paths:?}");
+            assert!(has(&upstream) && has(&layers(arm)[0]), "{paths:?}");
         }
         fs::remove_file(ws.path("b.bundle.tar.zst")).unwrap();
     }

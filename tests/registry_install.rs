@@ -209,7 +209,7 @@ fn assert_mirrors_upstream(ws: &Workspace, site: &Registry, up: &Upstream) {
         );
         assert_eq!(
             site.tags(&image.repo),
-            [image.tag.clone()],
+            std::slice::from_ref(&image.tag),
             "tags of {} in the site registry",
             image.repo
         );
@@ -963,14 +963,16 @@ fn a_token_auth_registry_gets_a_push_token_with_the_login() {
     let host = site.host();
     let args = ["--registry", &host, "--plain-http", "--registry-user", USER];
 
-    // A wrong password: the token service refuses.
-    install(&ws, "b.bundle.tar.zst", &args, Some("wrong-pass"))
-        .assert_code(1)
-        .assert_stderr_contains("authentication failed")
-        .assert_stderr_contains(&host);
-    tokens.take_requests();
-
-    let report = report(&install(&ws, "b.bundle.tar.zst", &args, Some(PASSWORD)));
+    let run = install(&ws, "b.bundle.tar.zst", &args, Some(PASSWORD));
+    assert_eq!(
+        run.code,
+        0,
+        "{}\ntoken requests: {:#?}\nregistry log: {:#?}",
+        run.stderr,
+        tokens.take_requests(),
+        site.access_log(UA)
+    );
+    let report = report(&run);
     let creds = format!("{USER}:{PASSWORD}");
     for image in &up.images {
         let entry = report_image(&report, &format!("{host}/{}:{}", image.repo, image.tag));
@@ -994,4 +996,22 @@ fn a_token_auth_registry_gets_a_push_token_with_the_login() {
         assert_eq!(push.user.as_deref(), Some(USER), "{push:?}");
         assert_eq!(push.status, 200, "{push:?}");
     }
+
+    // Several scopes (a cross-repository mount needs pull on the source repository) are
+    // asked as repeated `scope` parameters, one scope each, as the token spec says.
+    for request in &requests {
+        for scope in request.params("scope") {
+            assert!(
+                !scope.contains(' '),
+                "several scopes joined in one `scope` parameter: {scope:?}"
+            );
+        }
+    }
+
+    // A wrong password: the token service refuses; the error names the registry.
+    let run = install(&ws, "b.bundle.tar.zst", &args, Some("wrong-pass"));
+    run.assert_code(1)
+        .assert_stderr_contains("authentication failed");
+    assert!(!run.stderr.contains("wrong-pass"), "{}", run.stderr);
+    run.assert_stderr_contains(&host);
 }

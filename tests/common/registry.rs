@@ -367,6 +367,13 @@ impl Registry {
         let body = self.dir.join("curl-body");
         let _ = fs::remove_file(&body);
         let mut args = self.curl_args();
+        // distribution answers 404 to a manifest request that does not accept its type.
+        args.extend([
+            "-H".to_string(),
+            format!(
+                "Accept: {OCI_MANIFEST}, {OCI_INDEX}, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
+            ),
+        ]);
         if method == "HEAD" {
             args.push("--head".to_string());
         } else {
@@ -1032,8 +1039,11 @@ impl Issuer {
             .unwrap()
             .as_secs();
         self.issued += 1;
+        // The token spec repeats `scope` for several scopes; some clients join them with
+        // spaces in one (as the challenge lists them), which is granted too.
         let access: Vec<serde_json::Value> = scopes
             .iter()
+            .flat_map(|scope| scope.split_whitespace())
             .filter_map(|scope| {
                 let (kind, rest) = scope.split_once(':')?;
                 let (name, actions) = rest.rsplit_once(':')?;
