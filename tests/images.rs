@@ -8,8 +8,11 @@ mod common;
 
 use std::fs;
 
-use base64::Engine as _;
-use common::registry::{Registry, TokenServer, build_image, build_image_on};
+use common::net::inspect_json;
+use common::registry::{
+    Registry, TokenServer, auth_file, build_image, build_image_on, create_images, entry_paths,
+    images_manifest, layers, lock_images, push_two_platform_index, sh_ok,
+};
 use common::*;
 
 /// The `ref` values of a lock's `images`, in order.
@@ -38,24 +41,6 @@ fn write_app_and_base_manifest(ws: &Workspace, host: &str) {
     );
 }
 
-fn images_manifest(refs: &[String], extra: &str) -> String {
-    let mut m = String::from("apiVersion: bundle/v1\nname: images\nversion: '1.0'\nimages:\n");
-    for r in refs {
-        m.push_str(&format!("  - ref: '{r}'\n"));
-    }
-    m.push_str(extra);
-    m
-}
-
-fn lock(ws: &Workspace, extra: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut args = vec!["lock", "m.yaml", "-o", "m.lock.yaml", "--cache", "cache"];
-    args.extend_from_slice(extra);
-    // No auth file of the machine's user may leak into a test.
-    let mut all = vec![("HOME", ws.root().to_str().unwrap())];
-    all.extend_from_slice(envs);
-    run_bundle_in(ws.root(), &args, &all)
-}
-
 /// One registry with `test/app:v1` and `test/base:v1` pushed.
 fn registry_with_images(ws: &Workspace, login: Option<(&str, &str)>) -> Registry {
     let registry = Registry::start(&ws.path("registry"), login);
@@ -66,12 +51,6 @@ fn registry_with_images(ws: &Workspace, login: Option<(&str, &str)>) -> Registry
     build_image(&layout, "base", "base\n");
     registry.push(&layout, "base", "test/base", creds.as_deref());
     registry
-}
-
-/// A docker `config.json` / containers `auth.json` with a login for `host`.
-fn auth_file(host: &str, user: &str, password: &str) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"{auth}\"}}}}}}")
 }
 
 /// `registry_with_images`, then the registry restarted on the same storage with
@@ -104,7 +83,7 @@ fn lock_pins_tags_to_the_digest_the_registry_serves_and_is_deterministic() {
     let registry = registry_with_images(&ws, None);
     let host = registry.host();
     write_app_and_base_manifest(&ws, &host);
-    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    lock_images(&ws, &["--plain-http"], &[]).assert_ok();
     let app = registry.manifest_digest("test/app", "v1", None);
     let base = registry.manifest_digest("test/base", "base", None);
     assert_eq!(
@@ -115,7 +94,7 @@ fn lock_pins_tags_to_the_digest_the_registry_serves_and_is_deterministic() {
         ]
     );
     let first = fs::read(ws.path("m.lock.yaml")).unwrap();
-    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    lock_images(&ws, &["--plain-http"], &[]).assert_ok();
     assert_eq!(
         fs::read(ws.path("m.lock.yaml")).unwrap(),
         first,
@@ -124,7 +103,7 @@ fn lock_pins_tags_to_the_digest_the_registry_serves_and_is_deterministic() {
 
     // The lock locks again to itself (digests are checked to exist, nothing changes).
     fs::copy(ws.path("m.lock.yaml"), ws.path("m.yaml")).unwrap();
-    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    lock_images(&ws, &["--plain-http"], &[]).assert_ok();
     assert_eq!(fs::read(ws.path("m.lock.yaml")).unwrap(), first);
 }
 
@@ -143,7 +122,7 @@ fn a_digest_that_is_not_in_the_registry_and_a_missing_tag_are_exit_1() {
             "m.yaml",
             images_manifest(std::slice::from_ref(&reference), ""),
         );
-        lock(&ws, &["--plain-http"], &[])
+        lock_images(&ws, &["--plain-http"], &[])
             .assert_code(1)
             .assert_stderr_contains(&reference)
             .assert_stderr_contains("not found")
@@ -160,7 +139,7 @@ fn a_plain_http_registry_without_plain_http_is_exit_1_with_a_hint() {
         "m.yaml",
         images_manifest(&[format!("{}/test/app:v1", registry.host())], ""),
     );
-    lock(&ws, &["--retries", "0"], &[])
+    lock_images(&ws, &["--retries", "0"], &[])
         .assert_code(1)
         .assert_stderr_contains("--plain-http");
     assert!(!ws.path("m.lock.yaml").exists());
@@ -182,7 +161,7 @@ fn basic_auth_comes_from_the_auth_files_and_a_wrong_password_is_exit_1() {
     let auth_file = |password: &str| auth_file(&host, "alice", password);
 
     // No login anywhere: the registry refuses.
-    lock(&ws, &["--plain-http"], &[])
+    lock_images(&ws, &["--plain-http"], &[])
         .assert_code(1)
         .assert_stderr_contains(&host)
         .assert_stderr_contains("authentication failed");
@@ -190,7 +169,7 @@ fn basic_auth_comes_from_the_auth_files_and_a_wrong_password_is_exit_1() {
     // A docker config.json ($DOCKER_CONFIG) with the right password.
     ws.write("docker/config.json", auth_file("s3cret"));
     let docker = ws.path("docker");
-    lock(
+    lock_images(
         &ws,
         &["--plain-http"],
         &[("DOCKER_CONFIG", docker.to_str().unwrap())],
@@ -202,7 +181,7 @@ fn basic_auth_comes_from_the_auth_files_and_a_wrong_password_is_exit_1() {
     // A containers auth.json ($REGISTRY_AUTH_FILE) wins over it: with a wrong password
     // the registry refuses, naming it, and the password is never printed.
     let auth = ws.write("auth.json", auth_file("wrong"));
-    let run = lock(
+    let run = lock_images(
         &ws,
         &["--plain-http"],
         &[
@@ -218,7 +197,7 @@ fn basic_auth_comes_from_the_auth_files_and_a_wrong_password_is_exit_1() {
 
     // A malformed auth file is a clear usage error naming it.
     let bad = ws.write("bad.json", "{not json");
-    lock(
+    lock_images(
         &ws,
         &["--plain-http"],
         &[("REGISTRY_AUTH_FILE", bad.to_str().unwrap())],
@@ -264,7 +243,7 @@ fn platforms_are_checked_against_an_image_index() {
             "platforms: [linux/amd64]\n",
         ),
     );
-    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    lock_images(&ws, &["--plain-http"], &[]).assert_ok();
     assert_eq!(
         locked_refs(&ws, "m.lock.yaml"),
         [format!(
@@ -280,7 +259,7 @@ fn platforms_are_checked_against_an_image_index() {
             "apiVersion: bundle/v1\nname: images\nversion: '1.0'\nimages:\n  - ref: '{reference}'\n    platforms: [linux/arm64, linux/amd64]\n"
         ),
     );
-    lock(&ws, &["--plain-http"], &[])
+    lock_images(&ws, &["--plain-http"], &[])
         .assert_code(2)
         .assert_stderr_contains("linux/arm64")
         .assert_stderr_contains("which has linux/amd64");
@@ -301,7 +280,7 @@ fn a_bearer_challenge_is_answered_with_a_token_from_the_realm_for_each_repositor
         "skopeo got the manifests without a token"
     );
     write_app_and_base_manifest(&ws, &host);
-    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    lock_images(&ws, &["--plain-http"], &[]).assert_ok();
     assert_eq!(
         locked_refs(&ws, "m.lock.yaml"),
         [
@@ -400,7 +379,7 @@ fn a_token_service_that_wants_a_login_gets_the_registrys_login_from_the_auth_fil
     };
 
     // No login anywhere: the token service refuses.
-    lock(&ws, &["--plain-http"], &[])
+    lock_images(&ws, &["--plain-http"], &[])
         .assert_code(1)
         .assert_stderr_contains("authentication failed");
     assert!(!ws.path("m.lock.yaml").exists());
@@ -414,7 +393,7 @@ fn a_token_service_that_wants_a_login_gets_the_registrys_login_from_the_auth_fil
     ws.write("docker/config.json", auth_file(&host, "alice", "s3cret"));
     let docker = ws.path("docker");
     let docker_config = ("DOCKER_CONFIG", docker.to_str().unwrap());
-    let run = lock(&ws, &["--plain-http"], &[docker_config]);
+    let run = lock_images(&ws, &["--plain-http"], &[docker_config]);
     run.assert_ok();
     assert!(!run.stderr.contains("s3cret"));
     assert_eq!(locked_refs(&ws, "m.lock.yaml"), [expected]);
@@ -436,7 +415,7 @@ fn a_token_service_that_wants_a_login_gets_the_registrys_login_from_the_auth_fil
 
     // A wrong password: refused, and never printed.
     ws.write("docker/config.json", auth_file(&host, "alice", "wrong"));
-    let run = lock(&ws, &["--plain-http"], &[docker_config]);
+    let run = lock_images(&ws, &["--plain-http"], &[docker_config]);
     run.assert_code(1)
         .assert_stderr_contains("authentication failed");
     assert!(!run.stderr.contains("wrong"));
@@ -451,80 +430,6 @@ fn a_token_service_that_wants_a_login_gets_the_registrys_login_from_the_auth_fil
 // ---------------------------------------------------------------------------
 // create: images into the bundle's OCI layout
 // ---------------------------------------------------------------------------
-
-/// `bundle create m.lock.yaml -o b.bundle.tar.zst --plain-http` with a fixed epoch.
-fn create_images(ws: &Workspace, out: &str) -> Run {
-    run_bundle_in(
-        ws.root(),
-        &[
-            "create",
-            "m.lock.yaml",
-            "-o",
-            out,
-            "--key",
-            "site.key",
-            "--cache",
-            "cache",
-            "--plain-http",
-            "--retries",
-            "0",
-        ],
-        &[
-            ("HOME", ws.root().to_str().unwrap()),
-            ("SOURCE_DATE_EPOCH", "1700000000"),
-        ],
-    )
-}
-
-/// The layer digests (hex) of an image manifest.
-fn layers(manifest: &[u8]) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
-    v["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            l["digest"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("sha256:")
-                .to_string()
-        })
-        .collect()
-}
-
-fn inspect_json(ws: &Workspace, bundle: &str) -> serde_json::Value {
-    let run = run_bundle_in(ws.root(), &["inspect", "--json", bundle], &[]);
-    run.assert_ok();
-    serde_json::from_str(&run.stdout).unwrap()
-}
-
-/// Every entry path of a bundle, from `inspect --json`.
-fn entry_paths(report: &serde_json::Value) -> Vec<String> {
-    let mut paths: Vec<String> = report["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|a| a["entries"].as_array().unwrap().iter())
-        .map(|e| e.as_str().unwrap().to_string())
-        .collect();
-    paths.sort();
-    paths.dedup();
-    paths
-}
-
-fn sh_ok(script: &str) -> Vec<u8> {
-    let out = std::process::Command::new("bash")
-        .args(["-euo", "pipefail", "-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 #[test]
 fn create_carries_images_in_an_oci_layout_that_skopeo_reads_sharing_layers_once() {
@@ -546,7 +451,7 @@ fn create_carries_images_in_an_oci_layout_that_skopeo_reads_sharing_layers_once(
     assert_eq!(shared.len(), 1, "the app image must share the base layer");
 
     write_app_and_base_manifest(&ws, &host);
-    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    lock_images(&ws, &["--plain-http"], &[]).assert_ok();
     create_images(&ws, "b.bundle.tar.zst").assert_ok();
     run_bundle_in(
         ws.root(),
@@ -649,31 +554,9 @@ fn platforms_filter_an_index_and_the_carried_index_has_its_own_digest() {
     let registry = Registry::start(&ws.path("registry"), None);
     let host = registry.host();
     let layout = ws.path("oci");
-    build_image(&layout, "amd", "amd64 build\n");
-    build_image(&layout, "arm", "arm64 build\n");
-    registry.push(&layout, "amd", "test/multi", None);
-    registry.push(&layout, "arm", "test/multi", None);
-    let amd = registry.raw_manifest("test/multi", "amd");
-    let arm = registry.raw_manifest("test/multi", "arm");
-    let entry = |raw: &[u8], arch: &str| {
-        format!(
-            "{{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:{}\",\"size\":{},\"platform\":{{\"architecture\":\"{arch}\",\"os\":\"linux\"}}}}",
-            sha256_bytes(raw),
-            raw.len()
-        )
-    };
-    let index = format!(
-        "{{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\",\"manifests\":[{},{}]}}",
-        entry(&amd, "amd64"),
-        entry(&arm, "arm64")
-    );
-    registry.put_manifest(
-        "test/multi",
-        "v1",
-        "application/vnd.oci.image.index.v1+json",
-        index.as_bytes(),
-    );
-    let upstream = sha256_bytes(index.as_bytes());
+    let multi = push_two_platform_index(&registry, &layout, "test/multi", "v1");
+    let (amd, arm) = (multi.amd.as_slice(), multi.arm.as_slice());
+    let upstream = multi.digest();
     let reference = format!("{host}/test/multi:v1");
 
     for (platforms, expect_filtered) in [("platforms: [linux/amd64]\n", true), ("", false)] {
@@ -681,7 +564,7 @@ fn platforms_filter_an_index_and_the_carried_index_has_its_own_digest() {
             "m.yaml",
             images_manifest(std::slice::from_ref(&reference), platforms),
         );
-        lock(&ws, &["--plain-http"], &[]).assert_ok();
+        lock_images(&ws, &["--plain-http"], &[]).assert_ok();
         create_images(&ws, "b.bundle.tar.zst").assert_ok();
         let report = inspect_json(&ws, "b.bundle.tar.zst");
         let image = &report["artifacts"][0];
@@ -689,10 +572,7 @@ fn platforms_filter_an_index_and_the_carried_index_has_its_own_digest() {
         assert_eq!(image["source"], format!("{reference}@sha256:{upstream}"));
         let paths = entry_paths(&report);
         let has = |hex: &str| paths.contains(&format!("oci/blobs/sha256/{hex}"));
-        assert!(
-            has(&sha256_bytes(&amd)) && has(&layers(&amd)[0]),
-            "{paths:?}"
-        );
+        assert!(has(&sha256_bytes(amd)) && has(&layers(amd)[0]), "{paths:?}");
         let text = run_bundle_in(ws.root(), &["inspect", "b.bundle.tar.zst"], &[]);
         text.assert_ok()
             .assert_stdout_contains(&format!("{reference}@sha256:{upstream}"))
@@ -705,12 +585,12 @@ fn platforms_filter_an_index_and_the_carried_index_has_its_own_digest() {
             assert_ne!(carried, upstream, "a filtered index has its own digest");
             assert!(has(carried));
             assert!(
-                !has(&sha256_bytes(&arm)) && !has(&layers(&arm)[0]),
+                !has(&sha256_bytes(arm)) && !has(&layers(arm)[0]),
                 "arm64 content carried: {paths:?}"
             );
         } else {
             assert_eq!(image["sha256"], upstream.as_str());
-            assert!(has(&upstream) && has(&layers(&arm)[0]), "{paths:?}");
+            assert!(has(&upstream) && has(&layers(arm)[0]), "{paths:?}");
         }
         fs::remove_file(ws.path("b.bundle.tar.zst")).unwrap();
     }
@@ -726,7 +606,7 @@ fn a_blob_the_registry_serves_damaged_is_exit_3_naming_image_and_blob() {
         "m.yaml",
         images_manifest(&[format!("{host}/test/app:v1")], ""),
     );
-    lock(&ws, &["--plain-http"], &[]).assert_ok();
+    lock_images(&ws, &["--plain-http"], &[]).assert_ok();
     let layer = layers(&registry.raw_manifest("test/app", "v1"))[0].clone();
     let file = registry.blob_file(&layer);
     let mut bytes = fs::read(&file).unwrap();
@@ -752,7 +632,7 @@ fn an_image_listed_twice_is_refused_at_lock_and_create() {
         "m.yaml",
         images_manifest(&[reference.clone(), reference.clone()], ""),
     );
-    lock(&ws, &["--plain-http"], &[])
+    lock_images(&ws, &["--plain-http"], &[])
         .assert_code(2)
         .assert_stderr_contains("both named")
         .assert_stderr_contains(&reference);

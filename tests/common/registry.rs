@@ -1,8 +1,11 @@
 //! A real `docker-registry` (CNCF distribution 2.8) on a free 127.0.0.1 port, optionally
 //! with htpasswd basic auth or distribution's token auth (with [`TokenServer`], a small
 //! token service on 127.0.0.1 that signs RS256 JWTs with a key made by the `openssl` CLI),
-//! and small real images built offline with `umoci` and pushed with `skopeo`. Stopped (by
-//! pid, or the token server's thread joined) when dropped.
+//! optionally over TLS with a certificate from a test CA made by the `openssl` CLI
+//! ([`Registry::start_tls`]), and small real images built offline with `umoci` and pushed
+//! with `skopeo`. Stopped (by pid, or the server's thread joined) when dropped. Also a
+//! server that answers every request with 500 ([`FailingServer`]) and the `lock` /
+//! `create` runs of image manifests shared by the image tests.
 
 #![allow(dead_code)]
 
@@ -18,25 +21,43 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-use super::{free_port, port_accepts, require_tool, sha256_bytes};
+use super::{Run, Workspace, free_port, port_accepts, require_tool, run_bundle_in, sha256_bytes};
 
 /// The `service` (the JWT's `aud`) and `issuer` (`iss`) a token-auth registry expects.
 pub const TOKEN_SERVICE: &str = "test-registry";
 pub const TOKEN_ISSUER: &str = "test-issuer";
 
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
 pub struct Registry {
     pub port: u16,
     dir: PathBuf,
     child: Child,
+    /// With TLS: the directory holding the test CA's certificate as `ca.crt` (what
+    /// skopeo's `--cert-dir` wants).
+    cert_dir: Option<PathBuf>,
+    /// The basic login it requires (`user:password`), used by the inspection helpers.
+    login: Option<String>,
 }
 
 impl Registry {
     /// Starts a registry storing under `dir`; with `login`, it requires that basic login.
     pub fn start(dir: &Path, login: Option<(&str, &str)>) -> Registry {
+        Registry::start_with(dir, login, false)
+    }
+
+    /// Like [`Registry::start`], serving HTTPS with a certificate for `IP:127.0.0.1` and
+    /// `DNS:localhost` signed by a test CA made under `dir` ([`Registry::ca_path`]).
+    pub fn start_tls(dir: &Path, login: Option<(&str, &str)>) -> Registry {
+        Registry::start_with(dir, login, true)
+    }
+
+    fn start_with(dir: &Path, login: Option<(&str, &str)>, tls: bool) -> Registry {
+        fs::create_dir_all(dir).unwrap();
         let mut auth = String::new();
         if let Some((user, password)) = login {
             require_tool("htpasswd");
-            fs::create_dir_all(dir).unwrap();
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
                 .output()
@@ -49,7 +70,10 @@ impl Registry {
                 htpasswd.display()
             );
         }
-        Registry::serve(dir, &auth)
+        let cert_dir = tls.then(|| make_test_ca(&dir.join("tls")));
+        let mut registry = Registry::serve(dir, &auth, cert_dir);
+        registry.login = login.map(|(u, p)| format!("{u}:{p}"));
+        registry
     }
 
     /// Starts a registry storing under `dir` (a registry may have run there before: its
@@ -63,17 +87,27 @@ impl Registry {
                 "auth: {{token: {{realm: \"{realm}\", service: {TOKEN_SERVICE}, issuer: {TOKEN_ISSUER}, rootcertbundle: {}}}}}\n",
                 rootcertbundle.display()
             ),
+            None,
         )
     }
 
-    /// Writes the config (storage under `dir/data`, a free port, then `auth`) and waits
-    /// for the registry to accept connections.
-    fn serve(dir: &Path, auth: &str) -> Registry {
+    /// Writes the config (storage under `dir/data`, a free port, TLS with the server
+    /// certificate beside `cert_dir`'s CA, then `auth`) and waits for the registry to
+    /// accept connections.
+    fn serve(dir: &Path, auth: &str, cert_dir: Option<PathBuf>) -> Registry {
         require_tool("docker-registry");
         fs::create_dir_all(dir).unwrap();
         let port = free_port();
+        let tls = match &cert_dir {
+            Some(d) => format!(
+                ", tls: {{certificate: {}, key: {}}}",
+                d.join("server.pem").display(),
+                d.join("server-key.pem").display()
+            ),
+            None => String::new(),
+        };
         let config = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n{auth}",
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}{tls}}}\n{auth}",
             dir.join("data").display()
         );
         let config_path = dir.join("config.yml");
@@ -91,6 +125,8 @@ impl Registry {
             port,
             dir: dir.to_path_buf(),
             child,
+            cert_dir,
+            login: None,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !port_accepts(port) {
@@ -107,6 +143,25 @@ impl Registry {
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The test CA's certificate (PEM) that signed the server certificate. Panics for a
+    /// registry without TLS.
+    pub fn ca_path(&self) -> PathBuf {
+        self.cert_dir
+            .as_ref()
+            .expect("a registry started with start_tls")
+            .join("ca.crt")
+    }
+
+    /// `https://127.0.0.1:PORT/PATH` with TLS, `http://…` without.
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.cert_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{path}", self.host())
     }
 
     pub fn log(&self) -> String {
@@ -129,14 +184,28 @@ impl Registry {
             .collect()
     }
 
+    /// skopeo's TLS flag for this registry: its CA with TLS, no verification (plain HTTP)
+    /// without. `prefix` is `"dest-"`, `"src-"` or `""`.
+    fn skopeo_tls(&self, prefix: &str) -> String {
+        match &self.cert_dir {
+            Some(d) => format!("--{prefix}cert-dir={}", d.display()),
+            None => format!("--{prefix}tls-verify=false"),
+        }
+    }
+
+    /// `creds`, else the login the registry was started with.
+    fn creds<'a>(&'a self, creds: Option<&'a str>) -> Option<&'a str> {
+        creds.or(self.login.as_deref())
+    }
+
     /// Pushes the image `oci:LAYOUT:TAG` to `HOST/REPO:TAG` with skopeo.
     pub fn push(&self, layout: &Path, tag: &str, repo: &str, creds: Option<&str>) {
         let mut args = vec![
             "copy".to_string(),
             "--quiet".to_string(),
-            "--dest-tls-verify=false".to_string(),
+            self.skopeo_tls("dest-"),
         ];
-        if let Some(c) = creds {
+        if let Some(c) = self.creds(creds) {
             args.push(format!("--dest-creds={c}"));
         }
         args.push(format!("oci:{}:{tag}", layout.display()));
@@ -144,31 +213,54 @@ impl Registry {
         run_ok("skopeo", &args);
     }
 
+    /// Copies `HOST/REPO:REFERENCE` (every platform of an index) into the OCI layout
+    /// `oci:LAYOUT:NAME` with skopeo, which checks every blob's digest as it reads it.
+    pub fn pull(&self, repo: &str, reference: &str, layout: &Path, name: &str) {
+        let mut args = vec![
+            "copy".to_string(),
+            "--quiet".to_string(),
+            "--all".to_string(),
+            self.skopeo_tls("src-"),
+        ];
+        if let Some(c) = self.creds(None) {
+            args.push(format!("--src-creds={c}"));
+        }
+        let sep = if reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
+        args.push(format!("docker://{}/{repo}{sep}{reference}", self.host()));
+        args.push(format!("oci:{}:{name}", layout.display()));
+        run_ok("skopeo", &args);
+    }
+
     /// The sha256 of the manifest bytes the registry serves for `repo:reference`.
     pub fn manifest_digest(&self, repo: &str, reference: &str, creds: Option<&str>) -> String {
-        let mut args = vec![
-            "inspect".to_string(),
-            "--raw".to_string(),
-            "--tls-verify=false".to_string(),
-        ];
-        if let Some(c) = creds {
-            args.push(format!("--creds={c}"));
-        }
-        args.push(format!("docker://{}/{repo}:{reference}", self.host()));
-        sha256_bytes(run_ok("skopeo", &args))
+        sha256_bytes(self.raw_manifest_as(repo, reference, creds))
     }
 
     /// The manifest bytes the registry serves for `repo:reference`.
     pub fn raw_manifest(&self, repo: &str, reference: &str) -> Vec<u8> {
-        run_ok(
-            "skopeo",
-            &[
-                "inspect".into(),
-                "--raw".into(),
-                "--tls-verify=false".into(),
-                format!("docker://{}/{repo}:{reference}", self.host()),
-            ],
-        )
+        self.raw_manifest_as(repo, reference, None)
+    }
+
+    fn raw_manifest_as(&self, repo: &str, reference: &str, creds: Option<&str>) -> Vec<u8> {
+        let mut args = vec![
+            "inspect".to_string(),
+            "--raw".to_string(),
+            self.skopeo_tls(""),
+        ];
+        if let Some(c) = self.creds(creds) {
+            args.push(format!("--creds={c}"));
+        }
+        let sep = if reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
+        args.push(format!("docker://{}/{repo}{sep}{reference}", self.host()));
+        run_ok("skopeo", &args)
     }
 
     /// Where the registry stores blob `sha256:HEX` on disk.
@@ -180,23 +272,126 @@ impl Registry {
             .join("data")
     }
 
+    /// The directory of the uploads in progress of every repository (their `data` files
+    /// grow while a blob is uploaded).
+    pub fn upload_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, under_uploads: bool, out: &mut Vec<PathBuf>) {
+            let Ok(rd) = fs::read_dir(dir) else { return };
+            for e in rd.flatten() {
+                let path = e.path();
+                let name = e.file_name();
+                let uploads = under_uploads || name == "_uploads";
+                if path.is_dir() {
+                    walk(&path, uploads, out);
+                } else if uploads && name == "data" {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            &self.dir.join("data/docker/registry/v2/repositories"),
+            false,
+            &mut out,
+        );
+        out
+    }
+
+    /// curl's arguments to reach this registry: its CA, and its login.
+    fn curl_args(&self) -> Vec<String> {
+        let mut args = vec!["-sS".to_string()];
+        if self.cert_dir.is_some() {
+            args.push("--cacert".to_string());
+            args.push(self.ca_path().display().to_string());
+        }
+        if let Some(login) = &self.login {
+            args.push("-u".to_string());
+            args.push(login.clone());
+        }
+        args
+    }
+
     /// PUTs raw manifest bytes (an index, say) under `repo:tag`.
     pub fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, bytes: &[u8]) {
         let file = self.dir.join("put-manifest.json");
         fs::write(&file, bytes).unwrap();
-        run_ok(
-            "curl",
-            &[
-                "-fsS".to_string(),
-                "-X".to_string(),
-                "PUT".to_string(),
-                "-H".to_string(),
-                format!("Content-Type: {media_type}"),
-                "--data-binary".to_string(),
-                format!("@{}", file.display()),
-                format!("http://{}/v2/{repo}/manifests/{tag}", self.host()),
-            ],
-        );
+        let mut args = self.curl_args();
+        args.extend([
+            "-f".to_string(),
+            "-X".to_string(),
+            "PUT".to_string(),
+            "-H".to_string(),
+            format!("Content-Type: {media_type}"),
+            "--data-binary".to_string(),
+            format!("@{}", file.display()),
+            self.url(&format!("/v2/{repo}/manifests/{tag}")),
+        ]);
+        run_ok("curl", &args);
+    }
+
+    /// The status of `HEAD /v2/<repo>/blobs/sha256:<hex>` (with the registry's login).
+    pub fn blob_status(&self, repo: &str, hex: &str) -> u16 {
+        self.status("HEAD", &format!("/v2/{repo}/blobs/sha256:{hex}"))
+            .0
+    }
+
+    /// The status of `HEAD /v2/<repo>/manifests/<reference>` (with the registry's login).
+    pub fn manifest_status(&self, repo: &str, reference: &str) -> u16 {
+        self.status("HEAD", &format!("/v2/{repo}/manifests/{reference}"))
+            .0
+    }
+
+    /// The tags of `repo` (`GET /v2/<repo>/tags/list`): empty when the repository is
+    /// unknown (404) or has none.
+    pub fn tags(&self, repo: &str) -> Vec<String> {
+        let (status, body) = self.status("GET", &format!("/v2/{repo}/tags/list"));
+        match status {
+            404 => Vec::new(),
+            200 => {
+                let v: serde_json::Value = serde_json::from_slice(&body)
+                    .unwrap_or_else(|e| panic!("tags/list of {repo} is not JSON: {e}"));
+                v["tags"]
+                    .as_array()
+                    .map(|t| t.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default()
+            }
+            other => panic!(
+                "tags/list of {repo}: HTTP {other}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+
+    /// `METHOD path` with curl: the status and the body.
+    fn status(&self, method: &str, path: &str) -> (u16, Vec<u8>) {
+        let body = self.dir.join("curl-body");
+        let _ = fs::remove_file(&body);
+        let mut args = self.curl_args();
+        // distribution answers 404 to a manifest request that does not accept its type.
+        args.extend([
+            "-H".to_string(),
+            format!(
+                "Accept: {OCI_MANIFEST}, {OCI_INDEX}, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
+            ),
+        ]);
+        if method == "HEAD" {
+            args.push("--head".to_string());
+        } else {
+            args.extend(["-X".to_string(), method.to_string()]);
+        }
+        args.extend([
+            "-o".to_string(),
+            body.display().to_string(),
+            "-w".to_string(),
+            "%{http_code}".to_string(),
+            self.url(path),
+        ]);
+        let out = run_ok("curl", &args);
+        let status = String::from_utf8_lossy(&out)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl {method} {path}: no status"));
+        (status, fs::read(&body).unwrap_or_default())
     }
 }
 
@@ -205,6 +400,86 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A test CA and a server certificate it signed for `IP:127.0.0.1` and `DNS:localhost`
+/// (ECDSA P-256, made with the `openssl` CLI) in `dir`: `ca.crt`, `server.pem` and
+/// `server-key.pem`. Only the CA's certificate ends in `.crt` and no file in `.cert` or
+/// `.key` (skopeo reads those as client certificates), so `dir` is a skopeo
+/// `--cert-dir`. Returns `dir`.
+pub fn make_test_ca(dir: &Path) -> PathBuf {
+    require_tool("openssl");
+    fs::create_dir_all(dir).unwrap();
+    let p = |name: &str| dir.join(name).display().to_string();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    let (ca_key, ca_crt) = (p("ca-key.pem"), p("ca.crt"));
+    ca.extend([
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_crt,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=airgap-bundle test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run_ok(
+        "openssl",
+        &ca.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    let (key, csr, crt, ext) = (
+        p("server-key.pem"),
+        p("server.csr"),
+        p("server.pem"),
+        p("ext.cnf"),
+    );
+    let mut req = vec!["req", "-new"];
+    req.extend(ec);
+    req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+    run_ok(
+        "openssl",
+        &req.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_crt,
+        "-CAkey",
+        &ca_key,
+        "-set_serial",
+        "2",
+        "-days",
+        "2",
+        "-out",
+        &crt,
+        "-extfile",
+        &ext,
+    ];
+    run_ok(
+        "openssl",
+        &sign.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    dir.to_path_buf()
 }
 
 fn run_ok(program: &str, args: &[String]) -> Vec<u8> {
@@ -230,6 +505,12 @@ pub fn build_image(layout: &Path, tag: &str, content: &str) {
 /// Like [`build_image`], but on top of the layers of the image `oci:LAYOUT:BASE` (so the
 /// two share its layers).
 pub fn build_image_on(layout: &Path, base: Option<&str>, tag: &str, content: &str) {
+    build_image_with(layout, base, tag, content.as_bytes());
+}
+
+/// Like [`build_image_on`], with any bytes as the file's content (its layer is as big as
+/// they are, gzipped).
+pub fn build_image_with(layout: &Path, base: Option<&str>, tag: &str, content: &[u8]) {
     require_tool("umoci");
     let layout_s = layout.display().to_string();
     if !layout.join("oci-layout").exists() {
@@ -274,6 +555,254 @@ pub fn build_image_on(layout: &Path, base: Option<&str>, tag: &str, content: &st
         ],
     );
     let _ = fs::remove_dir_all(&bundle);
+}
+
+/// An OCI index of two images for two platforms, as served by a registry.
+pub struct TwoPlatformIndex {
+    /// The index bytes (what the tag serves).
+    pub index: Vec<u8>,
+    /// The manifest of the `linux/amd64` image, and of the `linux/arm64` one.
+    pub amd: Vec<u8>,
+    pub arm: Vec<u8>,
+}
+
+impl TwoPlatformIndex {
+    /// The index's digest (hex).
+    pub fn digest(&self) -> String {
+        sha256_bytes(&self.index)
+    }
+}
+
+/// Builds two images (`amd`, `arm`) in `layout`, pushes them to `REPO:amd` and `REPO:arm`
+/// and puts an OCI index naming them as `linux/amd64` and `linux/arm64` under `REPO:TAG`.
+pub fn push_two_platform_index(
+    registry: &Registry,
+    layout: &Path,
+    repo: &str,
+    tag: &str,
+) -> TwoPlatformIndex {
+    build_image(layout, "amd", "amd64 build\n");
+    build_image(layout, "arm", "arm64 build\n");
+    registry.push(layout, "amd", repo, None);
+    registry.push(layout, "arm", repo, None);
+    let amd = registry.raw_manifest(repo, "amd");
+    let arm = registry.raw_manifest(repo, "arm");
+    let entry = |raw: &[u8], arch: &str| {
+        format!(
+            "{{\"mediaType\":\"{OCI_MANIFEST}\",\"digest\":\"sha256:{}\",\"size\":{},\"platform\":{{\"architecture\":\"{arch}\",\"os\":\"linux\"}}}}",
+            sha256_bytes(raw),
+            raw.len()
+        )
+    };
+    let index = format!(
+        "{{\"schemaVersion\":2,\"mediaType\":\"{OCI_INDEX}\",\"manifests\":[{},{}]}}",
+        entry(&amd, "amd64"),
+        entry(&arm, "arm64")
+    )
+    .into_bytes();
+    registry.put_manifest(repo, tag, OCI_INDEX, &index);
+    TwoPlatformIndex { index, amd, arm }
+}
+
+/// The layer digests (hex) of an image manifest.
+pub fn layers(manifest: &[u8]) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string()
+        })
+        .collect()
+}
+
+/// The config digest (hex) of an image manifest.
+pub fn config(manifest: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    v["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Image manifests: lock and create
+// ---------------------------------------------------------------------------
+
+/// A manifest called `images` naming `refs`, plus any extra top-level YAML.
+pub fn images_manifest(refs: &[String], extra: &str) -> String {
+    let mut m = String::from("apiVersion: bundle/v1\nname: images\nversion: '1.0'\nimages:\n");
+    for r in refs {
+        m.push_str(&format!("  - ref: '{r}'\n"));
+    }
+    m.push_str(extra);
+    m
+}
+
+/// `bundle lock m.yaml -o m.lock.yaml --cache cache EXTRA…` in the workspace, with HOME
+/// in the workspace (no auth file of the machine's user may leak into a test).
+pub fn lock_images(ws: &Workspace, extra: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut args = vec!["lock", "m.yaml", "-o", "m.lock.yaml", "--cache", "cache"];
+    args.extend_from_slice(extra);
+    let mut all = vec![("HOME", ws.root().to_str().unwrap())];
+    all.extend_from_slice(envs);
+    run_bundle_in(ws.root(), &args, &all)
+}
+
+/// `bundle create m.lock.yaml -o OUT --key site.key --plain-http` with a fixed epoch.
+pub fn create_images(ws: &Workspace, out: &str) -> Run {
+    run_bundle_in(
+        ws.root(),
+        &[
+            "create",
+            "m.lock.yaml",
+            "-o",
+            out,
+            "--key",
+            "site.key",
+            "--cache",
+            "cache",
+            "--plain-http",
+            "--retries",
+            "0",
+        ],
+        &[
+            ("HOME", ws.root().to_str().unwrap()),
+            ("SOURCE_DATE_EPOCH", "1700000000"),
+        ],
+    )
+}
+
+/// Every entry path of a bundle, from `inspect --json`.
+pub fn entry_paths(report: &serde_json::Value) -> Vec<String> {
+    let mut paths: Vec<String> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["entries"].as_array().unwrap().iter())
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// A docker `config.json` / containers `auth.json` with a login for `host`.
+pub fn auth_file(host: &str, user: &str, password: &str) -> String {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("{{\"auths\": {{\"{host}\": {{\"auth\": \"{auth}\"}}}}}}")
+}
+
+/// Runs a bash script (`-euo pipefail`) that must succeed; its stdout.
+pub fn sh_ok(script: &str) -> Vec<u8> {
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+// ---------------------------------------------------------------------------
+// A server that always fails
+// ---------------------------------------------------------------------------
+
+/// A server on a free 127.0.0.1 port, served by a thread of the test, that answers every
+/// request with `500 Internal Server Error` and closes the connection. Every request line
+/// is recorded. Stopped when dropped.
+pub struct FailingServer {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FailingServer {
+    pub fn start() -> FailingServer {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (requests, stop) = (requests.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(stream) = stream {
+                        answer_500(stream, &requests);
+                    }
+                }
+            })
+        };
+        FailingServer {
+            port,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The request lines (`"GET /v2/ HTTP/1.1"`) answered so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FailingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept.
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads a request head from `stream`, records its request line in `requests` (before
+/// answering), answers 500 and closes.
+fn answer_500(mut stream: TcpStream, requests: &Mutex<Vec<String>>) -> Option<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 || head.len() > 64 << 10 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head)
+        .split("\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    requests.lock().unwrap().push(line);
+    let body = "{\"errors\":[{\"code\":\"UNKNOWN\",\"message\":\"always failing\"}]}";
+    let _ = write!(
+        stream,
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.flush();
+    Some(())
 }
 
 /// One request the token server answered.
@@ -378,10 +907,8 @@ impl TokenServer {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    if let Ok(stream) = stream
-                        && let Some(request) = issuer.answer(stream)
-                    {
-                        requests.lock().unwrap().push(request);
+                    if let Ok(stream) = stream {
+                        issuer.answer(stream, &requests);
                     }
                 }
             })
@@ -423,8 +950,10 @@ impl Drop for TokenServer {
 }
 
 impl Issuer {
-    /// Reads one request from `stream`, answers it and closes the connection.
-    fn answer(&mut self, mut stream: TcpStream) -> Option<TokenRequest> {
+    /// Reads one request from `stream`, records it in `requests` (before answering, so a
+    /// client that got the answer finds it recorded), answers it and closes the
+    /// connection.
+    fn answer(&mut self, mut stream: TcpStream, requests: &Mutex<Vec<TokenRequest>>) -> Option<()> {
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let mut head = Vec::new();
         let mut buf = [0u8; 4096];
@@ -492,13 +1021,14 @@ impl Issuer {
             401 => "Unauthorized",
             _ => "Not Found",
         };
+        requests.lock().unwrap().push(request);
         let _ = write!(
             stream,
             "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         let _ = stream.flush();
-        Some(request)
+        Some(())
     }
 
     /// An RS256 JWT for `subject` granting the `scopes` (`TYPE:NAME:ACTION,…`).
@@ -509,8 +1039,11 @@ impl Issuer {
             .unwrap()
             .as_secs();
         self.issued += 1;
+        // The token spec repeats `scope` for several scopes; some clients join them with
+        // spaces in one (as the challenge lists them), which is granted too.
         let access: Vec<serde_json::Value> = scopes
             .iter()
+            .flat_map(|scope| scope.split_whitespace())
             .filter_map(|scope| {
                 let (kind, rest) = scope.split_once(':')?;
                 let (name, actions) = rest.rsplit_once(':')?;
