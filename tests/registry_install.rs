@@ -10,6 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -140,6 +141,41 @@ fn install(ws: &Workspace, bundle: &str, args: &[&str], password: Option<&str>) 
     run_bundle_in(ws.root(), &all, &envs)
 }
 
+/// The TLS site registry with basic auth the install tests push into.
+fn tls_site(ws: &Workspace) -> Registry {
+    Registry::start_tls(&ws.path("site-registry"), Some((USER, PASSWORD)))
+}
+
+/// `install --json BUNDLE` into `site` with `--registry-user` and `--registry-ca`, the
+/// password (`password`) in the environment.
+fn install_into(ws: &Workspace, site: &Registry, bundle: &str, password: &str) -> Run {
+    let host = site.host();
+    let ca = site.ca_path();
+    install(ws, bundle, &tls_args(&host, &ca), Some(password))
+}
+
+/// `--registry HOST --registry-user USER --registry-ca CA`.
+fn tls_args<'a>(host: &'a str, ca: &'a Path) -> [&'a str; 6] {
+    [
+        "--registry",
+        host,
+        "--registry-user",
+        USER,
+        "--registry-ca",
+        ca.to_str().unwrap(),
+    ]
+}
+
+/// `install --json b.bundle.tar.zst --registry HOST --plain-http`, no login.
+fn install_plain(ws: &Workspace, host: &str) -> Run {
+    install(
+        ws,
+        "b.bundle.tar.zst",
+        &["--registry", host, "--plain-http"],
+        None,
+    )
+}
+
 /// The `--json` report of a successful run.
 fn report(run: &Run) -> serde_json::Value {
     run.assert_ok();
@@ -226,22 +262,9 @@ fn assert_mirrors_upstream(ws: &Workspace, site: &Registry, up: &Upstream) {
 fn install_pushes_every_image_with_its_upstream_digest_into_a_tls_registry_with_basic_auth() {
     let ws = Workspace::new();
     let up = upstream(&ws, true, "");
-    let site = Registry::start_tls(&ws.path("site-registry"), Some((USER, PASSWORD)));
+    let site = tls_site(&ws);
     let host = site.host();
-    let ca = site.ca_path();
-    let run = install(
-        &ws,
-        "b.bundle.tar.zst",
-        &[
-            "--registry",
-            &host,
-            "--registry-user",
-            USER,
-            "--registry-ca",
-            ca.to_str().unwrap(),
-        ],
-        Some(PASSWORD),
-    );
+    let run = install_into(&ws, &site, "b.bundle.tar.zst", PASSWORD);
     let report = report(&run);
     assert!(
         !run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD),
@@ -336,17 +359,10 @@ fn install_pushes_every_image_with_its_upstream_digest_into_a_tls_registry_with_
 fn a_second_install_pushes_nothing() {
     let ws = Workspace::new();
     let up = upstream(&ws, true, "");
-    let site = Registry::start_tls(&ws.path("site-registry"), Some((USER, PASSWORD)));
+    let site = tls_site(&ws);
     let host = site.host();
     let ca = site.ca_path();
-    let args = [
-        "--registry",
-        &host,
-        "--registry-user",
-        USER,
-        "--registry-ca",
-        ca.to_str().unwrap(),
-    ];
+    let args = tls_args(&host, &ca);
     let first = report(&install(&ws, "b.bundle.tar.zst", &args, Some(PASSWORD)));
     assert!(counter(&first, "blobs_pushed") > 0, "{first:#}");
     let before = site.access_log(UA).len();
@@ -413,12 +429,7 @@ fn a_filtered_index_is_pushed_under_the_tag_with_its_carried_digest() {
     // A plain-HTTP site registry without auth.
     let site = Registry::start(&ws.path("site-registry"), None);
     let host = site.host();
-    let report = report(&install(
-        &ws,
-        "b.bundle.tar.zst",
-        &["--registry", &host, "--plain-http"],
-        None,
-    ));
+    let report = report(&install_plain(&ws, &host));
     let entry = report_image(&report, &format!("{host}/test/multi:v1"));
     assert_eq!(entry["digest"], format!("sha256:{carried}"), "{entry:#}");
     assert_eq!(
@@ -486,22 +497,8 @@ fn a_tampered_blob_in_the_bundle_is_exit_3_naming_its_entry_and_no_tag_is_pushed
     .assert_code(3)
     .assert_stderr_contains(&entry_path);
 
-    let site = Registry::start_tls(&ws.path("site-registry"), Some((USER, PASSWORD)));
-    let host = site.host();
-    let ca = site.ca_path();
-    let run = install(
-        &ws,
-        "t.bundle.tar.zst",
-        &[
-            "--registry",
-            &host,
-            "--registry-user",
-            USER,
-            "--registry-ca",
-            ca.to_str().unwrap(),
-        ],
-        Some(PASSWORD),
-    );
+    let site = tls_site(&ws);
+    let run = install_into(&ws, &site, "t.bundle.tar.zst", PASSWORD);
     run.assert_code(3)
         .assert_stderr_contains("verification failed")
         .assert_stderr_contains(&entry_path);
@@ -539,23 +536,10 @@ fn registry_failures_are_exit_1_naming_the_registry_before_anything_moves() {
         .assert_stderr_contains("--registry");
 
     // A wrong password: refused at pre-flight, named, never printed; nothing written.
-    let site = Registry::start_tls(&ws.path("site-registry"), Some((USER, PASSWORD)));
+    let site = tls_site(&ws);
     let host = site.host();
-    let ca = site.ca_path();
     let wrong = "not-the-Pa55word";
-    let run = install(
-        &ws,
-        "b.bundle.tar.zst",
-        &[
-            "--registry",
-            &host,
-            "--registry-user",
-            USER,
-            "--registry-ca",
-            ca.to_str().unwrap(),
-        ],
-        Some(wrong),
-    );
+    let run = install_into(&ws, &site, "b.bundle.tar.zst", wrong);
     run.assert_code(1)
         .assert_stderr_contains("authentication failed")
         .assert_stderr_contains(&host);
@@ -719,12 +703,7 @@ fn an_install_killed_while_pushing_leaves_no_tag_and_a_rerun_converges() {
     );
 
     // Again, to the end.
-    let report = report(&install(
-        &ws,
-        "b.bundle.tar.zst",
-        &["--registry", &host, "--plain-http"],
-        None,
-    ));
+    let report = report(&install_plain(&ws, &host));
     let entry = report_image(&report, &format!("{host}/test/big:v1"));
     assert_eq!(entry["status"], "pushed", "{entry:#}");
     assert_eq!(
@@ -758,17 +737,12 @@ fn two_images_with_one_name_after_the_host_is_dropped_are_exit_2_unless_keep_hos
 
     let site = Registry::start(&ws.path("site-registry"), None);
     let host = site.host();
-    install(
-        &ws,
-        "b.bundle.tar.zst",
-        &["--registry", &host, "--plain-http"],
-        None,
-    )
-    .assert_code(2)
-    .assert_stderr_contains("same name")
-    .assert_stderr_contains(&ref_a)
-    .assert_stderr_contains(&ref_b)
-    .assert_stderr_contains("--keep-host");
+    install_plain(&ws, &host)
+        .assert_code(2)
+        .assert_stderr_contains("same name")
+        .assert_stderr_contains(&ref_a)
+        .assert_stderr_contains(&ref_b)
+        .assert_stderr_contains("--keep-host");
     let log = site.access_log(UA);
     assert_eq!(writes(&log), Vec::<&(String, u16)>::new(), "{log:#?}");
     assert!(log.iter().all(|(r, _)| !r.starts_with("PUT ")), "{log:#?}");

@@ -225,14 +225,19 @@ impl Registry {
         if let Some(c) = self.creds(None) {
             args.push(format!("--src-creds={c}"));
         }
+        args.push(self.docker_ref(repo, reference));
+        args.push(format!("oci:{}:{name}", layout.display()));
+        run_ok("skopeo", &args);
+    }
+
+    /// `docker://HOST/REPO:TAG` or `docker://HOST/REPO@sha256:…`.
+    fn docker_ref(&self, repo: &str, reference: &str) -> String {
         let sep = if reference.starts_with("sha256:") {
             '@'
         } else {
             ':'
         };
-        args.push(format!("docker://{}/{repo}{sep}{reference}", self.host()));
-        args.push(format!("oci:{}:{name}", layout.display()));
-        run_ok("skopeo", &args);
+        format!("docker://{}/{repo}{sep}{reference}", self.host())
     }
 
     /// The sha256 of the manifest bytes the registry serves for `repo:reference`.
@@ -254,12 +259,7 @@ impl Registry {
         if let Some(c) = self.creds(creds) {
             args.push(format!("--creds={c}"));
         }
-        let sep = if reference.starts_with("sha256:") {
-            '@'
-        } else {
-            ':'
-        };
-        args.push(format!("docker://{}/{repo}{sep}{reference}", self.host()));
+        args.push(self.docker_ref(repo, reference));
         run_ok("skopeo", &args)
     }
 
@@ -722,13 +722,20 @@ pub fn sh_ok(script: &str) -> Vec<u8> {
 /// is recorded. Stopped when dropped.
 pub struct FailingServer {
     pub port: u16,
-    requests: Arc<Mutex<Vec<String>>>,
+    server: LocalServer<String>,
+}
+
+/// A thread of the test serving connections on a free 127.0.0.1 port, one at a time,
+/// with `handle` (which records what it was asked in `requests`). Stopped when dropped.
+struct LocalServer<R> {
+    port: u16,
+    requests: Arc<Mutex<Vec<R>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl FailingServer {
-    pub fn start() -> FailingServer {
+impl<R: Send + 'static> LocalServer<R> {
+    fn start(mut handle: impl FnMut(TcpStream, &Mutex<Vec<R>>) + Send + 'static) -> Self {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -741,31 +748,21 @@ impl FailingServer {
                         break;
                     }
                     if let Ok(stream) = stream {
-                        answer_500(stream, &requests);
+                        handle(stream, &requests);
                     }
                 }
             })
         };
-        FailingServer {
+        LocalServer {
             port,
             requests,
             stop,
             thread: Some(thread),
         }
     }
-
-    /// `127.0.0.1:PORT`.
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The request lines (`"GET /v2/ HTTP/1.1"`) answered so far, in order.
-    pub fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
 }
 
-impl Drop for FailingServer {
+impl<R> Drop for LocalServer<R> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept.
@@ -776,9 +773,31 @@ impl Drop for FailingServer {
     }
 }
 
-/// Reads a request head from `stream`, records its request line in `requests` (before
-/// answering), answers 500 and closes.
-fn answer_500(mut stream: TcpStream, requests: &Mutex<Vec<String>>) -> Option<()> {
+impl FailingServer {
+    pub fn start() -> FailingServer {
+        let server = LocalServer::start(|stream, requests| {
+            answer_500(stream, requests);
+        });
+        FailingServer {
+            port: server.port,
+            server,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The request lines (`"GET /v2/ HTTP/1.1"`) answered so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.server.requests.lock().unwrap().clone()
+    }
+}
+
+/// The head of one HTTP request (up to the blank line), or `None` when the client goes
+/// away or sends more than 64 KiB of it.
+fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
@@ -789,6 +808,13 @@ fn answer_500(mut stream: TcpStream, requests: &Mutex<Vec<String>>) -> Option<()
         }
         head.extend_from_slice(&buf[..n]);
     }
+    Some(head)
+}
+
+/// Reads a request head from `stream`, records its request line in `requests` (before
+/// answering), answers 500 and closes.
+fn answer_500(mut stream: TcpStream, requests: &Mutex<Vec<String>>) -> Option<()> {
+    let head = read_head(&mut stream)?;
     let line = String::from_utf8_lossy(&head)
         .split("\r\n")
         .next()
@@ -841,9 +867,7 @@ impl TokenRequest {
 pub struct TokenServer {
     pub port: u16,
     cert: PathBuf,
-    requests: Arc<Mutex<Vec<TokenRequest>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    server: LocalServer<TokenRequest>,
 }
 
 struct Issuer {
@@ -896,29 +920,13 @@ impl TokenServer {
             field: field.to_string(),
             issued: 0,
         };
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (requests, stop) = (requests.clone(), stop.clone());
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(stream) = stream {
-                        issuer.answer(stream, &requests);
-                    }
-                }
-            })
-        };
+        let server = LocalServer::start(move |stream, requests| {
+            issuer.answer(stream, requests);
+        });
         TokenServer {
-            port,
+            port: server.port,
             cert,
-            requests,
-            stop,
-            thread: Some(thread),
+            server,
         }
     }
 
@@ -934,18 +942,7 @@ impl TokenServer {
 
     /// The requests answered since the last call, in order.
     pub fn take_requests(&self) -> Vec<TokenRequest> {
-        std::mem::take(&mut *self.requests.lock().unwrap())
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept.
-        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        std::mem::take(&mut *self.server.requests.lock().unwrap())
     }
 }
 
@@ -954,16 +951,7 @@ impl Issuer {
     /// client that got the answer finds it recorded), answers it and closes the
     /// connection.
     fn answer(&mut self, mut stream: TcpStream, requests: &Mutex<Vec<TokenRequest>>) -> Option<()> {
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).ok()?;
-            if n == 0 || head.len() > 64 << 10 {
-                return None;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
+        let head = read_head(&mut stream)?;
         let head = String::from_utf8_lossy(&head).into_owned();
         let mut lines = head.split("\r\n");
         let target = lines.next()?.split_whitespace().nth(1)?.to_string();
