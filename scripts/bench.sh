@@ -393,6 +393,10 @@ PY
         _ "$IX" "$IPIPE" "$I/BLOBSUMS"
     measure img_create_limit "rm -f '$IPIPE'" bash -c \
         'set -euo pipefail; tar -c -C "$1" oci | zstd -T0 -3 -q -o "$2"' _ "$IX" "$IPIPE"
+    if [[ $COMPONENTS == 1 ]]; then
+        measure img_create_limit_sync "rm -f '$IPIPE'" bash -c \
+            'set -euo pipefail; tar -c -C "$1" oci | zstd -T0 -3 -q -o "$2"; sync "$2"' _ "$IX" "$IPIPE"
+    fi
     IMG_BUNDLE_BYTES=$(stat -c %s "$IMG_BUNDLE")
     IMG_PIPE_BYTES=$(stat -c %s "$IPIPE")
     rm -rf "$IPIPE" "$ICACHE"
@@ -436,6 +440,20 @@ PY
         log "images: measuring push ($RUNS runs each, a fresh registry each run)"
         measure img_push "restart_registry dest" \
             "$BUNDLE" install "$IMG_BUNDLE" --pubkey "$B/key.pub" --registry "$DEST" --plain-http --quiet
+    fi
+    if [[ $COMPONENTS == 1 ]]; then
+        # what the registry itself can take: every distinct blob of the layout uploaded with
+        # curl (POST, then one monolithic streamed PUT), one after another, into one repository
+        measure img_push_limit "restart_registry dest2" bash -c \
+            'set -euo pipefail; reg=$1
+             for f in "$2"/blobs/sha256/*; do
+                 loc=$(curl -fsS -X POST -o /dev/null -D - "http://$reg/v2/bench/ingest/blobs/uploads/" \
+                       | tr -d "\r" | awk -F": " "tolower(\$1) == \"location\" {print \$2}")
+                 [[ $loc == http* ]] || loc=http://$reg$loc
+                 [[ $loc == *\?* ]] && sep="&" || sep="?"
+                 curl -fsS -X PUT -T "$f" -H "Content-Type: application/octet-stream" -o /dev/null \
+                     "$loc${sep}digest=sha256:${f##*/}"
+             done' _ "$DEST2" "$IX/oci"
     fi
     # the baseline: one skopeo copy per image, one after another, from the same layout
     measure img_push_skopeo "restart_registry dest2" bash -c \
@@ -544,6 +562,13 @@ if [[ $IMAGES == 1 ]]; then
     echo "                            one after another, into a fresh registry each run             (peak RSS $(kib_mib "${RSS[img_push_skopeo]}") MiB)"
     echo "            tool: bundle create from the warm cache (upstream registry stopped); bundle install B --registry"
     echo "                  127.0.0.1:PORT --plain-http into a fresh registry each run; targets: tool RSS <= 64 MiB"
+    if [[ $COMPONENTS == 1 ]]; then
+        echo
+        echo "images components (same layout):"
+        icomp() { printf '  %-58s %8s s  %6s MB/s  peak RSS %7s MiB\n' "$1" "${WALL[$2]}" "$(imbps "${WALL[$2]}")" "$(kib_mib "${RSS[$2]}")"; }
+        icomp "tar -c oci/ | zstd -T0 -3 -o F; sync F  (durable)" img_create_limit_sync
+        icomp "registry ingest: curl POST + PUT of every blob, in turn" img_push_limit
+    fi
     if [[ -n $IMG_STATUS ]]; then
         echo "images push: $IMG_STATUS (skopeo's registry holds $IMG_CHECK_SKOPEO images under the bundle's digests)"
     else
