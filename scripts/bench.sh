@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Speed and peak memory of `bundle create`, `verify` and `install`, side by side with the
 # plain-tools pipelines that do the same work (tar | zstd -3, sha256sum), on generated
-# data served by a private apache. A measurement, never a pass/fail test: it exits 0
-# unless something crashes (or there is not enough free disk to start).
+# data served by a private apache; then the same for container images: real OCI images
+# built offline with umoci, served by a private docker-registry, `bundle create` against
+# `tar -c oci/ | zstd -3` and `bundle install --registry` against one `skopeo copy` per
+# image. A measurement, never a pass/fail test: it exits 0 unless something crashes (or
+# there is not enough free disk to start).
 #
 #   BENCH_SIZE_MB=1536   total data size in MiB (half random, half text)
 #   BENCH_DIR=...        work directory (default: a fresh /tmp/airgap-bench.XXXXXX);
@@ -11,6 +14,9 @@
 #   BENCH_COMPONENTS=1   also time the components (sha256sum alone, zstd alone,
 #                        create --threads 1 vs tar | zstd -T1); 0 skips them
 #   BENCH_KEEP=1         keep BENCH_DIR afterwards
+#   BENCH_IMAGES=1       also benchmark images (6 images sharing base layers); 0 skips them
+#   BENCH_IMAGES_MB=320  distinct image content in MiB (random, incompressible layers);
+#                        needs ~7x BENCH_IMAGES_MB more free disk
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -19,11 +25,23 @@ SIZE_MB=${BENCH_SIZE_MB:-1536}
 RUNS=${BENCH_RUNS:-2}
 COMPONENTS=${BENCH_COMPONENTS:-1}
 KEEP=${BENCH_KEEP:-0}
+IMAGES=${BENCH_IMAGES:-1}
+IMAGES_MB=${BENCH_IMAGES_MB:-320}
 [[ $SIZE_MB =~ ^[0-9]+$ && $SIZE_MB -ge 20 ]] || { echo "BENCH_SIZE_MB must be an integer >= 20" >&2; exit 1; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive integer" >&2; exit 1; }
+[[ $IMAGES == 0 || $IMAGES == 1 ]] || { echo "BENCH_IMAGES must be 0 or 1" >&2; exit 1; }
+[[ $IMAGES_MB =~ ^[0-9]+$ && $IMAGES_MB -ge 10 ]] || { echo "BENCH_IMAGES_MB must be an integer >= 10" >&2; exit 1; }
 
 # ---- disk check, before anything is built or written ------------------------------------
+# files: data, cache, bundle, pipeline output. Images (at the peak): upstream registry,
+# cache, bundle, extracted oci/, pipeline output, two destination registries, and slack
+# for the umoci build (layout plus one unpacked rootfs, gone once pushed upstream).
 NEED_MB=$((SIZE_MB * 4))
+NEED_WHY="4 x BENCH_SIZE_MB=${SIZE_MB}"
+if [[ $IMAGES == 1 ]]; then
+    NEED_MB=$((NEED_MB + IMAGES_MB * 7))
+    NEED_WHY+=" + 7 x BENCH_IMAGES_MB=${IMAGES_MB}"
+fi
 if [[ -n ${BENCH_DIR:-} ]]; then
     probe=$BENCH_DIR
     while [[ ! -d $probe ]]; do probe=$(dirname "$probe"); done
@@ -32,15 +50,16 @@ else
 fi
 AVAIL_MB=$(df -Pm "$probe" | awk 'NR==2 {print $4}')
 if ((AVAIL_MB < NEED_MB)); then
-    echo "not enough free disk in $probe: ${AVAIL_MB} MiB free, the benchmark needs ~${NEED_MB} MiB (4 x BENCH_SIZE_MB=${SIZE_MB})" >&2
-    echo "hint: set BENCH_DIR to a larger filesystem or lower BENCH_SIZE_MB" >&2
+    echo "not enough free disk in $probe: ${AVAIL_MB} MiB free, the benchmark needs ~${NEED_MB} MiB (${NEED_WHY})" >&2
+    echo "hint: set BENCH_DIR to a larger filesystem, lower BENCH_SIZE_MB or BENCH_IMAGES_MB, or set BENCH_IMAGES=0" >&2
     exit 1
 fi
 
 bash scripts/setup-test-env.sh >/dev/null
 cargo build --release --quiet
-BUNDLE=$ROOT/target/release/bundle
+BUNDLE=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/bundle
 source scripts/lib/apache.sh
+source scripts/lib/registry.sh
 
 # ---- work directory and cleanup --------------------------------------------------------
 CREATED_DIR=0
@@ -64,6 +83,7 @@ chmod 755 "$B"
 cleanup() {
     local rc=$?
     stop_apache
+    stop_registries
     if [[ $KEEP == 1 ]]; then
         echo "kept $B (BENCH_KEEP=1)"
     elif [[ $CREATED_DIR == 1 ]]; then
@@ -264,6 +284,202 @@ if [[ $COMPONENTS == 1 ]]; then
     rm -rf "$X"
 fi
 
+# ---- 3b. images -------------------------------------------------------------------------
+# Six real OCI images built offline with umoci, sharing base layers: img1 is the base (two
+# random layers, 2/5 and 1/10 of BENCH_IMAGES_MB), img2..img6 each add one random layer of
+# 1/10 on top of it, so the distinct content is BENCH_IMAGES_MB (random: incompressible,
+# like the compressed layers of real images). Pushed into a private upstream registry,
+# locked, bundled once to warm the cache (untimed), then:
+#   images create: bundle create (warm cache, registry stopped) vs tar -c oci/ | zstd -T0 -3
+#                  of the bundle's own OCI layout, extracted with tar -I zstd -xf B oci/
+#   images push:   bundle install B --registry (fresh registry each run) vs one skopeo copy
+#                  per image from that extracted layout (into another fresh registry)
+IMG_STATUS=""        # why the push was not measured, if it was not
+IMG_FAIL=""          # a real failure to report (the bench then exits 1 after the report)
+if [[ $IMAGES == 1 ]]; then
+    I=$B/img
+    ILAYOUT=$I/layout   # umoci's OCI layout (deleted once pushed upstream)
+    ICACHE=$I/cache     # bundle's download cache for the images
+    IX=$I/x             # the bundle's oci/ extracted: $IX/oci
+    IMG_BUNDLE=$OUT/images.bundle
+    IPIPE=$OUT/images.tar.zst
+    mkdir -p "$I" "$ICACHE" "$IX"
+    N_IMG=6
+    TOP_KIB=$((IMAGES_MB * 1024 / 10))
+    BASE1_KIB=$((IMAGES_MB * 1024 - (N_IMG - 1) * TOP_KIB - TOP_KIB))
+
+    # umoci_layer TAG FILE KIB [BASE]: TAG = (BASE's layers, or nothing) + one layer with a
+    # random file of KIB KiB, through umoci unpack --rootless / write / repack
+    umoci_layer() {
+        local tag=$1 file=$2 kib=$3 base=${4:-} u=$I/unpack
+        if [[ -z $base ]]; then
+            umoci new --image "$ILAYOUT:$tag"
+        elif [[ $base != "$tag" ]]; then
+            umoci tag --image "$ILAYOUT:$base" "$tag"
+        fi
+        rm -rf "$u"
+        umoci unpack --rootless --image "$ILAYOUT:$tag" "$u" >/dev/null
+        make_rand "$u/rootfs/$file" $((kib * 1024))
+        umoci repack --image "$ILAYOUT:$tag" "$u" >/dev/null
+        rm -rf "$u"
+    }
+    log "images: building $N_IMG OCI images (${IMAGES_MB} MiB of distinct layers) with umoci"
+    t0=$SECONDS
+    umoci init --layout "$ILAYOUT"
+    umoci_layer img1 base-a.bin "$BASE1_KIB"
+    umoci_layer img1 base-b.bin "$TOP_KIB" img1
+    for n in $(seq 2 "$N_IMG"); do
+        umoci_layer "img$n" "top-$n.bin" "$TOP_KIB" img1
+    done
+    umoci gc --layout "$ILAYOUT"
+    log "images: built in $((SECONDS - t0)) s; pushing them into a private upstream registry"
+    start_registry up "$I/reg-up"
+    UP=127.0.0.1:${REG_PORT[up]}
+    for n in $(seq 1 "$N_IMG"); do
+        skopeo copy -q --dest-tls-verify=false "oci:$ILAYOUT:img$n" "docker://$UP/bench/img$n:v1"
+    done
+    rm -rf "$ILAYOUT"
+
+    {
+        echo "apiVersion: bundle/v1"
+        echo "name: bench-images"
+        echo "version: 1.0.0"
+        echo "images:"
+        for n in $(seq 1 "$N_IMG"); do echo "  - ref: $UP/bench/img$n:v1"; done
+    } >"$I/images.yaml"
+    log "images: bundle lock, create (fills the cache; not timed)"
+    "$BUNDLE" lock "$I/images.yaml" -o "$I/images.lock.yaml" --cache "$ICACHE" --plain-http --quiet
+    "$BUNDLE" create "$I/images.lock.yaml" -o "$IMG_BUNDLE" --key "$B/key.key" --cache "$ICACHE" --plain-http --quiet
+    # from here on nothing needs the upstream registry: create runs from the warm cache
+    stop_registry up
+    rm -rf "$I/reg-up"
+
+    tar -I zstd -xf "$IMG_BUNDLE" -C "$IX" oci/
+    [[ -f $IX/oci/index.json && -f $IX/oci/oci-layout ]] || { echo "the images bundle has no OCI layout under oci/" >&2; exit 1; }
+    # the image names in the layout, and each one's top digest
+    mapfile -t IMG_REFS < <(python3 - "$IX/oci/index.json" <<'PY'
+import json, sys
+for m in json.load(open(sys.argv[1]))["manifests"]:
+    print(m["annotations"]["org.opencontainers.image.ref.name"], m["digest"])
+PY
+)
+    IMG_NAMES=() IMG_DIGESTS=()
+    for line in "${IMG_REFS[@]}"; do IMG_NAMES+=("${line% *}"); IMG_DIGESTS+=("${line##* }"); done
+    ((${#IMG_NAMES[@]} == N_IMG)) || { echo "oci/index.json names ${#IMG_NAMES[@]} images, expected $N_IMG" >&2; exit 1; }
+    IMG_BLOBS=$(find "$IX/oci/blobs" -type f | wc -l)
+    IMG_BYTES=$(find "$IX/oci" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+    # the sum of the images' sizes as separate images (what six docker pulls would move)
+    IMG_SUM_BYTES=$(python3 - "$IX/oci" <<'PY'
+import json, os, sys
+root = sys.argv[1]
+def blob(d): return os.path.join(root, "blobs", *d["digest"].split(":"))
+total = 0
+for m in json.load(open(os.path.join(root, "index.json")))["manifests"]:
+    man = json.load(open(blob(m)))
+    total += m["size"] + man["config"]["size"] + sum(l["size"] for l in man["layers"])
+print(total)
+PY
+)
+    (cd "$IX/oci" && find blobs -type f -printf '%P\n' | awk -F/ '{print $2 "  blobs/" $0}') >"$I/BLOBSUMS"
+    log "images: ${#IMG_NAMES[@]} images, $IMG_BLOBS blobs, $IMG_BYTES bytes in oci/"
+    log "images: warm-up read (not timed)"
+    find "$ICACHE" "$IX" -type f -print0 | xargs -0 cat >/dev/null
+
+    log "images: measuring create ($RUNS runs each)"
+    measure img_create "rm -f '$IMG_BUNDLE' '$IMG_BUNDLE.minisig'" \
+        "$BUNDLE" create "$I/images.lock.yaml" -o "$IMG_BUNDLE" --key "$B/key.key" --cache "$ICACHE" --plain-http --quiet
+    measure img_create_2pass "rm -f '$IPIPE'" bash -c \
+        'set -euo pipefail; tar -c -C "$1" oci | zstd -T0 -3 -q -o "$2"; cd "$1/oci" && sha256sum -c --quiet "$3"' \
+        _ "$IX" "$IPIPE" "$I/BLOBSUMS"
+    measure img_create_limit "rm -f '$IPIPE'" bash -c \
+        'set -euo pipefail; tar -c -C "$1" oci | zstd -T0 -3 -q -o "$2"' _ "$IX" "$IPIPE"
+    if [[ $COMPONENTS == 1 ]]; then
+        measure img_create_limit_sync "rm -f '$IPIPE'" bash -c \
+            'set -euo pipefail; tar -c -C "$1" oci | zstd -T0 -3 -q -o "$2"; sync "$2"' _ "$IX" "$IPIPE"
+    fi
+    IMG_BUNDLE_BYTES=$(stat -c %s "$IMG_BUNDLE")
+    IMG_PIPE_BYTES=$(stat -c %s "$IPIPE")
+    rm -rf "$IPIPE" "$ICACHE"
+
+    # push: first an untimed probe into a fresh registry (also the warm-up), which tells
+    # whether this `bundle` can push at all and which names it gives the images
+    start_registry dest "$I/reg-dest"
+    start_registry dest2 "$I/reg-dest2"
+    DEST=127.0.0.1:${REG_PORT[dest]}
+    DEST2=127.0.0.1:${REG_PORT[dest2]}
+    log "images: bundle install --registry probe (not timed)"
+    probe_rc=0
+    "$BUNDLE" --json install "$IMG_BUNDLE" --pubkey "$B/key.pub" --registry "$DEST" --plain-http \
+        >"$I/probe.json" 2>"$I/probe.err" || probe_rc=$?
+    if ((probe_rc == 2)) && grep -qE "not in this version|unexpected argument '--registry'" "$I/probe.err"; then
+        IMG_STATUS="skipped (not implemented)"
+        log "images push: skipped (not implemented): $(head -n1 "$I/probe.err")"
+    elif ((probe_rc != 0)); then
+        IMG_STATUS="FAILED (exit $probe_rc): $(head -n1 "$I/probe.err")"
+        IMG_FAIL=1
+        log "images push: $IMG_STATUS"
+        sed 's/^/    /' "$I/probe.err" >&2
+    fi
+    # the names bundle pushed (its --json report), else the interface's rule: host dropped
+    mapfile -t PUSHED < <(python3 - "$I/probe.json" "$DEST" "${IMG_NAMES[@]}" <<'PY' 2>/dev/null || true
+import json, sys
+path, dest, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+try:
+    by_src = {}
+    for img in json.load(open(path))["registry"]["images"]:
+        by_src[img["source"].split("@")[0]] = img["name"][len(dest) + 1:]
+    out = [by_src[n] for n in names]
+except Exception:
+    out = [n.split("/", 1)[1] for n in names]
+print("\n".join(out))
+PY
+)
+    ((${#PUSHED[@]} == N_IMG)) || PUSHED=("${IMG_NAMES[@]#*/}")
+
+    if [[ -z $IMG_STATUS ]]; then
+        log "images: measuring push ($RUNS runs each, a fresh registry each run)"
+        measure img_push "restart_registry dest" \
+            "$BUNDLE" install "$IMG_BUNDLE" --pubkey "$B/key.pub" --registry "$DEST" --plain-http --quiet
+    fi
+    if [[ $COMPONENTS == 1 ]]; then
+        # what the registry itself can take: every distinct blob of the layout uploaded with
+        # curl (POST, then one monolithic streamed PUT), one after another, into one repository
+        measure img_push_limit "restart_registry dest2" bash -c \
+            'set -euo pipefail; reg=$1
+             for f in "$2"/blobs/sha256/*; do
+                 loc=$(curl -fsS -X POST -o /dev/null -D - "http://$reg/v2/bench/ingest/blobs/uploads/" \
+                       | tr -d "\r" | awk -F": " "tolower(\$1) == \"location\" {print \$2}")
+                 [[ $loc == http* ]] || loc=http://$reg$loc
+                 [[ $loc == *\?* ]] && sep="&" || sep="?"
+                 curl -fsS -X PUT -T "$f" -H "Content-Type: application/octet-stream" -o /dev/null \
+                     "$loc${sep}digest=sha256:${f##*/}"
+             done' _ "$DEST2" "$IX/oci"
+    fi
+    # the baseline: one skopeo copy per image, one after another, from the same layout
+    measure img_push_skopeo "restart_registry dest2" bash -c \
+        'set -euo pipefail; layout=$1 dest=$2; shift 2
+         while (($#)); do skopeo copy -q --dest-tls-verify=false "oci:$layout:$1" "docker://$dest/$2"; shift 2; done' \
+        _ "$IX/oci" "$DEST2" $(for k in "${!IMG_NAMES[@]}"; do echo "${IMG_NAMES[k]} ${PUSHED[k]}"; done)
+
+    # what the registries hold: every tag must resolve to the digest the bundle carries
+    check_pushed() {  # HOST:PORT -> prints "OK/N"
+        local reg=$1 k ok=0 d
+        for k in "${!PUSHED[@]}"; do
+            d=sha256:$(skopeo inspect --raw --tls-verify=false "docker://$reg/${PUSHED[k]}" 2>/dev/null | sha256sum | cut -d' ' -f1) || true
+            [[ $d == "${IMG_DIGESTS[k]}" ]] && ok=$((ok + 1))
+        done
+        echo "$ok/${#PUSHED[@]}"
+    }
+    IMG_CHECK_SKOPEO=$(check_pushed "$DEST2")
+    [[ $IMG_CHECK_SKOPEO == "$N_IMG/$N_IMG" ]] || { IMG_FAIL=1; log "images: skopeo's registry holds $IMG_CHECK_SKOPEO of the images with the bundle's digests"; }
+    if [[ -z $IMG_STATUS ]]; then
+        IMG_CHECK=$(check_pushed "$DEST")
+        [[ $IMG_CHECK == "$N_IMG/$N_IMG" ]] || { IMG_FAIL=1; log "images: bundle's registry holds $IMG_CHECK of the images with the bundle's digests"; }
+    fi
+    stop_registries
+    rm -rf "$I/reg-dest" "$I/reg-dest2" "$IX"
+fi
+
 # ---- 4. report --------------------------------------------------------------------------
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
@@ -318,5 +534,49 @@ if [[ $COMPONENTS == 1 ]]; then
     comp "bundle install" install
     comp "zstd -dc | tar -x" install_limit
     comp "zstd -dc | tar -x; sync -f DIR  (durable)" install_limit_sync
+fi
+if [[ $IMAGES == 1 ]]; then
+    echo
+    echo "images:   ${#IMG_NAMES[@]} images (img1: 2 base layers; img2..img${N_IMG}: one layer each on top of img1), $IMG_BLOBS blobs,"
+    echo "          $(mib "$IMG_BYTES") MiB in oci/ ($(mib "$IMG_SUM_BYTES") MiB as separate images); random layers"
+    echo "bundle:   $(mib "$IMG_BUNDLE_BYTES") MiB (tool)  vs  $(mib "$IMG_PIPE_BYTES") MiB (tar -c oci/ | zstd -T0 -3): ratio $(ratio "$IMG_BUNDLE_BYTES" "$IMG_PIPE_BYTES")"
+    echo
+    imbps() { awk -v b="$IMG_BYTES" -v s="$1" 'BEGIN {if (s > 0) printf "%.0f", b / 1048576 / s; else print "-"}'; }
+    irow() {  # OP TOOLKEY 2PASSKEY BASEKEY TARGET
+        local op=$1 t=${WALL[$2]:-} tp=${3:+${WALL[$3]}} l=${WALL[$4]} target=$5
+        if [[ -z $t ]]; then
+            printf '%-14s %9s %8s %11s %8s %13s %14s %12s %8s\n' "$op" - "${tp:--}" "$l" - - - - "$target"
+            return
+        fi
+        printf '%-14s %9s %8s %11s %8s %13s %14s %12s %8s\n' "$op" "$t" "${tp:--}" "$l" "$(imbps "$t")" \
+            "$(ratio "$t" "$l")" "$( [[ -n $tp ]] && ratio "$t" "$tp" || echo -)" "$(kib_mib "${RSS[$2]}")" "$target"
+    }
+    printf '%-14s %9s %8s %11s %8s %13s %14s %12s %8s\n' operation "tool s" "2-pass s" "baseline s" "tool MB/s" \
+        "tool/baseline" "tool/2-pass" "tool RSS MiB" target
+    irow "images create" img_create img_create_2pass img_create_limit "<=1.20"
+    irow "images push" img_push "" img_push_skopeo "<=0.50"
+    echo
+    echo "baselines:  images create = tar -c oci/ | zstd -T0 -3 -o F  (oci/ extracted from the bundle)  (peak RSS $(kib_mib "${RSS[img_create_limit]}") MiB)"
+    echo "            images create 2-pass = the same; sha256sum -c of every blob                       (peak RSS $(kib_mib "${RSS[img_create_2pass]}") MiB)"
+    echo "            images push   = skopeo copy oci:oci:NAME docker://127.0.0.1:PORT/REPO:TAG, once per image,"
+    echo "                            one after another, into a fresh registry each run             (peak RSS $(kib_mib "${RSS[img_push_skopeo]}") MiB)"
+    echo "            tool: bundle create from the warm cache (upstream registry stopped); bundle install B --registry"
+    echo "                  127.0.0.1:PORT --plain-http into a fresh registry each run; targets: tool RSS <= 64 MiB"
+    if [[ $COMPONENTS == 1 ]]; then
+        echo
+        echo "images components (same layout):"
+        icomp() { printf '  %-58s %8s s  %6s MB/s  peak RSS %7s MiB\n' "$1" "${WALL[$2]}" "$(imbps "${WALL[$2]}")" "$(kib_mib "${RSS[$2]}")"; }
+        icomp "tar -c oci/ | zstd -T0 -3 -o F; sync F  (durable)" img_create_limit_sync
+        icomp "registry ingest: curl POST + PUT of every blob, in turn" img_push_limit
+    fi
+    if [[ -n $IMG_STATUS ]]; then
+        echo "images push: $IMG_STATUS (skopeo's registry holds $IMG_CHECK_SKOPEO images under the bundle's digests)"
+    else
+        echo "images push: the registry holds $IMG_CHECK images under the bundle's digests (skopeo's: $IMG_CHECK_SKOPEO)"
+    fi
+fi
+if [[ -n $IMG_FAIL ]]; then
+    echo "bench: the images push did not work (see above)" >&2
+    exit 1
 fi
 exit 0
