@@ -21,6 +21,8 @@ use crate::error::{Error, IoContext, Result};
 pub struct RootDir {
     path: PathBuf,
     fd: Arc<OwnedFd>,
+    /// What the directory is to the operator ("web root", "OCI directory"), in messages.
+    role: &'static str,
 }
 
 /// Why a path below a root cannot be used.
@@ -305,7 +307,19 @@ impl RootDir {
         Ok(RootDir {
             path,
             fd: Arc::new(fd),
+            role: "directory",
         })
+    }
+
+    /// The same directory, named `role` in messages.
+    pub fn with_role(mut self, role: &'static str) -> RootDir {
+        self.role = role;
+        self
+    }
+
+    /// What the directory is to the operator, for messages ("web root").
+    pub fn role(&self) -> &'static str {
+        self.role
     }
 
     /// The resolved path (for messages and for the operator).

@@ -121,7 +121,10 @@ pub fn http_client(options: &FetchOptions) -> Result<Client> {
         .connect_timeout(options.timeout.min(Duration::from_secs(15)))
         // The blocking client applies this to the wait for the response headers and to
         // every read of the body: a stall, not a slow transfer, trips it.
-        .timeout(options.timeout);
+        .timeout(options.timeout)
+        // Data sent and never acknowledged for this long ends the connection: a peer that
+        // stopped reading an upload is noticed without a deadline on the whole request.
+        .tcp_user_timeout(options.timeout);
     if let Some(ca) = &options.ca {
         let pem = std::fs::read(ca).at("cannot read CA bundle", ca)?;
         for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {

@@ -7,6 +7,7 @@
 //! as it was; a run killed at any point is finished by running it again.
 
 pub mod kubespray;
+pub mod oci_dir;
 pub mod receipt;
 pub mod registry;
 pub mod web_root;
@@ -78,6 +79,8 @@ struct Targets {
     oci_dir: Option<WebRootSink>,
     /// The bundle's `oci/index.json`, merged into the one in `--oci-dir`.
     oci_index: Option<Vec<u8>>,
+    /// The descriptors of the `index.json` already in `--oci-dir`.
+    oci_existing: Vec<serde_json::Value>,
     registry: Option<RegistryTarget>,
 }
 
@@ -130,8 +133,8 @@ impl EntrySink for LateSink<'_> {
 /// Opens the web root (or OCI directory) and takes an exclusive lock on the directory
 /// itself (no file is created), so two installs never interleave and stale staging
 /// directories can be removed safely.
-fn open_and_lock(web_root: &std::path::Path) -> Result<RootDir> {
-    let root = web_root::open(web_root)?;
+fn open_and_lock(web_root: &std::path::Path, layout: Layout) -> Result<RootDir> {
+    let root = web_root::open(web_root, layout)?;
     match root.try_lock() {
         Ok(true) => Ok(root),
         Ok(false) => Err(Error::Runtime(format!(
@@ -140,7 +143,8 @@ fn open_and_lock(web_root: &std::path::Path) -> Result<RootDir> {
         ))
         .with_hint("wait for it to finish")),
         Err(e) => Err(Error::Runtime(format!(
-            "cannot lock the web root {} against other installs: {e}",
+            "cannot lock the {} {} against other installs: {e}",
+            root.role(),
             root.path().display()
         ))
         .with_hint(
@@ -157,17 +161,27 @@ pub fn install(
     let source = BundleSource::open(&options.bundle)?;
     let root = match &options.web_root {
         Some(path) => {
-            let root = open_and_lock(path)?;
+            let root = open_and_lock(path, Layout::WebRoot)?;
             web_root::remove_stale_staging(&root);
             Some(root)
         }
         None => None,
     };
     let oci_root = match &options.oci_dir {
+        Some(path)
+            if root
+                .as_ref()
+                .is_some_and(|r| std::fs::canonicalize(path).is_ok_and(|p| p == r.path())) =>
+        {
+            return Err(Error::Usage(format!(
+                "--oci-dir {} is the web root: give the OCI layout its own directory (it may be below the web root)",
+                path.display()
+            )));
+        }
         Some(path) => {
             std::fs::create_dir_all(path)
                 .map_err(|e| Error::io("cannot create the OCI directory", path.clone(), e))?;
-            let root = open_and_lock(path)?;
+            let root = open_and_lock(path, Layout::OciDir)?;
             web_root::remove_stale_staging(&root);
             Some(root)
         }
@@ -212,6 +226,7 @@ pub fn install(
             if let Some(oci_root) = &oci_root {
                 let found =
                     web_root::preflight(oci_root, &v.index, Layout::OciDir, &["index.json"])?;
+                t.oci_existing = oci_dir::existing_index(oci_root)?;
                 t.oci_dir = Some(WebRootSink::new(oci_root, Layout::OciDir, found.in_place)?);
             }
             if let (Some(images), Some(r)) = (images, &options.registry) {
@@ -230,6 +245,7 @@ pub fn install(
         web,
         oci_dir,
         oci_index,
+        oci_existing,
         registry,
     } = targets.into_inner();
     let index = &verified.index;
@@ -254,7 +270,7 @@ pub fn install(
         None => e,
     };
     if let (Some(mut sink), Some(oci_root)) = (oci_dir, &oci_root) {
-        let merged = merged_oci_index(oci_root, oci_index.as_deref().unwrap_or(b"{}"))?;
+        let merged = oci_dir::merged_index(oci_existing, oci_index.as_deref().unwrap_or(b"{}"))?;
         let staged = sink.stage_generated("index.json", &merged);
         if let Err(e) = staged.and_then(|()| sink.commit()) {
             return Err(undo_tags(&mut registry, e));
@@ -294,40 +310,6 @@ fn registry_images(
             "this bundle carries {count} image(s): pass --registry HOST:PORT (the site registry) or --oci-dir DIR; nothing was installed"
         ))),
     }
-}
-
-/// `index.json` for `--oci-dir`: the images already there under other names, then this
-/// bundle's.
-fn merged_oci_index(root: &RootDir, ours: &[u8]) -> Result<Vec<u8>> {
-    use serde_json::Value;
-    const REF_NAME: &str = "org.opencontainers.image.ref.name";
-    let parse = |bytes: &[u8]| -> Vec<Value> {
-        serde_json::from_slice::<Value>(bytes)
-            .ok()
-            .and_then(|v| v.get("manifests").and_then(Value::as_array).cloned())
-            .unwrap_or_default()
-    };
-    let ours = parse(ours);
-    let name = |d: &Value| {
-        d.pointer(&format!("/annotations/{}", REF_NAME.replace('/', "~1")))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let ours_named: BTreeSet<String> = ours.iter().filter_map(name).collect();
-    let mut manifests: Vec<Value> = root
-        .read_small("index.json", 64 << 20)
-        .map(|b| parse(&b))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|d| name(d).is_none_or(|n| !ours_named.contains(&n)))
-        .collect();
-    manifests.extend(ours);
-    serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": crate::registry::OCI_INDEX,
-        "manifests": manifests,
-    }))
-    .map_err(|e| Error::Runtime(format!("cannot write index.json: {e}")))
 }
 
 /// Stages the receipt and the Kubespray variables beside the content and commits the web

@@ -74,7 +74,13 @@ impl PlannedImage {
 /// (`--keep-host`; a port's `:` becomes `-`, which a repository name allows).
 pub fn site_repository(image: &ImageRef, keep_host: bool) -> String {
     if keep_host {
-        format!("{}/{}", image.registry.replace(':', "-"), image.repository)
+        let host: String = image
+            .registry
+            .chars()
+            .filter(|c| !matches!(c, '[' | ']'))
+            .map(|c| if c == ':' { '-' } else { c })
+            .collect();
+        format!("{host}/{}", image.repository)
     } else {
         image.repository.clone()
     }
@@ -221,6 +227,8 @@ pub struct RegistryTarget {
     blobs_present: usize,
     /// Tags moved by this install and what they pointed at before.
     moved: Vec<(usize, Option<Sha256Digest>)>,
+    /// Manifests (repository, digest) this install added, children before their index.
+    created: Vec<(String, Sha256Digest)>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -327,6 +335,7 @@ impl RegistryTarget {
             progress,
             blobs_present: 0,
             moved: Vec::new(),
+            created: Vec::new(),
         })
     }
 
@@ -425,57 +434,61 @@ impl RegistryTarget {
             bytes_pushed: progress.bytes_pushed,
             ..RegistryReport::default()
         };
-        let mut moved = Vec::new();
-        let result = self.push_manifests(&mut report, &mut moved, reporter);
-        self.moved = moved;
-        if let Err(e) = result {
+        if let Err(e) = self.push_manifests(&mut report, reporter) {
             return Err(self.undo_tags(e));
         }
         Ok(report)
     }
 
-    /// Puts every tag this install moved back where it was, and says so in `e`.
+    /// Undoes what this install did to tags and manifests (a later step failed): every tag
+    /// it moved points where it did before, and every manifest it added is deleted (which
+    /// needs a registry that allows deletes: distribution's `storage.delete.enabled`).
+    /// Says so in `e`, naming what could not be undone.
     pub fn undo_tags(&mut self, e: Error) -> Error {
-        let moved = std::mem::take(&mut self.moved);
-        let failed = self.put_tags_back(&moved);
-        if failed.is_empty() {
-            e.map_message(|m| format!("{m}; no tag on {} was changed", self.host))
+        let (tags, manifests) = self.undo();
+        let mut notes = Vec::new();
+        if !tags.is_empty() {
+            notes.push(format!(
+                "these tags could not be put back and need checking: {}",
+                tags.join(", ")
+            ));
+        }
+        if !manifests.is_empty() {
+            notes.push(format!(
+                "these new manifests could not be deleted (untagged; the registry may not allow deletes): {}",
+                manifests.join(", ")
+            ));
+        }
+        if notes.is_empty() {
+            e.map_message(|m| format!("{m}; no tag or manifest on {} was changed", self.host))
         } else {
-            e.map_message(|m| {
-                format!(
-                    "{m}; these tags could not be put back and need checking: {}",
-                    failed.join(", ")
-                )
-            })
+            e.map_message(|m| format!("{m}; {}", notes.join("; ")))
         }
     }
 
-    fn push_manifests(
-        &self,
-        report: &mut RegistryReport,
-        moved: &mut Vec<(usize, Option<Sha256Digest>)>,
-        reporter: &Reporter,
-    ) -> Result<()> {
-        let mut pushed_here: HashSet<(String, Sha256Digest)> = HashSet::new();
-        for (n, image) in self.images.iter().enumerate() {
+    /// Pushes each image's child manifests by digest, then its manifest or index under its
+    /// tag, recording before each push what the rollback must undo.
+    fn push_manifests(&mut self, report: &mut RegistryReport, reporter: &Reporter) -> Result<()> {
+        for n in 0..self.images.len() {
+            let image = self.images[n].clone();
             let repo = Repo {
                 registry: &self.host,
                 repository: &image.repository,
             };
             for child in &image.children {
                 let key = (image.repository.clone(), *child);
-                if self.found.present.contains(&key) || pushed_here.contains(&key) {
+                if self.found.present.contains(&key) || self.created.contains(&key) {
                     report.manifests_present += 1;
                     continue;
                 }
-                let bytes = self.manifest(child)?;
+                let bytes = self.manifest(child)?.clone();
+                self.created.push(key);
                 self.client.put_manifest(
                     repo,
                     &format!("sha256:{child}"),
-                    &media_type(bytes),
-                    bytes,
+                    &media_type(&bytes),
+                    &bytes,
                 )?;
-                pushed_here.insert(key);
                 report.manifests_pushed += 1;
             }
             let before = self.found.tags.get(&n).copied().flatten();
@@ -483,12 +496,16 @@ impl RegistryTarget {
                 report.manifests_present += 1;
                 "present"
             } else {
-                let bytes = self.manifest(&image.digest)?;
+                let bytes = self.manifest(&image.digest)?.clone();
+                let key = (image.repository.clone(), image.digest);
+                if !self.found.present.contains(&key) && !self.created.contains(&key) {
+                    self.created.push(key);
+                }
                 if image.tag.is_some() {
-                    moved.push((n, before));
+                    self.moved.push((n, before));
                 }
                 self.client
-                    .put_manifest(repo, &image.reference(), &media_type(bytes), bytes)?;
+                    .put_manifest(repo, &image.reference(), &media_type(&bytes), &bytes)?;
                 report.manifests_pushed += 1;
                 "pushed"
             };
@@ -513,38 +530,56 @@ impl RegistryTarget {
         })
     }
 
-    /// Rolls tags back to what they pointed at before; returns the ones it could not.
-    fn put_tags_back(&self, moved: &[(usize, Option<Sha256Digest>)]) -> Vec<String> {
-        let mut failed = Vec::new();
-        for (n, before) in moved.iter().rev() {
-            let image = &self.images[*n];
+    /// Puts moved tags back (newest first) and deletes the manifests this install added;
+    /// returns the tags and manifests it could not.
+    fn undo(&mut self) -> (Vec<String>, Vec<String>) {
+        let mut tags = Vec::new();
+        for (n, before) in std::mem::take(&mut self.moved).into_iter().rev() {
+            let image = &self.images[n];
             let repo = Repo {
                 registry: &self.host,
                 repository: &image.repository,
             };
             let reference = image.reference();
-            let outcome = match before {
-                Some(old) => self
+            let now = self.client.manifest_digest(repo, &reference);
+            let outcome = match (now, before) {
+                // Never moved (its push failed before it landed).
+                (Ok(now), before) if now == before => Ok(()),
+                (Ok(_), Some(old)) => self
                     .client
                     .manifest_bytes(repo, &format!("sha256:{old}"))
                     .and_then(|(_, media, bytes)| {
                         self.client.put_manifest(repo, &reference, &media, &bytes)
                     }),
-                // The tag was new: remove what it points at, unless that was there before.
-                None if !self
-                    .found
-                    .present
-                    .contains(&(image.repository.clone(), image.digest)) =>
+                // A new tag goes with its manifest, deleted below (the registry has no
+                // other way to remove a tag), unless that manifest was there before.
+                (Ok(_), None)
+                    if !self
+                        .created
+                        .contains(&(image.repository.clone(), image.digest)) =>
                 {
-                    self.client.delete_manifest(repo, &image.digest)
+                    Err(Error::Runtime(
+                        "the tag is new and its manifest was not".into(),
+                    ))
                 }
-                None => Ok(()),
+                (Ok(_), None) => Ok(()),
+                (Err(e), _) => Err(e),
             };
             if outcome.is_err() {
-                failed.push(image.name(&self.host));
+                tags.push(image.name(&self.host));
             }
         }
-        failed
+        let mut manifests = Vec::new();
+        for (repository, digest) in std::mem::take(&mut self.created).into_iter().rev() {
+            let repo = Repo {
+                registry: &self.host,
+                repository: &repository,
+            };
+            if self.client.delete_manifest(repo, &digest).is_err() {
+                manifests.push(format!("{}/{repository}@sha256:{digest}", self.host));
+            }
+        }
+        (tags, manifests)
     }
 
     fn join_workers(&mut self) {
@@ -674,7 +709,9 @@ fn worker(
                     }
                     // The reader reports why the bytes stopped.
                     Err(UploadError::Aborted) => Ok(()),
-                    Err(UploadError::Failed(e)) => Err(e),
+                    Err(UploadError::Failed(e)) => {
+                        Err(e.map_message(|m| format!("{m} (blob sha256:{digest})")))
+                    }
                 }
             }
             Job::Mount {

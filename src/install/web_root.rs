@@ -24,7 +24,6 @@ use crate::fs::{
 pub const STAGING_PREFIX: &str = ".bundle-staging-";
 /// Slack kept free beyond the content (receipt, variables file, directory blocks).
 const SPACE_SLACK: u64 = 1 << 20;
-const ROLE: &str = "web root";
 
 /// What happened to one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +60,14 @@ pub enum Layout {
 pub const OCI_INDEX_PATH: &str = "oci/index.json";
 
 impl Layout {
+    /// What the tree is to the operator, in messages.
+    pub fn role(self) -> &'static str {
+        match self {
+            Layout::WebRoot => "web root",
+            Layout::OciDir => "OCI directory",
+        }
+    }
+
     /// Where `entry` goes below this tree's root, if it goes there at all.
     pub fn dest(self, entry: &IndexEntry) -> Option<&str> {
         match self {
@@ -79,7 +86,7 @@ pub fn is_web_entry(entry: &IndexEntry) -> bool {
 }
 
 fn walk_error(root: &RootDir, e: WalkError) -> Error {
-    e.into_error(root.path(), ROLE)
+    e.into_error(root.path(), root.role())
 }
 
 fn refused(root: &RootDir, path: &str, what: &'static str) -> Error {
@@ -92,13 +99,17 @@ fn refused(root: &RootDir, path: &str, what: &'static str) -> Error {
     )
 }
 
-/// Opens the web root for an install: resolves `--web-root` once (it may be a symlink)
-/// and checks that it is a directory.
-pub fn open(web_root: &Path) -> Result<RootDir> {
+/// Opens the web root (or the OCI directory) for an install: resolves the path once (it
+/// may be a symlink) and checks that it is a directory.
+pub fn open(web_root: &Path, layout: Layout) -> Result<RootDir> {
+    let flag = match layout {
+        Layout::WebRoot => "--web-root",
+        Layout::OciDir => "--oci-dir",
+    };
     match std::fs::metadata(web_root) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Error::Usage(format!(
-                "--web-root {}: no such directory",
+                "{flag} {}: no such directory",
                 web_root.display()
             ))
             .with_hint(
@@ -107,13 +118,15 @@ pub fn open(web_root: &Path) -> Result<RootDir> {
         }
         Ok(m) if !m.is_dir() => {
             return Err(Error::Usage(format!(
-                "--web-root {}: not a directory",
+                "{flag} {}: not a directory",
                 web_root.display()
             )));
         }
         _ => {}
     }
-    RootDir::open(web_root).map_err(|e| Error::io("cannot open the web root", web_root, e))
+    RootDir::open(web_root)
+        .map(|r| r.with_role(layout.role()))
+        .map_err(|e| Error::io("cannot open", web_root, e))
 }
 
 /// What pre-flight found: the bytes the install will write, and the destinations that
@@ -176,7 +189,7 @@ pub fn preflight(
                 root.path().join(&deepest)
             };
             return Err(Error::Runtime(format!("{} is not writable", shown.display())).with_hint(
-                "run as a user that may write the web root, and check that its filesystem is not mounted read-only; nothing was written",
+                "run as a user that may write there, and check that its filesystem is not mounted read-only; nothing was written",
             ));
         }
     }
@@ -195,7 +208,8 @@ pub fn preflight(
         .map_err(|e| Error::io("cannot check free space on", root.path(), e))?;
     if found.needed.saturating_add(extra) > free {
         return Err(Error::Runtime(format!(
-            "not enough space on the web root {}: the install needs {} bytes (plus {extra} for the receipt, the variables and slack), {free} are free",
+            "not enough space on the {} {}: the install needs {} bytes (plus {extra} for the receipt, the variables and slack), {free} are free",
+            root.role(),
             root.path().display(),
             found.needed,
         ))
@@ -261,7 +275,8 @@ impl WebRootSink {
                 }
                 Err(e) => {
                     return Err(Error::Runtime(format!(
-                        "cannot write to the web root {}: {e}",
+                        "cannot write to the {} {}: {e}",
+                        root.role(),
                         root.path().display()
                     ))
                     .with_hint("check permissions and that the filesystem is mounted read-write"));
@@ -298,7 +313,7 @@ impl WebRootSink {
                 match self
                     .cursor
                     .existing_dir(parent)
-                    .map_err(|e| e.into_error(self.root.path(), ROLE))?
+                    .map_err(|e| walk_error(&self.root, e))?
                 {
                     Some(dir) => open_file_at(dir, name),
                     None => Err(io::Error::from(io::ErrorKind::NotFound)),
@@ -317,7 +332,7 @@ impl WebRootSink {
     fn new_staged_file(&self, what: &str) -> Result<(String, BufWriter<std::fs::File>)> {
         let name = self.placed.len().to_string();
         let file = create_file_at(self.staging.as_fd(), &name, 0o644)
-            .map_err(|e| disk_error(self.root.path(), what, e))?;
+            .map_err(|e| disk_error(&self.root, what, e))?;
         Ok((name, BufWriter::with_capacity(1 << 20, file)))
     }
 
@@ -327,7 +342,7 @@ impl WebRootSink {
         let (staged, mut out) = self.new_staged_file(path)?;
         out.write_all(bytes)
             .and_then(|()| out.flush())
-            .map_err(|e| disk_error(self.root.path(), path, e))?;
+            .map_err(|e| disk_error(&self.root, path, e))?;
         self.placed.push(Placed {
             path: path.to_string(),
             sha256: Sha256Digest::of_bytes(bytes),
@@ -344,11 +359,11 @@ impl WebRootSink {
     /// swapped back byte for byte, directories it created are removed.
     pub fn commit(mut self) -> Result<Vec<Placed>> {
         sync_filesystem(self.staging.as_fd())
-            .map_err(|e| sync_error(self.root.path(), "the staged files", e))?;
+            .map_err(|e| sync_error(&self.root, "the staged files", e))?;
         let mut journal = Journal::default();
         let outcome = self.commit_all(&mut journal).and_then(|()| {
             sync_filesystem(self.root.fd())
-                .map_err(|e| sync_error(self.root.path(), "the installed files", e))
+                .map_err(|e| sync_error(&self.root, "the installed files", e))
         });
         if let Err(e) = outcome {
             let failed = journal.undo(&self.root, self.staging.as_fd());
@@ -364,7 +379,7 @@ impl WebRootSink {
             let dir = self
                 .cursor
                 .create_dir(parent, &mut journal.created_dirs)
-                .map_err(|e| e.into_error(self.root.path(), ROLE))?;
+                .map_err(|e| walk_error(&self.root, e))?;
             let step = Move {
                 staging: self.staging.as_fd(),
                 staged,
@@ -377,7 +392,8 @@ impl WebRootSink {
                     self.root.path().join(&p.path).display()
                 ))
                 .with_hint(format!(
-                    "the web root was left as it was; {}",
+                    "the {} was left as it was; {}",
+                    self.root.role(),
                     disk_hint(&e)
                 ))
             })?;
@@ -466,9 +482,8 @@ impl EntrySink for WebRootSink {
             return Ok(());
         }
         let (staged, mut out) = self.new_staged_file(dest)?;
-        data.copy_to(&mut out, |e| disk_error(self.root.path(), dest, e))?;
-        out.flush()
-            .map_err(|e| disk_error(self.root.path(), dest, e))?;
+        data.copy_to(&mut out, |e| disk_error(&self.root, dest, e))?;
+        out.flush().map_err(|e| disk_error(&self.root, dest, e))?;
         self.bytes_written += entry.size;
         self.placed.push(Placed {
             path: dest.to_string(),
@@ -482,10 +497,11 @@ impl EntrySink for WebRootSink {
 }
 
 /// A failed `syncfs`: the data may not be on the disk, so the install did not happen.
-fn sync_error(web_root: &Path, what: &str, e: io::Error) -> Error {
+fn sync_error(root: &RootDir, what: &str, e: io::Error) -> Error {
     Error::Runtime(format!(
-        "cannot sync {what} on the web root {}: {e}",
-        web_root.display()
+        "cannot sync {what} on the {} {}: {e}",
+        root.role(),
+        root.path().display()
     ))
     .with_hint(
         "the filesystem could not write the data out (a failing or full disk: check `dmesg`); \
@@ -493,15 +509,16 @@ fn sync_error(web_root: &Path, what: &str, e: io::Error) -> Error {
     )
 }
 
-fn disk_error(web_root: &Path, what: &str, e: io::Error) -> Error {
+fn disk_error(root: &RootDir, what: &str, e: io::Error) -> Error {
     let error = Error::Runtime(format!(
         "cannot write {what} on {}: {e}",
-        web_root.display()
+        root.path().display()
     ));
     if e.kind() == io::ErrorKind::StorageFull {
-        error.with_hint(
-            "the web root's filesystem is full; free space and run install again (nothing was installed)",
-        )
+        error.with_hint(format!(
+            "the {}'s filesystem is full; free space and run install again (nothing was installed)",
+            root.role()
+        ))
     } else {
         error
     }

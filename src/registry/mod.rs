@@ -138,6 +138,8 @@ pub struct RegistryClient {
     plain_http: bool,
     credentials: Credentials,
     retries: u32,
+    /// `--timeout`: the longest wait for a byte (uploads get more, by their size).
+    timeout: Duration,
     /// The `Authorization` value that worked, by (registry, repository): a Bearer token for
     /// the repository's scope, or the registry's basic login. Shared by clones.
     tokens: Arc<Mutex<HashMap<(String, String), String>>>,
@@ -195,6 +197,7 @@ impl RegistryClient {
             plain_http,
             credentials,
             retries: options.retries,
+            timeout: options.timeout,
             tokens: Arc::new(Mutex::new(HashMap::new())),
         })
     }
@@ -242,10 +245,8 @@ impl RegistryClient {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let mut bytes = Vec::new();
-        response
-            .take(MAX_MANIFEST_BYTES + 1)
-            .read_to_end(&mut bytes)
+        let bytes = self
+            .read_small(response, MAX_MANIFEST_BYTES + 1)
             .map_err(|e| network(image, format!("reading the manifest: {e}")))?;
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(Error::Verify(format!(
@@ -341,6 +342,29 @@ impl RegistryClient {
         let fetched = self.manifest(&by_digest)?;
         cache.store_bytes(&fetched.bytes)?;
         Ok(fetched)
+    }
+
+    /// At most `limit` bytes of a small body (a manifest, a token), within a deadline for
+    /// the whole body: a server that drips a byte now and then cannot hold a command up
+    /// (the per-read timeout alone would never trip).
+    fn read_small(&self, response: Response, limit: u64) -> std::io::Result<Vec<u8>> {
+        let deadline = std::time::Instant::now() + self.timeout + Duration::from_secs(limit >> 16);
+        let mut body = Vec::new();
+        let mut reader = response.take(limit);
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                return Ok(body);
+            }
+            body.extend_from_slice(&buf[..n]);
+            if std::time::Instant::now() > deadline {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the body arrives too slowly",
+                ));
+            }
+        }
     }
 
     /// A GET with retries, answering an authentication challenge once.
@@ -515,10 +539,8 @@ impl RegistryClient {
                 ),
             ));
         }
-        let mut body = Vec::new();
-        response
-            .take(1 << 20)
-            .read_to_end(&mut body)
+        let body = self
+            .read_small(response, 1 << 20)
             .map_err(|e| Retry::Again(format!("token service {realm}: {e}")))?;
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             Retry::Fatal(Error::Runtime(format!(

@@ -23,6 +23,13 @@ use crate::error::{Error, Result};
 /// Bytes per `PATCH` of a chunked upload: registries behind a proxy with a request-size
 /// limit accept them, and a large layer still goes in a handful of requests.
 const UPLOAD_CHUNK: u64 = 64 << 20;
+/// The slowest transfer an upload request is given time for (on top of `--timeout`): the
+/// request timeout of the HTTP client is a deadline on sending the whole body, so it grows
+/// with the body. A peer that stops acknowledging is noticed sooner (TCP user timeout).
+const SLOWEST_UPLOAD: u64 = 64 << 10;
+/// How fast a registry is assumed to finish an upload it has received (it may check the
+/// digest or copy the blob to its storage) on top of `--timeout`.
+const SLOWEST_COMPLETION: u64 = 16 << 20;
 
 /// A blob's bytes as they verify: pieces from the bundle reader, then `End` once the whole
 /// entry matched its signed sha256. A channel closed without `End` means the bytes did not
@@ -60,6 +67,11 @@ impl From<Error> for UploadError {
 }
 
 impl RegistryClient {
+    /// The deadline for a request that sends or settles `bytes` at `rate` bytes/s.
+    fn deadline(&self, bytes: u64, rate: u64) -> Duration {
+        self.timeout + Duration::from_secs(bytes / rate)
+    }
+
     fn url(&self, repo: Repo<'_>, rest: &str) -> String {
         format!("{}/v2/{}/{rest}", self.base(repo.registry), repo.repository)
     }
@@ -81,14 +93,21 @@ impl RegistryClient {
             push: true,
         };
         let mut last = String::new();
+        let mut tries = 0;
         for attempt in 0..=self.retries {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(250 << (attempt - 1).min(5)));
             }
+            tries += 1;
             let response = match self.send_authorised(&target, build) {
                 Ok(r) => r,
                 Err(Retry::Again(why)) => {
+                    // An untrusted certificate stays untrusted: no point asking again.
+                    let certificate = why.contains("certificate");
                     last = why;
+                    if certificate {
+                        break;
+                    }
                     continue;
                 }
                 Err(Retry::Fatal(e)) => return Err(e),
@@ -116,10 +135,9 @@ impl RegistryClient {
         Err(Error::Network {
             url: repo.registry.to_string(),
             message: format!(
-                "{what}{}: {last} (gave up after {} attempt{})",
+                "{what}{}: {last} (gave up after {tries} attempt{})",
                 in_repository(repo),
-                self.retries + 1,
-                if self.retries == 0 { "" } else { "s" }
+                if tries == 1 { "" } else { "s" }
             ),
         }
         .with_hint(hint))
@@ -226,6 +244,7 @@ impl RegistryClient {
             // Sent once, without the retry loop: the body streams from the bundle.
             let sent = self.send_once(repo, |c| {
                 c.patch(&location)
+                    .timeout(self.deadline(len, SLOWEST_UPLOAD))
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header("Content-Range", &range)
                     .header(CONTENT_LENGTH, len)
@@ -258,8 +277,9 @@ impl RegistryClient {
         }
         let separator = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{separator}digest=sha256:{digest}");
+        let settle = self.deadline(size, SLOWEST_COMPLETION);
         let response = self.call(repo, &url, "completing an upload", &|c| {
-            c.put(&url).header(CONTENT_LENGTH, 0)
+            c.put(&url).timeout(settle).header(CONTENT_LENGTH, 0)
         })?;
         if response.status() != StatusCode::CREATED {
             return Err(unexpected(repo, "completing an upload", &response).into());
@@ -286,6 +306,7 @@ impl RegistryClient {
         let put = format!("{location}{separator}digest=sha256:{digest}");
         let result = self.send_once(repo, |c| {
             c.put(&put)
+                .timeout(self.deadline(size, SLOWEST_UPLOAD))
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, size)
                 .body(Body::sized(response, size))
@@ -349,10 +370,8 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or(super::OCI_MANIFEST)
             .to_string();
-        let mut bytes = Vec::new();
-        response
-            .take(super::MAX_MANIFEST_BYTES + 1)
-            .read_to_end(&mut bytes)
+        let bytes = self
+            .read_small(response, super::MAX_MANIFEST_BYTES + 1)
             .map_err(|e| Error::Network {
                 url: repo.to_string(),
                 message: format!("reading a manifest: {e}"),
@@ -427,7 +446,11 @@ impl RegistryClient {
                 return Err(Error::Network {
                     url: repo.registry.to_string(),
                     message: format!("uploading to {}: {why}", repo.repository),
-                });
+                }
+                .with_hint(format!(
+                    "an upload may take --timeout ({} s) plus its size at 64 KiB/s; a registry that stops reading for --timeout fails it. Run install again: what was pushed is kept",
+                    self.timeout.as_secs()
+                )));
             }
             Err(Retry::Fatal(e)) => return Err(e),
         };
@@ -458,8 +481,20 @@ impl RegistryClient {
                 "{repo}: the registry sent a bad upload Location: {e}"
             ))
         })?;
-        // Uploads stay on the registry they were opened on (a login never goes elsewhere).
-        if joined.host_str() != base.host_str() || joined.port() != base.port() {
+        // Uploads stay on the registry they were opened on, over the same scheme: a login
+        // and the layers never go elsewhere, nor in clear text when TLS was asked for.
+        if joined.scheme() != base.scheme() {
+            return Err(Error::Runtime(format!(
+                "{repo}: the registry sent the upload to {joined}, which is not {}",
+                base.scheme()
+            ))
+            .with_hint(
+                "a TLS-terminating proxy in front of the registry must pass X-Forwarded-Proto (or the registry's http.host must be https://…)",
+            ));
+        }
+        if joined.host_str() != base.host_str()
+            || joined.port_or_known_default() != base.port_or_known_default()
+        {
             return Err(Error::Runtime(format!(
                 "{repo}: the registry sent the upload to another host ({joined})"
             )));
