@@ -623,6 +623,55 @@ fn a_blob_the_registry_serves_damaged_is_exit_3_naming_image_and_blob() {
 }
 
 #[test]
+fn a_manifest_the_registry_serves_changed_is_exit_3_and_an_unlocked_ref_is_exit_2() {
+    let ws = Workspace::new();
+    keygen(&ws.path("site"));
+    let registry = registry_with_images(&ws, None);
+    let host = registry.host();
+    ws.write(
+        "m.yaml",
+        images_manifest(&[format!("{host}/test/app:v1")], ""),
+    );
+    lock_images(&ws, &["--plain-http"], &[]).assert_ok();
+    let digest = registry.manifest_digest("test/app", "v1", None);
+
+    // A lock whose image lost its digest is not a lock.
+    let locked = fs::read_to_string(ws.path("m.lock.yaml")).unwrap();
+    let unpinned = locked.replace(&format!("@sha256:{digest}"), "");
+    assert_ne!(unpinned, locked);
+    ws.write("unpinned.lock.yaml", &unpinned);
+    run_bundle_in(
+        ws.root(),
+        &[
+            "create",
+            "unpinned.lock.yaml",
+            "-o",
+            "u.bundle.tar.zst",
+            "--key",
+            "site.key",
+            "--plain-http",
+        ],
+        &[("HOME", ws.root().to_str().unwrap())],
+    )
+    .assert_code(2)
+    .assert_stderr_contains(&format!("{host}/test/app:v1"));
+    assert!(!ws.path("u.bundle.tar.zst").exists());
+
+    // The registry's stored manifest changes under its digest (one byte of whitespace):
+    // fetched by digest with an empty cache, the bytes do not hash to it.
+    let file = registry.blob_file(&digest);
+    let mut bytes = fs::read(&file).unwrap();
+    bytes.push(b'\n');
+    fs::write(&file, bytes).unwrap();
+    fs::remove_dir_all(ws.path("cache")).unwrap();
+    create_images(&ws, "b.bundle.tar.zst")
+        .assert_code(3)
+        .assert_stderr_contains(&format!("{host}/test/app:v1"))
+        .assert_stderr_contains(&digest);
+    assert!(!ws.path("b.bundle.tar.zst").exists());
+}
+
+#[test]
 fn an_image_listed_twice_is_refused_at_lock_and_create() {
     let ws = Workspace::new();
     keygen(&ws.path("site"));
