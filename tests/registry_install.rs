@@ -2,8 +2,9 @@
 //! `docker-registry` instances: an upstream one (plain HTTP) the bundle is made from, and a
 //! site one the bundle is installed into (TLS with a test CA and htpasswd basic auth, plain
 //! HTTP, or distribution's token auth). Images are built offline with umoci and pushed with
-//! skopeo; what lands in the site registry is read back with skopeo and curl. Everything
-//! listens on 127.0.0.1.
+//! skopeo; what lands in the site registry is read back with skopeo and curl. Failures of
+//! single requests are injected by a forwarding proxy in front of the site registry
+//! (`FaultProxy`). Everything listens on 127.0.0.1.
 
 mod common;
 
@@ -17,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use common::net::inspect_json;
 use common::registry::{
-    FailingServer, Registry, TokenServer, TwoPlatformIndex, build_image, build_image_on,
-    build_image_with, config, create_images, images_manifest, layers, lock_images,
-    push_two_platform_index, sh_ok,
+    FailingServer, Fault, FaultProxy, Registry, Settings, TokenServer, TwoPlatformIndex,
+    build_image, build_image_on, build_image_with, config, create_images, images_manifest, layers,
+    lock_images, push_two_platform_index, sh_ok,
 };
 use common::tamper::{Framing, build_bundle, decompress, read_tar};
 use common::*;
@@ -993,4 +994,352 @@ fn a_token_auth_registry_gets_a_push_token_with_the_login() {
         .assert_stderr_contains("authentication failed");
     assert!(!run.stderr.contains("wrong-pass"), "{}", run.stderr);
     run.assert_stderr_contains(&host);
+}
+
+/// A bundle of `test/a:v1` (one image) and `test/b:v1` (a two-platform index), and a site
+/// registry (`settings`) that already holds an older `test/a:v1` and nothing of `test/b`.
+struct Rollback {
+    site: Registry,
+    /// The digests of the site's `test/a:v1` before the install, and of the bundle's.
+    old_a: String,
+    new_a: String,
+    b: TwoPlatformIndex,
+}
+
+fn rollback_setup(ws: &Workspace, settings: Settings) -> Rollback {
+    keygen(&ws.path("site"));
+    let upstream = Registry::start(&ws.path("upstream"), None);
+    let layout = ws.path("oci-src");
+    build_image(&layout, "v1", "a, new content\n");
+    upstream.push(&layout, "v1", "test/a", None);
+    let b = push_two_platform_index(&upstream, &layout, "test/b", "v1");
+    let new_a = upstream.manifest_digest("test/a", "v1", None);
+    make_bundle(
+        ws,
+        &[
+            format!("{}/test/a:v1", upstream.host()),
+            format!("{}/test/b:v1", upstream.host()),
+        ],
+        "",
+    );
+    drop(upstream);
+
+    let site = Registry::start_configured(&ws.path("site-registry"), None, settings);
+    let old = ws.path("oci-old");
+    build_image(&old, "v1", "a, old content\n");
+    site.push(&old, "v1", "test/a", None);
+    let old_a = site.manifest_digest("test/a", "v1", None);
+    assert_ne!(old_a, new_a);
+    assert_eq!(site.tags("test/b"), Vec::<String>::new());
+    Rollback {
+        site,
+        old_a,
+        new_a,
+        b,
+    }
+}
+
+/// A proxy in front of `site` that answers every `PUT` of `test/b:v1` (the index under its
+/// tag, the last manifest the install pushes) 500, and the install through it, retried
+/// once: exit 1 naming the registry (the proxy) and the failed push.
+fn install_failing_b_tag(ws: &Workspace, site: &Registry) -> (FaultProxy, Run) {
+    let b_tag = "/v2/test/b/manifests/v1";
+    let proxy = FaultProxy::start(site.port, vec![Fault::every("PUT", b_tag, 500)]);
+    let host = proxy.host();
+    let run = install(
+        ws,
+        "b.bundle.tar.zst",
+        &["--registry", &host, "--plain-http", "--retries", "1"],
+        None,
+    );
+    run.assert_code(1)
+        .assert_stderr_contains(&host)
+        .assert_stderr_contains("pushing a manifest in test/b")
+        .assert_stderr_contains("HTTP 500")
+        .assert_stderr_contains("gave up after 2 attempts");
+    // The tag's PUT was tried and retried, both answered by the proxy; everything else,
+    // uploads included, went through it to the registry.
+    assert_eq!(
+        proxy.injected(),
+        [format!("PUT {b_tag}"), format!("PUT {b_tag}")],
+        "{:#?}",
+        proxy.requests()
+    );
+    let forwarded = proxy.requests();
+    for wanted in [
+        "PATCH /v2/test/a/blobs/uploads/",
+        "PUT /v2/test/a/manifests/v1",
+    ] {
+        assert!(
+            forwarded
+                .iter()
+                .any(|(r, s)| r.starts_with(wanted) && *s < 300),
+            "no {wanted} through the proxy: {forwarded:#?}"
+        );
+    }
+    (proxy, run)
+}
+
+#[test]
+fn a_failed_tag_push_puts_the_moved_tag_back_and_deletes_the_manifests_it_added() {
+    let ws = Workspace::new();
+    let Rollback {
+        site,
+        old_a,
+        new_a,
+        b,
+    } = rollback_setup(&ws, Settings::default());
+    let (proxy, run) = install_failing_b_tag(&ws, &site);
+    run.assert_stderr_contains(&format!(
+        "no tag or manifest on {} was changed",
+        proxy.host()
+    ));
+    assert!(
+        !run.stderr.contains("could not be"),
+        "nothing failed to undo: {}",
+        run.stderr
+    );
+
+    // test/a:v1 was moved to the new image, then put back; test/b has no tag.
+    let log = site.access_log(UA);
+    let puts_of_a = log
+        .iter()
+        .filter(|(r, s)| r == "PUT /v2/test/a/manifests/v1" && *s == 201)
+        .count();
+    assert_eq!(puts_of_a, 2, "moved, then put back: {log:#?}");
+    assert_eq!(site.manifest_digest("test/a", "v1", None), old_a);
+    assert_eq!(site.tags("test/a"), ["v1"]);
+    assert_eq!(site.tags("test/b"), Vec::<String>::new());
+
+    // Every manifest the install added is deleted; the old one of test/a stays.
+    assert_eq!(
+        site.manifest_status("test/a", &format!("sha256:{old_a}")),
+        200
+    );
+    let added = [
+        ("test/a", new_a.clone()),
+        ("test/b", sha256_bytes(&b.amd)),
+        ("test/b", sha256_bytes(&b.arm)),
+    ];
+    for (repo, digest) in &added {
+        let reference = format!("sha256:{digest}");
+        assert_eq!(
+            site.manifest_status(repo, &reference),
+            404,
+            "{repo}@{reference}"
+        );
+        assert!(
+            log.iter().any(
+                |(r, s)| *r == format!("DELETE /v2/{repo}/manifests/{reference}") && *s == 202
+            ),
+            "{repo}@{reference} not deleted: {log:#?}"
+        );
+    }
+    let index = format!("sha256:{}", b.digest());
+    assert_eq!(site.manifest_status("test/b", &index), 404);
+    // Nothing was deleted that the install had not tried to add (the index, whose PUT
+    // never landed, may be asked too: 404).
+    for (request, status) in log.iter().filter(|(r, _)| r.starts_with("DELETE ")) {
+        let digest = request.rsplit_once("/manifests/sha256:").map(|(_, d)| d);
+        let added = added.iter().any(|(_, d)| Some(d.as_str()) == digest);
+        let index = *request == format!("DELETE /v2/test/b/manifests/{index}") && *status == 404;
+        let preflight = request.contains("/blobs/uploads/");
+        assert!(added || index || preflight, "{request}: {log:#?}");
+    }
+}
+
+#[test]
+fn a_registry_without_deletes_gets_its_tag_back_and_the_new_manifests_are_named() {
+    let ws = Workspace::new();
+    let Rollback {
+        site,
+        old_a,
+        new_a,
+        b,
+    } = rollback_setup(
+        &ws,
+        Settings {
+            no_deletes: true,
+            ..Settings::default()
+        },
+    );
+    let (proxy, run) = install_failing_b_tag(&ws, &site);
+    let host = proxy.host();
+    run.assert_stderr_contains("these new manifests could not be deleted");
+    for (repo, digest) in [
+        ("test/a", new_a.as_str()),
+        ("test/b", sha256_bytes(&b.amd).as_str()),
+        ("test/b", sha256_bytes(&b.arm).as_str()),
+    ] {
+        run.assert_stderr_contains(&format!("{host}/{repo}@sha256:{digest}"));
+        // Still there, untagged.
+        assert_eq!(site.manifest_status(repo, &format!("sha256:{digest}")), 200);
+    }
+    // test/a:v1 was put back, and test/b:v1 never landed: no tag is listed. (The index,
+    // whose PUT never landed either, is listed among the manifests: its DELETE is answered
+    // 405 like the others, and the tool does not look whether it is there.)
+    assert_eq!(
+        site.manifest_status("test/b", &format!("sha256:{}", b.digest())),
+        404
+    );
+    assert!(
+        !run.stderr.contains("could not be put back")
+            && !run.stderr.contains(&format!("{host}/test/b:v1"))
+            && !run.stderr.contains(&format!("{host}/test/a:v1")),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("was changed"), "{}", run.stderr);
+    assert_eq!(site.manifest_digest("test/a", "v1", None), old_a);
+    assert_eq!(site.tags("test/a"), ["v1"]);
+    assert_eq!(site.tags("test/b"), Vec::<String>::new());
+}
+
+#[test]
+fn an_upload_location_over_plain_http_behind_tls_is_refused_before_anything_is_written() {
+    let ws = Workspace::new();
+    upstream(&ws, false, "");
+    // A TLS registry whose http.host says http://: its upload Locations do too.
+    let site = Registry::start_configured(
+        &ws.path("site-registry"),
+        None,
+        Settings {
+            tls: true,
+            host_scheme: Some("http"),
+            ..Settings::default()
+        },
+    );
+    let host = site.host();
+    let ca = site.ca_path();
+    let run = install(
+        &ws,
+        "b.bundle.tar.zst",
+        &["--registry", &host, "--registry-ca", ca.to_str().unwrap()],
+        None,
+    );
+    run.assert_code(1)
+        .assert_stderr_contains(&host)
+        .assert_stderr_contains(&format!("http://{host}/v2/"))
+        .assert_stderr_contains("which is not https")
+        .assert_stderr_contains("X-Forwarded-Proto");
+    let log = site.access_log(UA);
+    assert!(
+        log.iter()
+            .any(|(r, s)| r.starts_with("POST ") && r.contains("/blobs/uploads/") && *s == 202),
+        "no upload session was opened: {log:#?}"
+    );
+    assert!(
+        log.iter()
+            .all(|(r, _)| !r.starts_with("PUT ") && !r.starts_with("PATCH ")),
+        "{log:#?}"
+    );
+    assert_eq!(site.tags("test/app"), Vec::<String>::new());
+}
+
+#[test]
+fn an_oci_dir_with_a_broken_index_json_is_refused_and_left_as_it_was() {
+    let ws = Workspace::new();
+    upstream(&ws, false, "");
+    let out = ws.path("site-oci");
+    sh_ok(&format!(
+        "skopeo copy --quiet 'oci:{}:base' 'oci:{}:kept'",
+        ws.path("oci-src").display(),
+        out.display()
+    ));
+    let index = out.join("index.json");
+    let bytes = fs::read(&index).unwrap();
+    fs::write(&index, &bytes[..bytes.len() / 2]).unwrap();
+    let before = tree_snapshot(&out);
+
+    let run = install(
+        &ws,
+        "b.bundle.tar.zst",
+        &["--oci-dir", out.to_str().unwrap()],
+        None,
+    );
+    run.assert_code(1)
+        .assert_stderr_contains(&index.display().to_string())
+        .assert_stderr_contains("not an OCI image index")
+        .assert_stderr_contains("nothing was installed");
+    let after = tree_snapshot(&out);
+    assert!(before == after, "{}", snapshot_diff(&before, &after));
+
+    // The OCI directory as the web root too: a usage error, nothing written.
+    let web_before = tree_snapshot(&out);
+    install(
+        &ws,
+        "b.bundle.tar.zst",
+        &[
+            "--oci-dir",
+            out.to_str().unwrap(),
+            "--web-root",
+            out.to_str().unwrap(),
+        ],
+        None,
+    )
+    .assert_code(2)
+    .assert_stderr_contains("is the web root");
+    let web_after = tree_snapshot(&out);
+    assert!(
+        web_before == web_after,
+        "{}",
+        snapshot_diff(&web_before, &web_after)
+    );
+}
+
+#[test]
+fn a_manifest_push_answered_400_is_not_retried_and_one_answered_500_once_is() {
+    let ws = Workspace::new();
+    let Rollback {
+        site,
+        old_a,
+        new_a,
+        b,
+    } = rollback_setup(&ws, Settings::default());
+    let b_tag = "/v2/test/b/manifests/v1";
+    let install_via = |host: &str| {
+        install(
+            &ws,
+            "b.bundle.tar.zst",
+            &["--registry", host, "--plain-http", "--retries", "1"],
+            None,
+        )
+    };
+
+    // 400: a client error is the registry's answer, not retried; the install is undone.
+    let proxy = FaultProxy::start(site.port, vec![Fault::every("PUT", b_tag, 400)]);
+    let host = proxy.host();
+    install_via(&host)
+        .assert_code(1)
+        .assert_stderr_contains(&format!(
+            "{host}: pushing v1 in test/b was answered HTTP 400"
+        ))
+        .assert_stderr_contains(&format!("no tag or manifest on {host} was changed"));
+    assert_eq!(proxy.injected(), [format!("PUT {b_tag}")]);
+    assert_eq!(site.manifest_digest("test/a", "v1", None), old_a);
+    assert_eq!(site.tags("test/b"), Vec::<String>::new());
+    drop(proxy);
+
+    // 500 to the first try only: the retry lands, and the install (a re-run after the
+    // rollback) ends with both tags on the bundle's images.
+    let proxy = FaultProxy::start(site.port, vec![Fault::nth("PUT", b_tag, 1, 500)]);
+    let host = proxy.host();
+    let report = report(&install_via(&host));
+    assert_eq!(proxy.injected(), [format!("PUT {b_tag}")]);
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|(r, s)| *r == format!("PUT {b_tag}") && *s == 201),
+        "{:#?}",
+        proxy.requests()
+    );
+    for (name, digest) in [("test/a:v1", &new_a), ("test/b:v1", &b.digest())] {
+        let entry = report_image(&report, &format!("{host}/{name}"));
+        assert_eq!(entry["status"], "pushed", "{entry:#}");
+        assert_eq!(entry["digest"], format!("sha256:{digest}"), "{entry:#}");
+    }
+    assert_eq!(site.manifest_digest("test/a", "v1", None), new_a);
+    assert_eq!(site.manifest_digest("test/b", "v1", None), b.digest());
+    site.pull("test/b", "v1", &ws.path("pulled"), "b");
 }

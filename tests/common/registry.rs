@@ -5,7 +5,8 @@
 //! ([`Registry::start_tls`]), and small real images built offline with `umoci` and pushed
 //! with `skopeo`. Stopped (by pid, or the server's thread joined) when dropped. Also a
 //! server that answers every request with 500 ([`FailingServer`]) and the `lock` /
-//! `create` runs of image manifests shared by the image tests.
+//! `create` runs of image manifests shared by the image tests, and a forwarding proxy that
+//! answers chosen requests with an error instead ([`FaultProxy`]).
 
 #![allow(dead_code)]
 
@@ -30,6 +31,19 @@ pub const TOKEN_ISSUER: &str = "test-issuer";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// What [`Registry::start_configured`] changes in a registry's config.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Settings {
+    /// Serve HTTPS, as [`Registry::start_tls`] does.
+    pub tls: bool,
+    /// `storage.delete.enabled: false`: a `DELETE` of a manifest is answered 405.
+    pub no_deletes: bool,
+    /// `http.host` set to `SCHEME://127.0.0.1:PORT` (its own address): the scheme its
+    /// upload `Location`s name, whatever the request came in over. Without it, they name
+    /// the request's own `Host` (so a [`FaultProxy`] in front gets the uploads too).
+    pub host_scheme: Option<&'static str>,
+}
+
 pub struct Registry {
     pub port: u16,
     dir: PathBuf,
@@ -44,16 +58,25 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry storing under `dir`; with `login`, it requires that basic login.
     pub fn start(dir: &Path, login: Option<(&str, &str)>) -> Registry {
-        Registry::start_with(dir, login, false)
+        Registry::start_configured(dir, login, Settings::default())
     }
 
     /// Like [`Registry::start`], serving HTTPS with a certificate for `IP:127.0.0.1` and
     /// `DNS:localhost` signed by a test CA made under `dir` ([`Registry::ca_path`]).
     pub fn start_tls(dir: &Path, login: Option<(&str, &str)>) -> Registry {
-        Registry::start_with(dir, login, true)
+        let tls = Settings {
+            tls: true,
+            ..Settings::default()
+        };
+        Registry::start_configured(dir, login, tls)
     }
 
-    fn start_with(dir: &Path, login: Option<(&str, &str)>, tls: bool) -> Registry {
+    /// Like [`Registry::start`], with the config changed as `settings` say.
+    pub fn start_configured(
+        dir: &Path,
+        login: Option<(&str, &str)>,
+        settings: Settings,
+    ) -> Registry {
         fs::create_dir_all(dir).unwrap();
         let mut auth = String::new();
         if let Some((user, password)) = login {
@@ -70,8 +93,8 @@ impl Registry {
                 htpasswd.display()
             );
         }
-        let cert_dir = tls.then(|| make_test_ca(&dir.join("tls")));
-        let mut registry = Registry::serve(dir, &auth, cert_dir);
+        let cert_dir = settings.tls.then(|| make_test_ca(&dir.join("tls")));
+        let mut registry = Registry::serve(dir, &auth, cert_dir, settings);
         registry.login = login.map(|(u, p)| format!("{u}:{p}"));
         registry
     }
@@ -88,13 +111,14 @@ impl Registry {
                 rootcertbundle.display()
             ),
             None,
+            Settings::default(),
         )
     }
 
     /// Writes the config (storage under `dir/data`, a free port, TLS with the server
-    /// certificate beside `cert_dir`'s CA, then `auth`) and waits for the registry to
-    /// accept connections.
-    fn serve(dir: &Path, auth: &str, cert_dir: Option<PathBuf>) -> Registry {
+    /// certificate beside `cert_dir`'s CA, then `auth`; deletes and `http.host` as
+    /// `settings` say) and waits for the registry to accept connections.
+    fn serve(dir: &Path, auth: &str, cert_dir: Option<PathBuf>, settings: Settings) -> Registry {
         require_tool("docker-registry");
         fs::create_dir_all(dir).unwrap();
         let port = free_port();
@@ -106,9 +130,14 @@ impl Registry {
             ),
             None => String::new(),
         };
+        let http_host = settings
+            .host_scheme
+            .map(|scheme| format!(", host: \"{scheme}://127.0.0.1:{port}\""))
+            .unwrap_or_default();
         let config = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}{tls}}}\n{auth}",
-            dir.join("data").display()
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}{tls}{http_host}}}\n{auth}",
+            dir.join("data").display(),
+            !settings.no_deletes
         );
         let config_path = dir.join("config.yml");
         fs::write(&config_path, config).unwrap();
@@ -811,6 +840,18 @@ fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     Some(head)
 }
 
+/// Whether the header line `line` is header `name` (any case).
+fn is_header(line: &str, name: &str) -> bool {
+    line.split_once(':')
+        .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+}
+
+/// The value (trimmed) of the first header `name` among the header `lines`.
+fn header_value<'a>(lines: impl IntoIterator<Item = &'a str>, name: &str) -> Option<&'a str> {
+    let line = lines.into_iter().find(|l| is_header(l, name))?;
+    line.split_once(':').map(|(_, value)| value.trim())
+}
+
 /// Reads a request head from `stream`, records its request line in `requests` (before
 /// answering), answers 500 and closes.
 fn answer_500(mut stream: TcpStream, requests: &Mutex<Vec<String>>) -> Option<()> {
@@ -821,14 +862,199 @@ fn answer_500(mut stream: TcpStream, requests: &Mutex<Vec<String>>) -> Option<()
         .unwrap_or_default()
         .to_string();
     requests.lock().unwrap().push(line);
-    let body = "{\"errors\":[{\"code\":\"UNKNOWN\",\"message\":\"always failing\"}]}";
+    answer_error(stream, 500, "always failing");
+    Some(())
+}
+
+/// Answers `status` with a distribution-style JSON error saying `message`, and closes.
+fn answer_error(mut stream: TcpStream, status: u16, message: &str) {
+    let reason = match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Injected",
+    };
+    let body = serde_json::json!({"errors": [{"code": "UNKNOWN", "message": message}]}).to_string();
     let _ = write!(
         stream,
-        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.flush();
-    Some(())
+}
+
+// ---------------------------------------------------------------------------
+// A forwarding proxy that injects failures
+// ---------------------------------------------------------------------------
+
+/// A rule of a [`FaultProxy`]: a request with `method` whose target contains `path` is
+/// answered `status` (and not forwarded): every such request, or with `nth` only the
+/// n-th (1-based) of them.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub method: String,
+    pub path: String,
+    pub nth: Option<usize>,
+    pub status: u16,
+}
+
+impl Fault {
+    /// Every `METHOD …path…` request is answered `status`.
+    pub fn every(method: &str, path: &str, status: u16) -> Fault {
+        Fault {
+            method: method.to_string(),
+            path: path.to_string(),
+            nth: None,
+            status,
+        }
+    }
+
+    /// Only the `n`-th (1-based) `METHOD …path…` request is answered `status`.
+    pub fn nth(method: &str, path: &str, n: usize, status: u16) -> Fault {
+        Fault {
+            nth: Some(n),
+            ..Fault::every(method, path, status)
+        }
+    }
+}
+
+/// One request a [`FaultProxy`] answered.
+#[derive(Debug, Clone)]
+struct Proxied {
+    /// `METHOD TARGET` (as [`Registry::access_log`] gives them).
+    request: String,
+    status: u16,
+    injected: bool,
+}
+
+/// A plain-HTTP forwarding proxy on a free 127.0.0.1 port, served by a thread of the
+/// test, one connection at a time: it reads a request (head, and a body of its
+/// `Content-Length`: the tool sends sized bodies), answers a matching [`Fault`]'s status
+/// itself, or else forwards the request unchanged (its `Host` too, so distribution's
+/// upload `Location`s name the proxy) to `127.0.0.1:upstream_port` with `Connection:
+/// close`, and pipes the whole response back. Each connection carries one request and is
+/// closed after it. Every request is recorded. Stopped when dropped.
+pub struct FaultProxy {
+    pub port: u16,
+    server: LocalServer<Proxied>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream_port: u16, rules: Vec<Fault>) -> FaultProxy {
+        let mut matched = vec![0usize; rules.len()];
+        let server = LocalServer::start(move |stream, requests| {
+            proxy_one(stream, upstream_port, &rules, &mut matched, requests);
+        });
+        FaultProxy {
+            port: server.port,
+            server,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The requests (`"PUT /v2/…"`) and the statuses they got, in order, forwarded or not.
+    pub fn requests(&self) -> Vec<(String, u16)> {
+        let log = self.server.requests.lock().unwrap();
+        log.iter().map(|p| (p.request.clone(), p.status)).collect()
+    }
+
+    /// The requests answered by a [`Fault`], in order.
+    pub fn injected(&self) -> Vec<String> {
+        let log = self.server.requests.lock().unwrap();
+        log.iter()
+            .filter(|p| p.injected)
+            .map(|p| p.request.clone())
+            .collect()
+    }
+}
+
+/// Serves one connection of a [`FaultProxy`]; `matched` counts each rule's matches so far.
+fn proxy_one(
+    mut client: TcpStream,
+    upstream_port: u16,
+    rules: &[Fault],
+    matched: &mut [usize],
+    requests: &Mutex<Vec<Proxied>>,
+) -> Option<()> {
+    let mut head = read_head(&mut client)?;
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let mut body = head.split_off(end);
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+    let request_line = lines.next()?.to_string();
+    let headers: Vec<&str> = lines.collect();
+    let length: usize = header_value(headers.iter().copied(), "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let mut buf = vec![0u8; 64 << 10];
+    while body.len() < length {
+        let n = client.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next()?, parts.next()?);
+    let request = format!("{method} {target}");
+
+    // Every rule counts its matches; the first one that fires answers.
+    let mut fault = None;
+    for (rule, seen) in rules.iter().zip(matched.iter_mut()) {
+        if rule.method == method && target.contains(&rule.path) {
+            *seen += 1;
+            if fault.is_none() && rule.nth.is_none_or(|n| n == *seen) {
+                fault = Some(rule.status);
+            }
+        }
+    }
+    if let Some(status) = fault {
+        requests.lock().unwrap().push(Proxied {
+            request,
+            status,
+            injected: true,
+        });
+        answer_error(client, status, "injected by the test's fault proxy");
+        return Some(());
+    }
+
+    let mut upstream = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream_port)).ok()?;
+    upstream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .ok()?;
+    let mut forwarded = format!("{request_line}\r\n");
+    for header in headers.iter().filter(|l| !is_header(l, "connection")) {
+        forwarded.push_str(header);
+        forwarded.push_str("\r\n");
+    }
+    forwarded.push_str("Connection: close\r\n\r\n");
+    upstream.write_all(forwarded.as_bytes()).ok()?;
+    upstream.write_all(&body).ok()?;
+    let mut response = Vec::new();
+    // The upstream closes after its answer (`Connection: close`).
+    let _ = upstream.read_to_end(&mut response);
+    let status = String::from_utf8_lossy(&response)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // Recorded before answering, so a client that got the answer finds it recorded.
+    requests.lock().unwrap().push(Proxied {
+        request,
+        status,
+        injected: false,
+    });
+    client.write_all(&response).ok()?;
+    client.flush().ok()
 }
 
 /// One request the token server answered.
@@ -955,11 +1181,8 @@ impl Issuer {
         let head = String::from_utf8_lossy(&head).into_owned();
         let mut lines = head.split("\r\n");
         let target = lines.next()?.split_whitespace().nth(1)?.to_string();
-        let authorization = lines
-            .take_while(|l| !l.is_empty())
-            .filter_map(|l| l.split_once(':'))
-            .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
-            .map(|(_, value)| value.trim().to_string());
+        let authorization =
+            header_value(lines.take_while(|l| !l.is_empty()), "authorization").map(String::from);
         let basic = authorization
             .as_deref()
             .and_then(|a| a.strip_prefix("Basic "))
