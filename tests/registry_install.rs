@@ -1175,12 +1175,17 @@ fn a_registry_without_deletes_gets_its_tag_back_and_the_new_manifests_are_named(
         // Still there, untagged.
         assert_eq!(site.manifest_status(repo, &format!("sha256:{digest}")), 200);
     }
-    // test/a:v1 was put back, and test/b:v1 never landed: no tag is listed. (The index,
-    // whose PUT never landed either, is listed among the manifests: its DELETE is answered
-    // 405 like the others, and the tool does not look whether it is there.)
+    // test/a:v1 was put back, and test/b:v1 never landed: no tag is listed; nor is the
+    // index, whose PUT never landed either (its DELETE is refused like the others, but it
+    // is not there).
     assert_eq!(
         site.manifest_status("test/b", &format!("sha256:{}", b.digest())),
         404
+    );
+    assert!(
+        !run.stderr.contains(&b.digest()),
+        "the index that never landed is named: {}",
+        run.stderr
     );
     assert!(
         !run.stderr.contains("could not be put back")

@@ -575,7 +575,15 @@ impl RegistryTarget {
                 registry: &self.host,
                 repository: &repository,
             };
-            if self.client.delete_manifest(repo, &digest).is_err() {
+            // A registry that refuses deletes refuses them whether or not the manifest is
+            // there: only one that is there is worth naming.
+            if self.client.delete_manifest(repo, &digest).is_err()
+                && !matches!(
+                    self.client
+                        .manifest_digest(repo, &format!("sha256:{digest}")),
+                    Ok(None)
+                )
+            {
                 manifests.push(format!("{}/{repository}@sha256:{digest}", self.host));
             }
         }

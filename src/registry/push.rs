@@ -125,7 +125,9 @@ impl RegistryClient {
                 _ => return Ok(response),
             }
         }
-        let hint = if last.contains("certificate") {
+        let hint = if last.starts_with("HTTP ") {
+            "the registry answered, with an error: its log says why (storage full or read-only, a proxy in front of it)"
+        } else if last.contains("certificate") {
             "the registry's TLS certificate is not trusted here: pass the CA that signed it with --registry-ca PEM"
         } else if self.plain_http {
             "check that the registry is running and reachable from here"
@@ -484,8 +486,10 @@ impl RegistryClient {
         // Uploads stay on the registry they were opened on, over the same scheme: a login
         // and the layers never go elsewhere, nor in clear text when TLS was asked for.
         if joined.scheme() != base.scheme() {
+            let mut shown = joined.clone();
+            shown.set_query(None);
             return Err(Error::Runtime(format!(
-                "{repo}: the registry sent the upload to {joined}, which is not {}",
+                "{repo}: the registry sent the upload to {shown}, which is not {}",
                 base.scheme()
             ))
             .with_hint(
