@@ -596,17 +596,23 @@ fn platforms_filter_an_index_and_the_carried_index_has_its_own_digest() {
     }
 }
 
-#[test]
-fn a_blob_the_registry_serves_damaged_is_exit_3_naming_image_and_blob() {
-    let ws = Workspace::new();
+/// A site key, a registry with the test images and `m.lock.yaml` locking `test/app:v1`.
+fn app_locked(ws: &Workspace) -> (Registry, String) {
     keygen(&ws.path("site"));
-    let registry = registry_with_images(&ws, None);
+    let registry = registry_with_images(ws, None);
     let host = registry.host();
     ws.write(
         "m.yaml",
         images_manifest(&[format!("{host}/test/app:v1")], ""),
     );
-    lock_images(&ws, &["--plain-http"], &[]).assert_ok();
+    lock_images(ws, &["--plain-http"], &[]).assert_ok();
+    (registry, host)
+}
+
+#[test]
+fn a_blob_the_registry_serves_damaged_is_exit_3_naming_image_and_blob() {
+    let ws = Workspace::new();
+    let (registry, host) = app_locked(&ws);
     let layer = layers(&registry.raw_manifest("test/app", "v1"))[0].clone();
     let file = registry.blob_file(&layer);
     let mut bytes = fs::read(&file).unwrap();
@@ -625,14 +631,7 @@ fn a_blob_the_registry_serves_damaged_is_exit_3_naming_image_and_blob() {
 #[test]
 fn a_manifest_the_registry_serves_changed_is_exit_3_and_an_unlocked_ref_is_exit_2() {
     let ws = Workspace::new();
-    keygen(&ws.path("site"));
-    let registry = registry_with_images(&ws, None);
-    let host = registry.host();
-    ws.write(
-        "m.yaml",
-        images_manifest(&[format!("{host}/test/app:v1")], ""),
-    );
-    lock_images(&ws, &["--plain-http"], &[]).assert_ok();
+    let (registry, host) = app_locked(&ws);
     let digest = registry.manifest_digest("test/app", "v1", None);
 
     // A lock whose image lost its digest is not a lock.
