@@ -332,8 +332,9 @@ fn pub_key_id(pubkey: &Path) -> String {
         pubkey.display()
     );
     let shown = first.rsplit(' ').next().unwrap().to_string();
-    // Cross-check against the key itself: bytes 2..10 of the payload, shown by minisign as
-    // `%016X` of a little-endian u64.
+    // Cross-check against the key itself: bytes 2..10 of the payload, a little-endian u64
+    // that minisign's comment shows as `%X` (no leading zeros: one key in 256 has a
+    // shorter id there) and this tool as `%016X`.
     use base64::Engine as _;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(text.lines().nth(1).unwrap().trim())
@@ -341,12 +342,12 @@ fn pub_key_id(pubkey: &Path) -> String {
     assert_eq!(&raw[..2], b"Ed", "{}", pubkey.display());
     let id = u64::from_le_bytes(raw[2..10].try_into().unwrap());
     assert_eq!(
-        shown,
-        format!("{id:016X}"),
-        "{}: the comment's key id is not the key's",
+        u64::from_str_radix(&shown, 16).ok(),
+        Some(id),
+        "{}: the comment's key id {shown} is not the key's",
         pubkey.display()
     );
-    shown
+    format!("{id:016X}")
 }
 
 /// Names in a directory (to spot leftover temporary files).
