@@ -4,6 +4,7 @@
 //! Data flows one way: [`manifest`] → [`lock`] → [`fetch`] → [`bundle`] (writer) → USB →
 //! [`bundle`] (reader) → [`install`]. A module never reaches back up that chain.
 
+pub mod apt;
 pub mod bundle;
 pub mod create;
 pub mod digest;

@@ -1,0 +1,268 @@
+//! A repository's signed `Release`: the upstream OpenPGP key (`signed-by`), the signature
+//! over `InRelease` (or `Release` + `Release.gpg`) checked in Rust with rPGP, and the
+//! fields this tool relies on (`Valid-Until`, the SHA256 list of the indexes). Only the
+//! signed text is ever parsed.
+
+use std::collections::BTreeMap;
+
+use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::types::KeyDetails;
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+
+/// An upstream repository's signing key (its primary key and subkeys).
+pub struct RepoKey {
+    key: SignedPublicKey,
+    /// The primary key's fingerprint, upper-case hex.
+    pub fingerprint: String,
+}
+
+impl RepoKey {
+    /// Reads an OpenPGP public key, ASCII-armored or binary (as `signed-by` files are).
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<RepoKey> {
+        let bad = |e: String| {
+            Error::Usage(format!("{origin}: not an OpenPGP public key: {e}"))
+                .with_hint("signed-by names the repository's public key file (.asc or .gpg)")
+        };
+        let key = if bytes
+            .trim_ascii_start()
+            .starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK")
+        {
+            SignedPublicKey::from_armor_single(bytes)
+                .map(|(k, _)| k)
+                .map_err(|e| bad(e.to_string()))?
+        } else {
+            SignedPublicKey::from_bytes(bytes).map_err(|e| bad(e.to_string()))?
+        };
+        key.verify_bindings()
+            .map_err(|e| bad(format!("its self-signatures do not verify: {e}")))?;
+        let fingerprint = hex::encode_upper(key.fingerprint().as_bytes());
+        Ok(RepoKey { key, fingerprint })
+    }
+
+    /// The key, ASCII-armored (what a lock carries, so that it is self-contained).
+    pub fn armored(&self) -> Result<String> {
+        self.key
+            .to_armored_string(Default::default())
+            .map_err(|e| Error::Runtime(format!("cannot armor key {}: {e}", self.fingerprint)))
+    }
+
+    /// Whether the primary key or one of its subkeys made `signature` over `data`.
+    fn made(&self, signature: &pgp::packet::Signature, data: &[u8]) -> bool {
+        signature.verify(&self.key, data).is_ok()
+            || self
+                .key
+                .public_subkeys
+                .iter()
+                .any(|sub| signature.verify(sub, data).is_ok())
+    }
+}
+
+/// The text of an `InRelease` file once its signature checked out with `key`.
+pub fn verify_inrelease(bytes: &[u8], key: &RepoKey, origin: &str) -> Result<String> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::Verify(format!("{origin}: not a text file")))?;
+    let (message, _) = CleartextSignedMessage::from_string(text)
+        .map_err(|e| Error::Verify(format!("{origin}: not a signed InRelease: {e}")))?;
+    let signed = message.signed_text();
+    if !message
+        .signatures()
+        .iter()
+        .any(|s| key.made(s, signed.as_bytes()))
+    {
+        return Err(not_signed_by(origin, key));
+    }
+    Ok(signed.replace("\r\n", "\n"))
+}
+
+/// Checks a detached `Release.gpg` over `Release`.
+pub fn verify_detached(
+    release: &[u8],
+    signature: &[u8],
+    key: &RepoKey,
+    origin: &str,
+) -> Result<()> {
+    let parsed = if signature
+        .trim_ascii_start()
+        .starts_with(b"-----BEGIN PGP SIGNATURE")
+    {
+        DetachedSignature::from_armor_single(signature).map(|(s, _)| s)
+    } else {
+        DetachedSignature::from_bytes(signature)
+    }
+    .map_err(|e| Error::Verify(format!("{origin}.gpg: not an OpenPGP signature: {e}")))?;
+    if key.made(&parsed.signature, release) {
+        Ok(())
+    } else {
+        Err(not_signed_by(origin, key))
+    }
+}
+
+fn not_signed_by(origin: &str, key: &RepoKey) -> Error {
+    Error::Verify(format!(
+        "{origin}: the signature is not by the signed-by key {}",
+        key.fingerprint
+    ))
+    .with_hint("check that signed-by names this repository's current key")
+}
+
+/// One index file the Release vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+}
+
+/// The fields of a signed Release this tool uses.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// `Valid-Until`, in Unix seconds.
+    pub valid_until: Option<u64>,
+    /// `SHA256`: relative path → digest and size.
+    pub sha256: BTreeMap<String, Listed>,
+    pub origin: Option<String>,
+    pub suite: Option<String>,
+}
+
+impl Release {
+    /// Parses the signed text of a Release; `now` (Unix seconds) checks `Valid-Until`.
+    pub fn parse(text: &str, origin: &str, now: u64) -> Result<Release> {
+        let bad = |why: String| Error::Verify(format!("{origin}: {why}"));
+        let paragraph = deb822_fast::borrowed::iter_paragraphs_borrowed(text)
+            .next()
+            .ok_or_else(|| bad("an empty Release".into()))?
+            .map_err(|e| bad(format!("malformed: {e:?}")))?;
+        let single = |name: &str| paragraph.get_single(name).map(str::to_string);
+        let valid_until = match paragraph.get_single("Valid-Until") {
+            Some(v) => {
+                Some(parse_date(v).ok_or_else(|| bad(format!("Valid-Until `{v}` is not a date")))?)
+            }
+            None => None,
+        };
+        if let Some(until) = valid_until
+            && until < now
+        {
+            return Err(bad(format!(
+                "the Release expired at {} (Valid-Until)",
+                crate::timefmt::rfc3339(until)
+            ))
+            .with_hint("the mirror has stopped updating: use a current mirror, then lock again"));
+        }
+        let mut sha256 = BTreeMap::new();
+        if let Some(lines) = paragraph.get("SHA256") {
+            for line in lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()) {
+                let mut parts = line.split_whitespace();
+                let (Some(digest), Some(size), Some(path), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(bad(format!("malformed SHA256 line `{line}`")));
+                };
+                let sha256_digest: Sha256Digest = digest
+                    .parse()
+                    .map_err(|e: String| bad(format!("SHA256 line `{line}`: {e}")))?;
+                let size: u64 = size
+                    .parse()
+                    .map_err(|_| bad(format!("SHA256 line `{line}`: bad size")))?;
+                sha256.insert(
+                    path.to_string(),
+                    Listed {
+                        sha256: sha256_digest,
+                        size,
+                    },
+                );
+            }
+        }
+        if sha256.is_empty() {
+            return Err(bad(
+                "the Release lists no SHA256 sums (this tool needs them to check the indexes)"
+                    .into(),
+            ));
+        }
+        Ok(Release {
+            valid_until,
+            sha256,
+            origin: single("Origin"),
+            suite: single("Suite"),
+        })
+    }
+}
+
+/// An RFC 2822 date as Release files write it (`Sat, 09 Nov 2024 10:15:26 UTC`), in Unix
+/// seconds.
+pub fn parse_date(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let text = text.split_once(", ").map_or(text, |(_, rest)| rest);
+    let mut parts = text.split_whitespace();
+    let day: u64 = parts.next()?.parse().ok()?;
+    let month = match parts.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':');
+    let (h, m, s): (u64, u64, u64) = (
+        hms.next()?.parse().ok()?,
+        hms.next()?.parse().ok()?,
+        hms.next()?.parse().ok()?,
+    );
+    let offset: i64 = match parts.next().unwrap_or("UTC") {
+        "UTC" | "GMT" | "Z" | "+0000" | "-0000" => 0,
+        z if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let hh: i64 = z[1..3].parse().ok()?;
+            let mm: i64 = z[3..5].parse().ok()?;
+            sign * (hh * 3600 + mm * 60)
+        }
+        _ => return None,
+    };
+    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let days = crate::timefmt::days_from_civil(year, month, day as i64);
+    let secs = days * 86400 + (h * 3600 + m * 60 + s) as i64 - offset;
+    u64::try_from(secs).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_parse_as_release_files_write_them() {
+        assert_eq!(parse_date("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
+        assert_eq!(
+            parse_date("Sat, 09 Nov 2024 10:15:26 UTC"),
+            Some(1731147326)
+        );
+        assert_eq!(
+            parse_date("Sat, 09 Nov 2024 11:15:26 +0100"),
+            Some(1731147326)
+        );
+        assert_eq!(parse_date("9 Nov 2024 10:15:26"), Some(1731147326));
+        assert_eq!(parse_date("Sat, 09 Foo 2024 10:15:26 UTC"), None);
+    }
+
+    #[test]
+    fn release_fields_and_expiry() {
+        let text = "Origin: Test\nSuite: stable\nValid-Until: Sat, 09 Nov 2024 10:15:26 UTC\nSHA256:\n 0000000000000000000000000000000000000000000000000000000000000000 12 main/binary-amd64/Packages\n";
+        let r = Release::parse(text, "t", 1_700_000_000).unwrap();
+        assert_eq!(r.suite.as_deref(), Some("stable"));
+        assert_eq!(r.sha256["main/binary-amd64/Packages"].size, 12);
+        let e = Release::parse(text, "t", 1_800_000_000).unwrap_err();
+        assert_eq!(e.exit_code(), 3);
+        assert!(e.to_string().contains("expired"), "{e}");
+        assert!(Release::parse("Suite: x\n", "t", 0).is_err());
+    }
+}
