@@ -70,10 +70,28 @@ pub struct DebRepo {
     pub components: Vec<String>,
     #[serde(default)]
     pub architectures: Vec<String>,
+    /// The upstream OpenPGP key: a file (relative to the manifest's directory) in a loose
+    /// manifest, the armored key itself in a lock (so the lock is self-contained).
     #[serde(rename = "signed-by", default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// How far `lock` follows dependencies (`full`, `default`, `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closure: Option<crate::apt::resolve::Closure>,
     #[serde(default)]
     pub packages: Vec<DebPackage>,
+    /// Dependencies `lock` left to the site's own OS mirror (SPEC §6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<ExternalDep>,
+}
+
+/// A dependency no carried repository provides (or a `Priority: required` one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExternalDep {
+    /// As control data writes it: `libc6 (>= 2.34)`, `awk | gawk`.
+    pub relation: String,
+    pub required_by: String,
+    pub reason: String,
 }
 
 /// One package of a [`DebRepo`].
@@ -87,6 +105,11 @@ pub struct DebPackage {
     pub arch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Sha256Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The `.deb`'s path in the repository (`pool/main/j/jq/jq_1.6-2.1_amd64.deb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
 }
 
 /// A Helm chart: `{repo, name, version, sha256}` from an HTTP repo or `{ref}` from OCI.
@@ -370,6 +393,13 @@ impl LoadedManifest {
     }
 }
 
+/// Which command a manifest is being used for (what it may carry differs while kinds land).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Lock,
+    Create,
+}
+
 /// Reads and validates a manifest file (YAML, or JSON for `*.json`).
 pub fn load(path: &Path) -> Result<LoadedManifest> {
     let bytes = match std::fs::read(path) {
@@ -561,10 +591,11 @@ impl Manifest {
         out
     }
 
-    /// Sections this version of the tool cannot carry yet (each lands with its own issue).
-    pub fn unsupported_sections(&self) -> Vec<&'static str> {
+    /// Sections this version of the tool cannot carry yet (each lands with its own issue);
+    /// `lock` already resolves `debs`, `create` cannot carry them yet.
+    pub fn unsupported_sections(&self, stage: Stage) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if !self.debs.is_empty() {
+        if !self.debs.is_empty() && stage == Stage::Create {
             out.push("debs");
         }
         if !self.charts.is_empty() {
@@ -594,15 +625,20 @@ impl Manifest {
     }
 
     /// Fails with a usage error when the manifest has sections this build cannot carry.
-    pub fn require_supported(&self) -> Result<()> {
-        let unsupported = self.unsupported_sections();
+    pub fn require_supported(&self, stage: Stage) -> Result<()> {
+        let unsupported = self.unsupported_sections(stage);
         if unsupported.is_empty() {
             return Ok(());
         }
         Err(Error::Usage(format!(
             "this manifest has {} entries, which this version of airgap-bundle cannot carry yet \
-             (supported: files, images)",
+             (supported: files, images{})",
             unsupported.join(", "),
+            if stage == Stage::Lock {
+                "; debs at lock"
+            } else {
+                ""
+            }
         ))
         .with_hint("move them to another manifest for now"))
     }

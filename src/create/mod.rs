@@ -30,7 +30,7 @@ pub struct CreateOptions {
 fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<String>)> {
     let loaded = manifest::load(&options.locked)?;
     let m = &loaded.manifest;
-    m.require_supported()?;
+    m.require_supported(crate::manifest::Stage::Create)?;
     m.check_image_names()?;
     let unpinned = m.unpinned_entries();
     if !unpinned.is_empty() {

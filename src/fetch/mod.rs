@@ -68,6 +68,9 @@ pub struct Download {
     pub authorization: Option<Authorization>,
     /// What the download is, in errors (an image blob, say), when the URL alone is not.
     pub label: Option<String>,
+    /// What pins `expected_sha256`, in errors: the lock (`None`), or another signed source
+    /// (`the signed Release`).
+    pub pinned_by: Option<&'static str>,
 }
 
 impl Download {
@@ -83,6 +86,7 @@ impl Download {
             expected_size: entry.size,
             authorization: None,
             label: None,
+            pinned_by: None,
         })
     }
 }
@@ -235,7 +239,8 @@ impl Fetcher {
             };
             let what = d.label.clone().unwrap_or_else(|| d.canonical.to_string());
             return Err(Error::Verify(format!(
-                "{what}{via}: sha256 mismatch: the lock pins {expected}, the download is {sha256} ({size} bytes)",
+                "{what}{via}: sha256 mismatch: {} pins {expected}, the download is {sha256} ({size} bytes)",
+                d.pinned_by.unwrap_or("the lock"),
             ))
             .with_hint(
                 "the upstream content changed or is damaged: check it, then run `bundle lock` again",
@@ -389,6 +394,61 @@ impl Fetcher {
             )));
         }
         Ok((sha256, size))
+    }
+
+    /// A small file that is not pinned (a repository's `InRelease`): fetched fresh, never
+    /// from the cache, at most `limit` bytes, with the usual retries; `None` when the
+    /// server says it does not exist (404 or 410).
+    pub fn fetch_small(&self, url: &SourceUrl, limit: u64) -> Result<Option<Vec<u8>>> {
+        let mut last = String::new();
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(250 << (attempt - 1).min(5)));
+            }
+            let response = match self.client.get(url.as_str()).send() {
+                Ok(r) => r,
+                Err(e) => {
+                    last = describe(&e);
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+                return Ok(None);
+            }
+            if status.is_server_error()
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::REQUEST_TIMEOUT
+            {
+                last = format!("HTTP {status}");
+                continue;
+            }
+            if !status.is_success() {
+                return Err(Error::Network {
+                    url: url.to_string(),
+                    message: format!("HTTP {status}"),
+                });
+            }
+            let mut body = Vec::new();
+            match response.take(limit + 1).read_to_end(&mut body) {
+                Ok(_) if body.len() as u64 > limit => {
+                    return Err(Error::Verify(format!(
+                        "{url}: larger than the {limit} bytes such a file may have"
+                    )));
+                }
+                Ok(_) => return Ok(Some(body)),
+                Err(e) => last = self.describe_read(&e),
+            }
+        }
+        Err(Error::Network {
+            url: url.to_string(),
+            message: format!(
+                "{last} (gave up after {} attempt{})",
+                self.retries + 1,
+                if self.retries == 0 { "" } else { "s" }
+            ),
+        }
+        .with_hint("check that the server is reachable, or set a `mirrors` entry"))
     }
 
     fn stalled(&self) -> String {

@@ -1,6 +1,7 @@
 //! `bundle lock`: resolves a loose manifest into a locked one (every artifact pinned by
 //! sha256 or digest). One resolver per artifact kind; the output is deterministic.
 
+pub mod debs;
 pub mod files;
 pub mod images;
 
@@ -18,10 +19,11 @@ pub fn lock_manifest(
     reporter: &Reporter,
 ) -> Result<Manifest> {
     let manifest = &loaded.manifest;
-    manifest.require_supported()?;
+    manifest.require_supported(crate::manifest::Stage::Lock)?;
     manifest.check_image_names()?;
     let mut locked = manifest.clone();
     files::lock_files(&mut locked, fetcher, reporter)?;
     images::lock_images(&mut locked, registry, reporter)?;
+    debs::lock_debs(&mut locked, loaded.base_dir(), fetcher, reporter)?;
     Ok(locked)
 }

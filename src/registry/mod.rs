@@ -315,6 +315,7 @@ impl RegistryClient {
                 url,
             }))),
             label: Some(format!("{image}: blob sha256:{digest}")),
+            pinned_by: None,
         })
     }
 

@@ -1,0 +1,332 @@
+//! `lock` of `debs`: for each repository, the `InRelease` (or `Release` + `Release.gpg`)
+//! checked against its `signed-by` key, each `Packages` index checked against the signed
+//! SHA256 list before it is read, then the named packages and their dependency closure
+//! over every carried repository, each pinned by version, architecture, file name, size
+//! and sha256. The key goes into the lock (armored) so the lock is self-contained;
+//! dependencies no carried repository provides are listed under the repository's
+//! `external`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use crate::apt::packages::{self, BinaryPackage};
+use crate::apt::release::{self, Release, RepoKey};
+use crate::apt::resolve::{self, Closure, Universe, Wanted};
+use crate::error::{Error, IoContext, Result};
+use crate::fetch::{Download, Fetcher};
+use crate::manifest::{DebPackage, DebRepo, ExternalDep, Manifest, SourceUrl};
+use crate::progress::Reporter;
+
+/// No `InRelease`/`Release` is larger than this (Debian's is ~150 KiB).
+const MAX_RELEASE_BYTES: u64 = 32 << 20;
+/// Key files are small.
+const MAX_KEY_BYTES: u64 = 1 << 20;
+
+/// Where a repository's metadata lives: `URL/dists/SUITE/` or, for a flat repository
+/// (`suite: ./`), `URL/SUITE`.
+struct Layout {
+    /// The directory holding `InRelease`.
+    release_dir: String,
+    flat: bool,
+}
+
+impl Layout {
+    fn of(repo: &DebRepo) -> Layout {
+        let root = repo.url.as_str().trim_end_matches('/').to_string();
+        let suite = repo.suite.trim_matches('/');
+        let flat = repo.suite.ends_with('/') || repo.suite == ".";
+        let release_dir = if flat {
+            match suite {
+                "" | "." => root.clone(),
+                s => format!("{root}/{}", s.trim_start_matches("./")),
+            }
+        } else {
+            format!("{root}/dists/{suite}")
+        };
+        Layout { release_dir, flat }
+    }
+}
+
+fn url(text: &str) -> Result<SourceUrl> {
+    text.parse()
+        .map_err(|e: String| Error::Usage(format!("`{text}`: {e}")))
+}
+
+/// The repository's key: the armored key a lock carries, or the `signed-by` file
+/// (relative to the manifest's directory).
+fn repo_key(repo: &DebRepo, base_dir: &Path) -> Result<RepoKey> {
+    let Some(signed_by) = &repo.signed_by else {
+        return Err(Error::Usage(format!(
+            "debs `{}`: no signed-by key; an apt repository is only carried with the key that signs it",
+            repo.name
+        ))
+        .with_hint("set signed-by to the repository's public key file (.asc or .gpg)"));
+    };
+    if signed_by
+        .trim_start()
+        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK")
+    {
+        return RepoKey::parse(
+            signed_by.as_bytes(),
+            &format!("debs `{}` signed-by", repo.name),
+        );
+    }
+    let path = base_dir.join(signed_by);
+    let meta = std::fs::metadata(&path).at("cannot read the signed-by key", &path);
+    let meta = meta.map_err(|e| {
+        Error::Usage(format!("debs `{}`: {e}", repo.name))
+            .with_hint("signed-by is relative to the manifest's directory")
+    })?;
+    if meta.len() > MAX_KEY_BYTES {
+        return Err(Error::Usage(format!(
+            "{}: over {MAX_KEY_BYTES} bytes, not a key file",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(&path).at("cannot read the signed-by key", &path)?;
+    RepoKey::parse(&bytes, &path.display().to_string())
+}
+
+/// The signed Release of a repository, checked with its key.
+fn signed_release(
+    repo: &DebRepo,
+    key: &RepoKey,
+    manifest: &Manifest,
+    fetcher: &Fetcher,
+) -> Result<Release> {
+    let layout = Layout::of(repo);
+    let get = |name: &str| -> Result<(String, Option<Vec<u8>>)> {
+        let canonical = url(&format!("{}/{name}", layout.release_dir))?;
+        let from = manifest.fetch_url(&canonical)?;
+        Ok((
+            canonical.to_string(),
+            fetcher.fetch_small(&from, MAX_RELEASE_BYTES)?,
+        ))
+    };
+    let (origin, inrelease) = get("InRelease")?;
+    let text = match inrelease {
+        Some(bytes) => release::verify_inrelease(&bytes, key, &origin)?,
+        None => {
+            let (origin, release) = get("Release")?;
+            let release = release.ok_or_else(|| {
+                Error::Network {
+                    url: origin.clone(),
+                    message: "no InRelease and no Release (HTTP 404)".into(),
+                }
+                .with_hint("check the repository's url and suite")
+            })?;
+            let (sig_origin, signature) = get("Release.gpg")?;
+            let signature = signature.ok_or_else(|| {
+                Error::Verify(format!("{sig_origin}: missing; the Release is not signed"))
+            })?;
+            release::verify_detached(&release, &signature, key, &origin)?;
+            String::from_utf8(release)
+                .map_err(|_| Error::Verify(format!("{origin}: not a text file")))?
+        }
+    };
+    Release::parse(&text, &origin, crate::timefmt::now_epoch())
+}
+
+/// The `Packages` index to read for a component and architecture: the first of
+/// `.gz`, `.xz`, plain that the signed Release lists.
+fn index_path(release: &Release, layout: &Layout, component: &str, arch: &str) -> Option<String> {
+    let dir = if layout.flat {
+        String::new()
+    } else {
+        format!("{component}/binary-{arch}/")
+    };
+    ["Packages.gz", "Packages.xz", "Packages"]
+        .iter()
+        .map(|f| format!("{dir}{f}"))
+        .find(|p| release.sha256.contains_key(p))
+}
+
+/// The architectures a repository is read for: its own list, else the manifest's
+/// `platforms` (`linux/amd64` → `amd64`), else `amd64`.
+fn architectures(repo: &DebRepo, manifest: &Manifest) -> Vec<String> {
+    if !repo.architectures.is_empty() {
+        return repo.architectures.clone();
+    }
+    let from_platforms: Vec<String> = manifest
+        .platforms
+        .iter()
+        .filter(|p| p.os == "linux")
+        .map(|p| match (p.architecture.as_str(), p.variant.as_deref()) {
+            ("arm", Some("v7") | None) => "armhf".to_string(),
+            ("386", _) => "i386".to_string(),
+            (a, _) => a.to_string(),
+        })
+        .collect();
+    if from_platforms.is_empty() {
+        vec!["amd64".to_string()]
+    } else {
+        from_platforms
+    }
+}
+
+/// Resolves every `debs` repository whose packages are not all pinned yet.
+pub fn lock_debs(
+    locked: &mut Manifest,
+    base_dir: &Path,
+    fetcher: &Fetcher,
+    reporter: &Reporter,
+) -> Result<()> {
+    let pending = locked.debs.iter().any(|r| {
+        r.packages
+            .iter()
+            .any(|p| p.sha256.is_none() || p.filename.is_none())
+    });
+    if !pending {
+        return Ok(());
+    }
+    let mut universe: Vec<BinaryPackage> = Vec::new();
+    let mut keys = Vec::new();
+    let mut arches_all: Vec<String> = Vec::new();
+    for (n, repo) in locked.debs.iter().enumerate() {
+        let key = repo_key(repo, base_dir)?;
+        let release = signed_release(repo, &key, locked, fetcher)?;
+        let layout = Layout::of(repo);
+        let arches = architectures(repo, locked);
+        let components: Vec<String> = if layout.flat || repo.components.is_empty() {
+            vec!["main".to_string()]
+        } else {
+            repo.components.clone()
+        };
+        let mut downloads = Vec::new();
+        let mut paths = Vec::new();
+        for component in &components {
+            for arch in &arches {
+                let Some(path) = index_path(&release, &layout, component, arch) else {
+                    let listed: Vec<&String> = release
+                        .sha256
+                        .keys()
+                        .filter(|k| {
+                            k.rsplit('/')
+                                .next()
+                                .is_some_and(|f| f.starts_with("Packages"))
+                        })
+                        .collect();
+                    return Err(Error::Usage(format!(
+                        "debs `{}`: the signed Release lists no Packages index for {}{arch}; it lists {}",
+                        repo.name,
+                        if layout.flat { String::new() } else { format!("{component}/") },
+                        if listed.is_empty() {
+                            "none".to_string()
+                        } else {
+                            listed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        }
+                    ))
+                    .with_hint("check the repository's components and architectures"));
+                };
+                let listed = &release.sha256[&path];
+                let canonical = url(&format!("{}/{path}", layout.release_dir))?;
+                downloads.push(Download {
+                    from: locked.fetch_url(&canonical)?,
+                    canonical,
+                    expected_sha256: Some(listed.sha256),
+                    expected_size: Some(listed.size),
+                    authorization: None,
+                    label: None,
+                    pinned_by: Some("the signed Release"),
+                });
+                paths.push(path);
+            }
+        }
+        let bar = reporter.bytes_bar(0, "indexes");
+        let fetched = fetcher.fetch_all(&downloads, &bar)?;
+        bar.finish_and_clear();
+        for ((fetched, path), download) in fetched.iter().zip(&paths).zip(&downloads) {
+            let origin = download.canonical.to_string();
+            let bytes = std::fs::read(&fetched.path).at("cannot read", &fetched.path)?;
+            let text = packages::decompress(path, &bytes, &origin)?;
+            universe.extend(packages::parse(&text, n, &origin)?);
+        }
+        reporter.detail(format!(
+            "debs {}: Release signed by {}, {} index(es) read",
+            repo.name,
+            key.fingerprint,
+            paths.len()
+        ));
+        for a in arches {
+            if !arches_all.contains(&a) {
+                arches_all.push(a);
+            }
+        }
+        keys.push(key);
+    }
+    // The same package may be listed by several indexes (several components): keep one.
+    let mut seen = BTreeSet::new();
+    universe.retain(|p| {
+        seen.insert((
+            p.repo,
+            p.name.clone(),
+            p.arch.clone(),
+            p.version.to_string(),
+        ))
+    });
+    let universe = Universe::new(universe);
+    let wanted: Vec<Wanted> = locked
+        .debs
+        .iter()
+        .enumerate()
+        .flat_map(|(n, repo)| {
+            repo.packages.iter().map(move |p| Wanted {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.arch.clone(),
+                repo: n,
+            })
+        })
+        .collect();
+    let closures: Vec<Closure> = locked
+        .debs
+        .iter()
+        .map(|r| r.closure.unwrap_or_default())
+        .collect();
+    let resolution = resolve::resolve(&universe, &wanted, &closures, &arches_all).map_err(|e| {
+        let names: Vec<&str> = locked.debs.iter().map(|r| r.name.as_str()).collect();
+        e.map_message(|m| format!("debs ({}): {m}", names.join(", ")))
+    })?;
+
+    let mut per_repo: BTreeMap<usize, Vec<DebPackage>> = BTreeMap::new();
+    let mut external: BTreeMap<usize, Vec<ExternalDep>> = BTreeMap::new();
+    for &i in &resolution.selected {
+        let p = universe.package(i);
+        per_repo.entry(p.repo).or_default().push(DebPackage {
+            name: p.name.clone(),
+            version: Some(p.version.to_string()),
+            arch: Some(p.arch.clone()),
+            sha256: Some(p.sha256),
+            size: Some(p.size),
+            filename: Some(p.filename.clone()),
+        });
+    }
+    for e in &resolution.external {
+        // Filed under the repository of the package that needs it.
+        let repo = resolution
+            .selected
+            .iter()
+            .map(|&i| universe.package(i))
+            .find(|p| format!("{} {} ({})", p.name, p.version, p.arch) == e.required_by)
+            .map_or(0, |p| p.repo);
+        external.entry(repo).or_default().push(ExternalDep {
+            relation: e.relation.clone(),
+            required_by: e.required_by.clone(),
+            reason: e.reason.clone(),
+        });
+    }
+    for (n, (repo, key)) in locked.debs.iter_mut().zip(&keys).enumerate() {
+        let mut pinned = per_repo.remove(&n).unwrap_or_default();
+        pinned.sort_by(|a, b| (&a.name, &a.arch, &a.version).cmp(&(&b.name, &b.arch, &b.version)));
+        repo.packages = pinned;
+        repo.external = external.remove(&n).unwrap_or_default();
+        repo.signed_by = Some(key.armored()?);
+        for e in &repo.external {
+            reporter.info(format!(
+                "debs {}: {} (needed by {}) is expected from the site's OS mirror: {}",
+                repo.name, e.relation, e.required_by, e.reason
+            ));
+        }
+    }
+    Ok(())
+}
