@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the real components the integration tests and the demo run against:
 # apache2 (served on a private 127.0.0.1 port by each test), minisign, zstd,
-# tar, GNU time, coreutils, curl, openssl, and for images docker-registry (CNCF
-# distribution), skopeo and umoci. Idempotent: a re-run with everything present
-# does nothing but report, and never touches the package index.
+# tar, GNU time, coreutils, curl, openssl; for images docker-registry (CNCF
+# distribution), skopeo and umoci; for debs apt (`apt-get download` of real
+# .debs), dpkg-dev, apt-utils (apt-ftparchive), gnupg and gpg-agent (a throwaway
+# signing key), xz-utils and gzip (compressed Packages indexes). Idempotent: a
+# re-run with everything present does nothing but report, and never touches the
+# package index.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -22,10 +25,18 @@ declare -A wanted=(
     [docker-registry]=docker-registry
     [skopeo]=skopeo
     [umoci]=umoci
+    [apt]=apt-get
+    [dpkg-dev]=dpkg-scanpackages
+    [apt-utils]=apt-ftparchive
+    [gnupg]=gpg
+    [gpg-agent]=gpg-agent
+    [xz-utils]=xz
+    [gzip]=gzip
 )
 
 missing=()
-packages=(apache2 apache2-utils minisign zstd tar time coreutils curl openssl docker-registry skopeo umoci)
+packages=(apache2 apache2-utils minisign zstd tar time coreutils curl openssl docker-registry skopeo umoci
+    apt dpkg-dev apt-utils gnupg gpg-agent xz-utils gzip)
 for pkg in "${packages[@]}"; do
     cmd=${wanted[$pkg]}
     if command -v "$cmd" >/dev/null 2>&1 \

@@ -305,20 +305,11 @@ fn bash(script: &str, args: &[&Path], input: Option<&[u8]>) -> Output {
     child.wait_with_output().expect("wait bash")
 }
 
-fn show(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// Like [`bash`], panicking unless it succeeds; returns stdout.
 #[track_caller]
 fn bash_ok(script: &str, args: &[&Path]) -> Vec<u8> {
     let o = bash(script, args, None);
-    assert!(o.status.success(), "`{script}` failed\n{}", show(&o));
+    assert!(o.status.success(), "`{script}` failed\n{}", show_output(&o));
     o.stdout
 }
 
@@ -591,7 +582,7 @@ fn lock_is_deterministic_and_create_is_reproducible() {
         o.status.code(),
         Some(1),
         "a different SOURCE_DATE_EPOCH must change the bundle\n{}",
-        show(&o)
+        show_output(&o)
     );
     assert_eq!(inspect_json(&three)["created"], "2023-11-14T22:13:21Z");
 }
@@ -672,7 +663,7 @@ fn stock_zstd_tar_and_minisign_read_the_bundle() {
     assert!(
         !o.status.success(),
         "minisign accepted a tampered bundle\n{}",
-        show(&o)
+        show_output(&o)
     );
     verify(&tampered, pubkey, &[])
         .assert_code(3)
@@ -710,7 +701,7 @@ fn minisign_generated_keys_sign_bundles() {
     assert!(
         o.status.success(),
         "minisign -G with a password\n{}",
-        show(&o)
+        show_output(&o)
     );
     let (out2, run) = site.create_run(
         &lock,
@@ -765,7 +756,7 @@ fn our_encrypted_key_works_with_stock_minisign_and_wrong_password_fails() {
     assert!(
         o.status.success(),
         "stock minisign could not sign with our key\n{}",
-        show(&o)
+        show_output(&o)
     );
     bash_ok(r#"minisign -V -m "$1" -p "$2""#, &[&file, &pubkey]);
 

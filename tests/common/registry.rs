@@ -22,7 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-use super::{Run, Workspace, free_port, port_accepts, require_tool, run_bundle_in, sha256_bytes};
+use super::{
+    Run, Workspace, free_port, output_ok, port_accepts, require_tool, run_bundle_in, sha256_bytes,
+};
 
 /// The `service` (the JWT's `aud`) and `issuer` (`iss`) a token-auth registry expects.
 pub const TOKEN_SERVICE: &str = "test-registry";
@@ -513,16 +515,7 @@ pub fn make_test_ca(dir: &Path) -> PathBuf {
 
 fn run_ok(program: &str, args: &[String]) -> Vec<u8> {
     require_tool(program);
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    output_ok(Command::new(program).args(args))
 }
 
 /// Builds a small real image `oci:LAYOUT:TAG` offline with umoci: an empty base plus one
