@@ -11,51 +11,93 @@ use pgp::types::KeyDetails;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 
-/// An upstream repository's signing key (its primary key and subkeys).
+/// An upstream repository's signing key, or keyring (several keys, as distributions ship
+/// them), each with its subkeys.
 pub struct RepoKey {
-    key: SignedPublicKey,
-    /// The primary key's fingerprint, upper-case hex.
+    keys: Vec<SignedPublicKey>,
+    /// The primary keys' fingerprints, upper-case hex, comma-separated.
     pub fingerprint: String,
 }
 
+const ARMOR_BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+
+/// At most this many keys in one keyring.
+const MAX_KEYS: usize = 64;
+
 impl RepoKey {
-    /// Reads an OpenPGP public key, ASCII-armored or binary (as `signed-by` files are).
+    /// Reads OpenPGP public keys, ASCII-armored or binary (as `signed-by` files are).
     pub fn parse(bytes: &[u8], origin: &str) -> Result<RepoKey> {
         let bad = |e: String| {
             Error::Usage(format!("{origin}: not an OpenPGP public key: {e}"))
                 .with_hint("signed-by names the repository's public key file (.asc or .gpg)")
         };
-        let key = if bytes
-            .trim_ascii_start()
-            .starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK")
-        {
-            SignedPublicKey::from_armor_single(bytes)
-                .map(|(k, _)| k)
-                .map_err(|e| bad(e.to_string()))?
-        } else {
-            SignedPublicKey::from_bytes(bytes).map_err(|e| bad(e.to_string()))?
-        };
-        key.verify_bindings()
-            .map_err(|e| bad(format!("its self-signatures do not verify: {e}")))?;
-        let fingerprint = hex::encode_upper(key.fingerprint().as_bytes());
-        Ok(RepoKey { key, fingerprint })
+        let parsed: Vec<pgp::errors::Result<SignedPublicKey>> =
+            if bytes.trim_ascii_start().starts_with(ARMOR_BEGIN.as_bytes()) {
+                // One armor block per key, or several keys in one block.
+                let text = std::str::from_utf8(bytes).map_err(|_| bad("not text".into()))?;
+                let mut keys = Vec::new();
+                for block in text.split(ARMOR_BEGIN).filter(|b| !b.trim().is_empty()) {
+                    let block = format!("{ARMOR_BEGIN}{block}");
+                    let (many, _) = SignedPublicKey::from_armor_many(block.as_bytes())
+                        .map_err(|e| bad(e.to_string()))?;
+                    keys.extend(many.take(MAX_KEYS + 1));
+                    if keys.len() > MAX_KEYS {
+                        break;
+                    }
+                }
+                keys
+            } else {
+                SignedPublicKey::from_bytes_many(bytes)
+                    .map_err(|e| bad(e.to_string()))?
+                    .take(MAX_KEYS + 1)
+                    .collect()
+            };
+        if parsed.len() > MAX_KEYS {
+            return Err(bad(format!("more than {MAX_KEYS} keys")));
+        }
+        let mut keys = Vec::new();
+        for key in parsed {
+            let mut key = key.map_err(|e| bad(e.to_string()))?;
+            // A subkey counts only when the primary key bound it (as gpg does); other
+            // certifications on the key (keyrings carry many) are not this tool's concern.
+            let primary = key.primary_key.clone();
+            key.public_subkeys
+                .retain(|sub| sub.verify_bindings(&primary).is_ok());
+            keys.push(key);
+        }
+        if keys.is_empty() {
+            return Err(bad("no key in it".into()));
+        }
+        let fingerprint = keys
+            .iter()
+            .map(|k| hex::encode_upper(k.fingerprint().as_bytes()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(RepoKey { keys, fingerprint })
     }
 
-    /// The key, ASCII-armored (what a lock carries, so that it is self-contained).
+    /// The keys, ASCII-armored (what a lock carries, so that it is self-contained).
     pub fn armored(&self) -> Result<String> {
-        self.key
-            .to_armored_string(Default::default())
-            .map_err(|e| Error::Runtime(format!("cannot armor key {}: {e}", self.fingerprint)))
+        self.keys
+            .iter()
+            .map(|k| {
+                k.to_armored_string(Default::default()).map_err(|e| {
+                    Error::Runtime(format!("cannot armor key {}: {e}", self.fingerprint))
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(|blocks| blocks.join(""))
     }
 
-    /// Whether the primary key or one of its subkeys made `signature` over `data`.
+    /// Whether a primary key or one of its subkeys made `signature` over `data`.
     fn made(&self, signature: &pgp::packet::Signature, data: &[u8]) -> bool {
-        signature.verify(&self.key, data).is_ok()
-            || self
-                .key
-                .public_subkeys
-                .iter()
-                .any(|sub| signature.verify(sub, data).is_ok())
+        self.keys.iter().any(|key| {
+            signature.verify(key, data).is_ok()
+                || key
+                    .public_subkeys
+                    .iter()
+                    .any(|sub| signature.verify(sub, data).is_ok())
+        })
     }
 }
 

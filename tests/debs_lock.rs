@@ -1,0 +1,300 @@
+//! `lock` of `debs` (issue 15, parts 1–2) against a real signed apt repository built from
+//! real .debs (the machine's own apt sources), served by apache2 on 127.0.0.1: the
+//! `InRelease` (or `Release` + `Release.gpg`) is checked with the `signed-by` key in Rust,
+//! the `Packages` index against the signed Release, jq's dependency closure is pinned and
+//! libc6 is external; a wrong key, an expired or malformed Release, a changed index and an
+//! unknown package are refused with the exit codes of SPEC §5.
+
+mod common;
+
+use std::fs;
+
+use common::apt::{AptRepo, AptRepoOptions, KeyAlgo};
+use common::net::lock;
+use common::*;
+
+/// `m.yaml` with one repository `tools` at `repo`, its key at `keys/<key>`, and `packages`
+/// (YAML flow entries).
+fn write_manifest(
+    ws: &Workspace,
+    repo: &AptRepo,
+    key: &std::path::Path,
+    packages: &[&str],
+    extra: &str,
+) {
+    ws.mkdir("keys");
+    let name = key.file_name().unwrap().to_str().unwrap();
+    fs::copy(key, ws.path(format!("keys/{name}"))).unwrap();
+    let suite = repo.suite();
+    let components = if suite == "./" {
+        ""
+    } else {
+        "    components: [main]\n"
+    };
+    ws.write(
+        "m.yaml",
+        format!(
+            "apiVersion: bundle/v1\nname: debs\nversion: 1.0.0\ndebs:\n  - name: tools\n    url: {}\n    suite: '{suite}'\n{components}    architectures: [{}]\n    signed-by: keys/{name}\n{extra}    packages:\n{}",
+            repo.url(),
+            repo.arch(),
+            packages
+                .iter()
+                .map(|p| format!("      - {p}\n"))
+                .collect::<String>()
+        ),
+    );
+}
+
+fn lock_m(ws: &Workspace) -> Run {
+    lock(ws, "m.yaml", "m.lock.yaml", "cache", &[])
+}
+
+/// The lock's `debs[0]`.
+fn locked_repo(ws: &Workspace) -> serde_yaml_ng::Value {
+    let text = fs::read_to_string(ws.path("m.lock.yaml")).unwrap();
+    let lock: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    lock["debs"][0].clone()
+}
+
+/// `name version arch sha256 size filename` of each locked package.
+fn locked_packages(repo: &serde_yaml_ng::Value) -> Vec<String> {
+    repo["packages"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {} {} {} {}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap(),
+                p["arch"].as_str().unwrap(),
+                p["sha256"].as_str().unwrap(),
+                p["size"].as_u64().unwrap(),
+                p["filename"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// What the lock must pin for `names`, from the fixture's own table.
+fn expected(repo: &AptRepo, names: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let d = repo.package(n);
+            format!(
+                "{} {} {} {} {} {}",
+                d.name, d.version, d.arch, d.sha256, d.size, d.filename
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn lock_pins_jq_and_its_closure_from_the_signed_index_and_lists_libc6_as_external() {
+    let ws = Workspace::new();
+    let repo = AptRepo::build(&ws, AptRepoOptions::default());
+    write_manifest(&ws, &repo, &repo.key_armored(), &["{name: jq}"], "");
+    let run = lock_m(&ws);
+    run.assert_ok()
+        .assert_stderr_contains("libc6")
+        .assert_stderr_contains("expected from the site's OS mirror");
+    let locked = locked_repo(&ws);
+    assert_eq!(
+        locked_packages(&locked),
+        expected(&repo, &["jq", "libjq1", "libonig5"]),
+        "{locked:?}"
+    );
+    // libc6 is external, with what needs it and why.
+    let external = locked["external"].as_sequence().unwrap();
+    assert!(
+        external
+            .iter()
+            .any(|e| e["relation"].as_str().unwrap().starts_with("libc6")
+                && e["required-by"].as_str().unwrap().starts_with("jq ")
+                && e["reason"] == "not in the carried repositories"),
+        "{external:?}"
+    );
+    // The key travels in the lock, armored, so the lock is self-contained.
+    let key = locked["signed-by"].as_str().unwrap();
+    assert!(
+        key.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"),
+        "{key}"
+    );
+    // The Release was read from InRelease, the index from the signed list.
+    let log = repo.apache().access_log();
+    assert!(log.contains("/dists/stable/InRelease"), "{log}");
+    assert!(log.contains("/binary-"), "{log}");
+
+    // Deterministic, and a lock of the lock (moved elsewhere: the key is inside it) is
+    // the same lock.
+    let first = fs::read(ws.path("m.lock.yaml")).unwrap();
+    lock_m(&ws).assert_ok();
+    assert_eq!(fs::read(ws.path("m.lock.yaml")).unwrap(), first);
+    ws.mkdir("elsewhere");
+    fs::copy(ws.path("m.lock.yaml"), ws.path("elsewhere/again.yaml")).unwrap();
+    lock(&ws, "elsewhere/again.yaml", "again.lock.yaml", "cache", &[]).assert_ok();
+    assert_eq!(fs::read(ws.path("again.lock.yaml")).unwrap(), first);
+
+    // closure: none carries only what is named.
+    write_manifest(
+        &ws,
+        &repo,
+        &repo.key_armored(),
+        &["{name: jq}"],
+        "    closure: none\n",
+    );
+    lock_m(&ws).assert_ok();
+    assert_eq!(locked_packages(&locked_repo(&ws)), expected(&repo, &["jq"]));
+
+    // create cannot carry debs yet: exit 2, nothing written.
+    keygen(&ws.path("site"));
+    run_bundle_in(
+        ws.root(),
+        &[
+            "create",
+            "m.lock.yaml",
+            "-o",
+            "b.bundle.tar.zst",
+            "--key",
+            "site.key",
+        ],
+        &[],
+    )
+    .assert_code(2)
+    .assert_stderr_contains("debs");
+    assert!(!ws.path("b.bundle.tar.zst").exists());
+}
+
+#[test]
+fn a_binary_key_a_flat_repo_and_release_gpg_without_inrelease_work() {
+    let ws = Workspace::new();
+    let mut options = AptRepoOptions {
+        flat: true,
+        key_algo: KeyAlgo::Rsa3072,
+        ..AptRepoOptions::default()
+    };
+    options.packages = vec!["hello"];
+    let repo = AptRepo::build(&ws, options);
+    // Only Release + Release.gpg: the detached signature is checked.
+    fs::remove_file(repo.release_dir().join("InRelease")).unwrap();
+    write_manifest(&ws, &repo, &repo.key_binary(), &["{name: hello}"], "");
+    lock_m(&ws).assert_ok();
+    assert_eq!(
+        locked_packages(&locked_repo(&ws)),
+        expected(&repo, &["hello"])
+    );
+    let log = repo.apache().access_log();
+    assert!(log.contains("Release.gpg"), "{log}");
+}
+
+#[test]
+fn a_release_signed_by_another_key_or_expired_or_malformed_is_exit_3() {
+    // Signed by another key than signed-by names.
+    let ws = Workspace::new();
+    let repo = AptRepo::build(
+        &ws,
+        AptRepoOptions {
+            sign_with_other_key: true,
+            ..AptRepoOptions::default()
+        },
+    );
+    write_manifest(&ws, &repo, &repo.key_armored(), &["{name: jq}"], "");
+    lock_m(&ws)
+        .assert_code(3)
+        .assert_stderr_contains("InRelease")
+        .assert_stderr_contains("not by the signed-by key")
+        .assert_stderr_contains(repo.key_fingerprint());
+    assert!(!ws.path("m.lock.yaml").exists());
+
+    // Expired (Valid-Until in the past).
+    let ws = Workspace::new();
+    let repo = AptRepo::build(
+        &ws,
+        AptRepoOptions {
+            valid_until_past: true,
+            ..AptRepoOptions::default()
+        },
+    );
+    write_manifest(&ws, &repo, &repo.key_armored(), &["{name: jq}"], "");
+    lock_m(&ws)
+        .assert_code(3)
+        .assert_stderr_contains("expired")
+        .assert_stderr_contains("Valid-Until");
+
+    // Malformed: the signature block cut off.
+    let ws = Workspace::new();
+    let repo = AptRepo::build(&ws, AptRepoOptions::default());
+    let inrelease = repo.release_dir().join("InRelease");
+    let text = fs::read_to_string(&inrelease).unwrap();
+    let cut = text.find("-----BEGIN PGP SIGNATURE-----").unwrap();
+    fs::write(&inrelease, &text[..cut]).unwrap();
+    write_manifest(&ws, &repo, &repo.key_armored(), &["{name: jq}"], "");
+    lock_m(&ws)
+        .assert_code(3)
+        .assert_stderr_contains("InRelease");
+
+    // A signed-by file that is not a key: exit 2 naming it.
+    ws.write("keys/junk.asc", "not a key\n");
+    write_manifest(&ws, &repo, &ws.path("keys/junk.asc"), &["{name: jq}"], "");
+    lock_m(&ws)
+        .assert_code(2)
+        .assert_stderr_contains("junk.asc")
+        .assert_stderr_contains("not an OpenPGP public key");
+}
+
+#[test]
+fn an_index_that_does_not_match_the_signed_release_is_exit_3() {
+    let ws = Workspace::new();
+    let repo = AptRepo::build(&ws, AptRepoOptions::default());
+    // Change every Packages file after signing (the Release still lists the old sums).
+    let index = repo.packages_index();
+    for ext in ["", ".gz", ".xz"] {
+        let path = std::path::PathBuf::from(format!("{}{ext}", index.display()));
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x20;
+        fs::write(&path, bytes).unwrap();
+    }
+    write_manifest(&ws, &repo, &repo.key_armored(), &["{name: jq}"], "");
+    lock_m(&ws)
+        .assert_code(3)
+        .assert_stderr_contains("Packages")
+        .assert_stderr_contains("the signed Release pins");
+    assert!(!ws.path("m.lock.yaml").exists());
+}
+
+#[test]
+fn unknown_packages_and_versions_are_exit_2_with_what_there_is() {
+    let ws = Workspace::new();
+    let repo = AptRepo::build(&ws, AptRepoOptions::default());
+    write_manifest(&ws, &repo, &repo.key_armored(), &["{name: jqq}"], "");
+    lock_m(&ws)
+        .assert_code(2)
+        .assert_stderr_contains("`jqq` is not in the repository")
+        .assert_stderr_contains("nearest names: jq");
+    let jq = repo.package("jq");
+    write_manifest(
+        &ws,
+        &repo,
+        &repo.key_armored(),
+        &["{name: jq, version: '0.1-1'}"],
+        "",
+    );
+    lock_m(&ws)
+        .assert_code(2)
+        .assert_stderr_contains("jq` 0.1-1")
+        .assert_stderr_contains(&jq.version);
+    // A pinned version that is there is taken.
+    write_manifest(
+        &ws,
+        &repo,
+        &repo.key_armored(),
+        &[&format!("{{name: jq, version: '{}'}}", jq.version)],
+        "    closure: none\n",
+    );
+    lock_m(&ws).assert_ok();
+    assert_eq!(locked_packages(&locked_repo(&ws)), expected(&repo, &["jq"]));
+}
