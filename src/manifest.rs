@@ -77,11 +77,33 @@ pub struct DebRepo {
     /// How far `lock` follows dependencies (`full`, `default`, `none`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closure: Option<crate::apt::resolve::Closure>,
+    /// `false` accepts a Release past its `Valid-Until` (a snapshot mirror), as apt's
+    /// `Check-Valid-Until: no` does; the signature is checked all the same.
+    #[serde(
+        rename = "check-valid-until",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub check_valid_until: Option<bool>,
+    /// The signed Release `lock` resolved against (filled by `lock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<LockedRelease>,
     #[serde(default)]
     pub packages: Vec<DebPackage>,
     /// Dependencies `lock` left to the site's own OS mirror (SPEC §6).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external: Vec<ExternalDep>,
+}
+
+/// The signed Release a repository was locked against: `create` carries exactly it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedRelease {
+    /// `InRelease`, or `Release` (with `Release.gpg`).
+    pub file: String,
+    pub sha256: Sha256Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<String>,
 }
 
 /// A dependency no carried repository provides (or a `Priority: required` one).

@@ -117,6 +117,12 @@ fn lock_pins_jq_and_its_closure_from_the_signed_index_and_lists_libc6_as_externa
                 && e["reason"] == "not in the carried repositories"),
         "{external:?}"
     );
+    // The lock names the signed Release it resolved against (create carries exactly it).
+    assert_eq!(locked["release"]["file"], "InRelease");
+    assert_eq!(
+        locked["release"]["sha256"].as_str().unwrap(),
+        sha256_file(repo.release_dir().join("InRelease"))
+    );
     // The key travels in the lock, armored, so the lock is self-contained.
     let key = locked["signed-by"].as_str().unwrap();
     assert!(
@@ -223,6 +229,20 @@ fn a_release_signed_by_another_key_or_expired_or_malformed_is_exit_3() {
         .assert_code(3)
         .assert_stderr_contains("expired")
         .assert_stderr_contains("Valid-Until");
+    // A snapshot mirror: the signature is still checked, the expiry is not.
+    write_manifest(
+        &ws,
+        &repo,
+        &repo.key_armored(),
+        &["{name: jq}"],
+        "    check-valid-until: false\n",
+    );
+    lock_m(&ws).assert_ok();
+    assert!(
+        locked_repo(&ws)["release"]["valid-until"]
+            .as_str()
+            .is_some()
+    );
 
     // Malformed: the signature block cut off.
     let ws = Workspace::new();
@@ -297,4 +317,82 @@ fn unknown_packages_and_versions_are_exit_2_with_what_there_is() {
     );
     lock_m(&ws).assert_ok();
     assert_eq!(locked_packages(&locked_repo(&ws)), expected(&repo, &["jq"]));
+}
+
+/// The first Debian `deb` source of this machine (deb822 `.sources` or one-line
+/// `sources.list`) signed by a keyring file: (URI, suite, keyring). Read at run time, so no
+/// mirror is written into the repository.
+fn machine_debian_source() -> Option<(String, String, String)> {
+    let mut texts = Vec::new();
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for entry in dir.flatten() {
+            texts.push(fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    for text in texts {
+        for stanza in text.split("\n\n") {
+            let field = |name: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                    .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            };
+            if field("Types").as_deref() == Some("deb")
+                && let (Some(uri), Some(suite), Some(key)) =
+                    (field("URIs"), field("Suites"), field("Signed-By"))
+                && key.contains("debian-archive-keyring")
+                && !suite.contains("security")
+            {
+                return Some((uri, suite, key));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn lock_against_the_machines_real_debian_mirror() {
+    let Some((uri, suite, keyring)) = machine_debian_source() else {
+        eprintln!(
+            "SKIPPED: this machine has no deb822 Debian source signed by debian-archive-keyring"
+        );
+        return;
+    };
+    let ws = Workspace::new();
+    ws.mkdir("keys");
+    fs::copy(&keyring, ws.path("keys/debian.gpg")).unwrap();
+    // The machine's mirror may be a snapshot (its Valid-Until long past): checked as apt
+    // here is configured, the signature all the same.
+    ws.write(
+        "m.yaml",
+        format!(
+            "apiVersion: bundle/v1\nname: real\nversion: 1.0.0\ndebs:\n  - name: debian\n    url: {uri}\n    suite: {suite}\n    components: [main]\n    architectures: [amd64]\n    signed-by: keys/debian.gpg\n    check-valid-until: false\n    packages:\n      - {{name: hello}}\n"
+        ),
+    );
+    let run = lock(&ws, "m.yaml", "m.lock.yaml", "cache", &["--retries", "1"]);
+    if run.code == 1 && run.stderr.contains("cannot connect") {
+        eprintln!(
+            "SKIPPED: the machine's Debian mirror is unreachable:\n{}",
+            run.stderr
+        );
+        return;
+    }
+    run.assert_ok();
+    let locked = locked_repo(&ws);
+    let names: Vec<&str> = locked["packages"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"hello"), "{names:?}");
+    // libc6 is Priority: required in Debian: left to the site's mirror by default.
+    assert!(!names.contains(&"libc6"), "{names:?}");
+    let external = locked["external"].as_sequence().unwrap();
+    assert!(
+        external
+            .iter()
+            .any(|e| e["relation"].as_str().unwrap().starts_with("libc6")),
+        "{external:?}"
+    );
 }

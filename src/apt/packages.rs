@@ -29,6 +29,8 @@ pub struct BinaryPackage {
     pub arch: String,
     pub multi_arch: Option<String>,
     pub priority: Option<String>,
+    /// `Essential: yes`.
+    pub essential: bool,
     pub pre_depends: Vec<Alternatives>,
     pub depends: Vec<Alternatives>,
     pub provides: Vec<Provided>,
@@ -126,6 +128,7 @@ pub fn parse(text: &str, repo: usize, origin: &str) -> Result<Vec<BinaryPackage>
             arch: field("Architecture")?.to_string(),
             multi_arch: p.get_single("Multi-Arch").map(|v| v.trim().to_string()),
             priority: p.get_single("Priority").map(|v| v.trim().to_string()),
+            essential: p.get_single("Essential").is_some_and(|v| v.trim() == "yes"),
             pre_depends: relations("Pre-Depends")?,
             depends: relations("Depends")?,
             provides,

@@ -168,8 +168,9 @@ pub struct Release {
 }
 
 impl Release {
-    /// Parses the signed text of a Release; `now` (Unix seconds) checks `Valid-Until`.
-    pub fn parse(text: &str, origin: &str, now: u64) -> Result<Release> {
+    /// Parses the signed text of a Release; `now` (Unix seconds) checks `Valid-Until`
+    /// (`None`: not checked, for a snapshot mirror).
+    pub fn parse(text: &str, origin: &str, now: Option<u64>) -> Result<Release> {
         let bad = |why: String| Error::Verify(format!("{origin}: {why}"));
         let paragraph = deb822_fast::borrowed::iter_paragraphs_borrowed(text)
             .next()
@@ -182,14 +183,14 @@ impl Release {
             }
             None => None,
         };
-        if let Some(until) = valid_until
+        if let (Some(until), Some(now)) = (valid_until, now)
             && until < now
         {
             return Err(bad(format!(
                 "the Release expired at {} (Valid-Until)",
                 crate::timefmt::rfc3339(until)
             ))
-            .with_hint("the mirror has stopped updating: use a current mirror, then lock again"));
+            .with_hint("the mirror has stopped updating: use a current mirror and lock again, or set `check-valid-until: false` on the repository for a snapshot mirror"));
         }
         let mut sha256 = BTreeMap::new();
         if let Some(lines) = paragraph.get("SHA256") {
@@ -299,12 +300,13 @@ mod tests {
     #[test]
     fn release_fields_and_expiry() {
         let text = "Origin: Test\nSuite: stable\nValid-Until: Sat, 09 Nov 2024 10:15:26 UTC\nSHA256:\n 0000000000000000000000000000000000000000000000000000000000000000 12 main/binary-amd64/Packages\n";
-        let r = Release::parse(text, "t", 1_700_000_000).unwrap();
+        let r = Release::parse(text, "t", Some(1_700_000_000)).unwrap();
         assert_eq!(r.suite.as_deref(), Some("stable"));
         assert_eq!(r.sha256["main/binary-amd64/Packages"].size, 12);
-        let e = Release::parse(text, "t", 1_800_000_000).unwrap_err();
+        assert!(Release::parse(text, "t", None).is_ok());
+        let e = Release::parse(text, "t", Some(1_800_000_000)).unwrap_err();
         assert_eq!(e.exit_code(), 3);
         assert!(e.to_string().contains("expired"), "{e}");
-        assert!(Release::parse("Suite: x\n", "t", 0).is_err());
+        assert!(Release::parse("Suite: x\n", "t", Some(0)).is_err());
     }
 }

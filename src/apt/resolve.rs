@@ -2,8 +2,9 @@
 //! repository: `Pre-Depends` and `Depends`, alternatives in order, versioned constraints
 //! (Debian ordering), `Provides` and virtual packages, `Architecture: all`, multi-arch
 //! qualifiers. What no carried repository provides is *external* (expected from the
-//! site's own OS mirror, SPEC §6), as are `Priority: required` packages unless the
-//! closure is `full`.
+//! site's own OS mirror, SPEC §6), as is the base system unless the closure is `full`:
+//! `Priority: required` and `Essential: yes` packages and what they depend on (libc6 is
+//! `optional` in Debian 12, but every Debian system has it because dpkg needs it).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -19,7 +20,8 @@ use crate::error::{Error, Result};
 pub enum Closure {
     /// Every dependency, `Priority: required` ones included.
     Full,
-    /// Every dependency except `Priority: required` packages (the site has those).
+    /// Every dependency except the base system (`Priority: required`, `Essential: yes`
+    /// and their dependencies: every site has those).
     #[default]
     Default,
     /// Only the packages named.
@@ -58,6 +60,8 @@ pub struct Universe {
     packages: Vec<BinaryPackage>,
     by_name: HashMap<String, Vec<usize>>,
     providers: HashMap<String, Vec<usize>>,
+    /// Names of the base system: required and essential packages and their dependencies.
+    base: BTreeSet<String>,
 }
 
 impl Universe {
@@ -70,11 +74,40 @@ impl Universe {
                 providers.entry(provided.name.clone()).or_default().push(i);
             }
         }
-        Universe {
+        let mut universe = Universe {
             packages,
             by_name,
             providers,
+            base: BTreeSet::new(),
+        };
+        universe.base = universe.base_system();
+        universe
+    }
+
+    /// Required and essential packages and the names their dependencies reach (any
+    /// alternative, any version: an over-approximation is what a base system has).
+    fn base_system(&self) -> BTreeSet<String> {
+        let mut base = BTreeSet::new();
+        let mut queue: VecDeque<&str> = self
+            .packages
+            .iter()
+            .filter(|p| p.essential || p.priority.as_deref() == Some("required"))
+            .map(|p| p.name.as_str())
+            .collect();
+        while let Some(name) = queue.pop_front() {
+            if !base.insert(name.to_string()) {
+                continue;
+            }
+            for &i in self.by_name.get(name).into_iter().flatten() {
+                let p = &self.packages[i];
+                for group in p.pre_depends.iter().chain(&p.depends) {
+                    if let Some(first) = group.first() {
+                        queue.push_back(first.name.as_str());
+                    }
+                }
+            }
         }
+        base
     }
 
     pub fn package(&self, i: usize) -> &BinaryPackage {
@@ -258,13 +291,11 @@ impl Resolver<'_> {
                 Some(Some(c)) => {
                     let candidate = self.universe.package(c);
                     let closure = self.closures.get(p.repo).copied().unwrap_or_default();
-                    if closure == Closure::Default
-                        && candidate.priority.as_deref() == Some("required")
-                    {
+                    if closure == Closure::Default && self.universe.base.contains(&candidate.name) {
                         self.external.insert(External {
                             relation: relation::show(group),
                             required_by: me.clone(),
-                            reason: "priority required".into(),
+                            reason: "base system".into(),
                         });
                     } else {
                         self.select(c, Some(me.clone()))?;
@@ -446,6 +477,14 @@ mod tests {
             pkg("multiarch-support", "2.28", "amd64", "Priority: required\n"),
             pkg("mawk", "1.3.4", "amd64", "Provides: awk\n"),
             pkg("tzdata", "2024a", "all", ""),
+            // libc6 is `optional`, but the essential dpkg needs it: base system.
+            pkg(
+                "dpkg",
+                "1.21",
+                "amd64",
+                "Essential: yes\nPriority: required\nPre-Depends: libc6\n",
+            ),
+            pkg("libc6", "2.36", "amd64", "Priority: optional\n"),
         ]
         .concat();
         let u = universe(&text);
@@ -465,10 +504,11 @@ mod tests {
             .iter()
             .map(|e| (e.relation.as_str(), e.reason.as_str()))
             .collect();
-        assert!(ext.contains(&("libc6 (>= 2.34)", "not in the carried repositories")));
-        assert!(ext.contains(&("multiarch-support", "priority required")));
+        assert!(ext.contains(&("libc6 (>= 2.34)", "base system")));
+        assert!(ext.contains(&("multiarch-support", "base system")));
         let full = resolve(&u, &[want("jq")], &[Closure::Full], &arches).unwrap();
         assert!(names(&u, &full).contains(&"multiarch-support 2.28".to_string()));
+        assert!(names(&u, &full).contains(&"libc6 2.36".to_string()));
         let none = resolve(&u, &[want("jq")], &[Closure::None], &arches).unwrap();
         assert_eq!(names(&u, &none), ["jq 1.6-2.1"]);
         // The highest version, unless one is asked for; `all` packages fit any arch.

@@ -14,7 +14,7 @@ use crate::apt::release::{self, Release, RepoKey};
 use crate::apt::resolve::{self, Closure, Universe, Wanted};
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::{Download, Fetcher};
-use crate::manifest::{DebPackage, DebRepo, ExternalDep, Manifest, SourceUrl};
+use crate::manifest::{DebPackage, DebRepo, ExternalDep, LockedRelease, Manifest, SourceUrl};
 use crate::progress::Reporter;
 
 /// No `InRelease`/`Release` is larger than this (Debian's is ~150 KiB).
@@ -87,13 +87,14 @@ fn repo_key(repo: &DebRepo, base_dir: &Path) -> Result<RepoKey> {
     RepoKey::parse(&bytes, &path.display().to_string())
 }
 
-/// The signed Release of a repository, checked with its key.
+/// The signed Release of a repository, checked with its key, and what the lock records
+/// of it.
 fn signed_release(
     repo: &DebRepo,
     key: &RepoKey,
     manifest: &Manifest,
     fetcher: &Fetcher,
-) -> Result<Release> {
+) -> Result<(Release, LockedRelease)> {
     let layout = Layout::of(repo);
     let get = |name: &str| -> Result<(String, Option<Vec<u8>>)> {
         let canonical = url(&format!("{}/{name}", layout.release_dir))?;
@@ -104,8 +105,12 @@ fn signed_release(
         ))
     };
     let (origin, inrelease) = get("InRelease")?;
-    let text = match inrelease {
-        Some(bytes) => release::verify_inrelease(&bytes, key, &origin)?,
+    let (text, file, signed_bytes) = match inrelease {
+        Some(bytes) => (
+            release::verify_inrelease(&bytes, key, &origin)?,
+            "InRelease",
+            bytes,
+        ),
         None => {
             let (origin, release) = get("Release")?;
             let release = release.ok_or_else(|| {
@@ -120,11 +125,19 @@ fn signed_release(
                 Error::Verify(format!("{sig_origin}: missing; the Release is not signed"))
             })?;
             release::verify_detached(&release, &signature, key, &origin)?;
-            String::from_utf8(release)
-                .map_err(|_| Error::Verify(format!("{origin}: not a text file")))?
+            let text = String::from_utf8(release.clone())
+                .map_err(|_| Error::Verify(format!("{origin}: not a text file")))?;
+            (text, "Release", release)
         }
     };
-    Release::parse(&text, &origin, crate::timefmt::now_epoch())
+    let now = (repo.check_valid_until != Some(false)).then(crate::timefmt::now_epoch);
+    let parsed = Release::parse(&text, &origin, now)?;
+    let locked = LockedRelease {
+        file: file.to_string(),
+        sha256: crate::digest::Sha256Digest::of_bytes(&signed_bytes),
+        valid_until: parsed.valid_until.map(crate::timefmt::rfc3339),
+    };
+    Ok((parsed, locked))
 }
 
 /// The `Packages` index to read for a component and architecture: the first of
@@ -181,10 +194,12 @@ pub fn lock_debs(
     }
     let mut universe: Vec<BinaryPackage> = Vec::new();
     let mut keys = Vec::new();
+    let mut releases = Vec::new();
     let mut arches_all: Vec<String> = Vec::new();
     for (n, repo) in locked.debs.iter().enumerate() {
         let key = repo_key(repo, base_dir)?;
-        let release = signed_release(repo, &key, locked, fetcher)?;
+        let (release, locked_release) = signed_release(repo, &key, locked, fetcher)?;
+        releases.push(locked_release);
         let layout = Layout::of(repo);
         let arches = architectures(repo, locked);
         let components: Vec<String> = if layout.flat || repo.components.is_empty() {
@@ -315,7 +330,8 @@ pub fn lock_debs(
             reason: e.reason.clone(),
         });
     }
-    for (n, (repo, key)) in locked.debs.iter_mut().zip(&keys).enumerate() {
+    for (n, ((repo, key), release)) in locked.debs.iter_mut().zip(&keys).zip(releases).enumerate() {
+        repo.release = Some(release);
         let mut pinned = per_repo.remove(&n).unwrap_or_default();
         pinned.sort_by(|a, b| (&a.name, &a.arch, &a.version).cmp(&(&b.name, &b.arch, &b.version)));
         repo.packages = pinned;
