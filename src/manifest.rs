@@ -415,13 +415,6 @@ impl LoadedManifest {
     }
 }
 
-/// Which command a manifest is being used for (what it may carry differs while kinds land).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    Lock,
-    Create,
-}
-
 /// Reads and validates a manifest file (YAML, or JSON for `*.json`).
 pub fn load(path: &Path) -> Result<LoadedManifest> {
     let bytes = match std::fs::read(path) {
@@ -613,13 +606,10 @@ impl Manifest {
         out
     }
 
-    /// Sections this version of the tool cannot carry yet (each lands with its own issue);
-    /// `lock` already resolves `debs`, `create` cannot carry them yet.
-    pub fn unsupported_sections(&self, stage: Stage) -> Vec<&'static str> {
+    /// Sections this version of the tool cannot carry yet (each lands with its own issue).
+    pub fn unsupported_sections(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if !self.debs.is_empty() && stage == Stage::Create {
-            out.push("debs");
-        }
+
         if !self.charts.is_empty() {
             out.push("charts");
         }
@@ -647,20 +637,15 @@ impl Manifest {
     }
 
     /// Fails with a usage error when the manifest has sections this build cannot carry.
-    pub fn require_supported(&self, stage: Stage) -> Result<()> {
-        let unsupported = self.unsupported_sections(stage);
+    pub fn require_supported(&self) -> Result<()> {
+        let unsupported = self.unsupported_sections();
         if unsupported.is_empty() {
             return Ok(());
         }
         Err(Error::Usage(format!(
             "this manifest has {} entries, which this version of airgap-bundle cannot carry yet \
-             (supported: files, images{})",
+             (supported: files, images, debs)",
             unsupported.join(", "),
-            if stage == Stage::Lock {
-                "; debs at lock"
-            } else {
-                ""
-            }
         ))
         .with_hint("move them to another manifest for now"))
     }

@@ -84,7 +84,12 @@ fn expected(repo: &AptRepo, names: &[&str]) -> Vec<String> {
             let d = repo.package(n);
             format!(
                 "{} {} {} {} {} {}",
-                d.name, d.version, d.arch, d.sha256, d.size, d.filename
+                d.name,
+                d.version,
+                d.arch,
+                d.sha256,
+                d.size,
+                d.filename.trim_start_matches("./")
             )
         })
         .collect();
@@ -154,24 +159,6 @@ fn lock_pins_jq_and_its_closure_from_the_signed_index_and_lists_libc6_as_externa
     );
     lock_m(&ws).assert_ok();
     assert_eq!(locked_packages(&locked_repo(&ws)), expected(&repo, &["jq"]));
-
-    // create cannot carry debs yet: exit 2, nothing written.
-    keygen(&ws.path("site"));
-    run_bundle_in(
-        ws.root(),
-        &[
-            "create",
-            "m.lock.yaml",
-            "-o",
-            "b.bundle.tar.zst",
-            "--key",
-            "site.key",
-        ],
-        &[],
-    )
-    .assert_code(2)
-    .assert_stderr_contains("debs");
-    assert!(!ws.path("b.bundle.tar.zst").exists());
 }
 
 #[test]

@@ -345,14 +345,8 @@ fn utf8_byte_order_mark_is_accepted() {
 }
 
 #[test]
-fn unsupported_sections_are_refused_by_lock_and_create_debs_by_create() {
+fn unsupported_sections_are_refused_by_lock_and_create() {
     let sections = [
-        (
-            "debs",
-            format!(
-                "debs:\n  - name: docker\n    url: https://download.docker.com/linux/debian\n    suite: bookworm\n    packages:\n      - {{name: containerd.io, version: 1.7.24-1, arch: amd64, sha256: {HEX_A}}}\n"
-            ),
-        ),
         (
             "charts",
             format!(
@@ -376,13 +370,7 @@ fn unsupported_sections_are_refused_by_lock_and_create_debs_by_create() {
                 free_port()
             ),
         );
-        // `lock` resolves debs already; `create` cannot carry them yet.
-        let runs = if *section == "debs" {
-            vec![create(&ws, "m.yaml")]
-        } else {
-            vec![lock(&ws, "m.yaml"), create(&ws, "m.yaml")]
-        };
-        for run in runs {
+        for run in [lock(&ws, "m.yaml"), create(&ws, "m.yaml")] {
             run.assert_code(2)
                 .assert_stderr_contains("error: ")
                 .assert_stderr_contains(section)

@@ -6,3 +6,60 @@ pub mod packages;
 pub mod relation;
 pub mod release;
 pub mod resolve;
+
+/// Where a repository's files live: `URL/dists/SUITE/` holds the Release and indexes and
+/// `Filename`s are relative to `URL`; a flat repository (`suite: ./`) keeps everything in
+/// `URL/SUITE`.
+#[derive(Debug, Clone)]
+pub struct RepoLayout {
+    /// The directory holding `InRelease`.
+    pub release_dir: String,
+    /// What `Filename` is relative to.
+    pub root: String,
+    pub flat: bool,
+    /// The release directory relative to the repository root (`dists/stable`, or empty).
+    pub release_rel: String,
+}
+
+impl RepoLayout {
+    pub fn of(url: &str, suite: &str) -> RepoLayout {
+        let root = url.trim_end_matches('/').to_string();
+        let flat = suite.ends_with('/') || suite == ".";
+        let trimmed = suite.trim_matches('/').trim_start_matches("./");
+        let release_rel = if flat {
+            match trimmed {
+                "" | "." => String::new(),
+                s => s.to_string(),
+            }
+        } else {
+            format!("dists/{trimmed}")
+        };
+        let release_dir = if release_rel.is_empty() {
+            root.clone()
+        } else {
+            format!("{root}/{release_rel}")
+        };
+        RepoLayout {
+            root: if flat { release_dir.clone() } else { root },
+            release_dir,
+            flat,
+            release_rel,
+        }
+    }
+
+    /// The directory of a component's index for `arch`, relative to the release
+    /// directory (`main/binary-amd64/`, or empty when flat).
+    pub fn index_dir(&self, component: &str, arch: &str) -> String {
+        if self.flat {
+            String::new()
+        } else {
+            format!("{component}/binary-{arch}/")
+        }
+    }
+}
+
+/// A `Filename` of an index as a safe relative path (`./` dropped), or why not.
+pub fn safe_filename(filename: &str) -> Result<String, String> {
+    let path = filename.trim_start_matches("./");
+    crate::bundle::check_entry_path(path).map(|()| path.to_string())
+}

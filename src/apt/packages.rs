@@ -132,7 +132,8 @@ pub fn parse(text: &str, repo: usize, origin: &str) -> Result<Vec<BinaryPackage>
             pre_depends: relations("Pre-Depends")?,
             depends: relations("Depends")?,
             provides,
-            filename: field("Filename")?.to_string(),
+            filename: super::safe_filename(field("Filename")?)
+                .map_err(|e| bad(format!("Filename: {e}")))?,
             size: field("Size")?.parse().map_err(|_| bad("bad Size".into()))?,
             sha256: field("SHA256")?
                 .parse()

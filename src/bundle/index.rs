@@ -34,6 +34,12 @@ pub enum EntryKind {
     OciLayout,
     /// An image (the kind of an artifact, never of an entry).
     Image,
+    /// A Debian package, under `debs/<repo>/` as its repository's `Filename` says.
+    Deb,
+    /// A repository's signed metadata, byte-identical to upstream (`InRelease`,
+    /// `Packages*`), and its key, under `debs/<repo>/`.
+    #[serde(rename = "apt-index")]
+    AptIndex,
 }
 
 impl EntryKind {
@@ -45,6 +51,8 @@ impl EntryKind {
             EntryKind::OciManifest => "oci-manifest",
             EntryKind::OciLayout => "oci-layout",
             EntryKind::Image => "image",
+            EntryKind::Deb => "deb",
+            EntryKind::AptIndex => "apt-index",
         }
     }
 

@@ -1,6 +1,7 @@
 //! `bundle create`: locked manifest → verified downloads in the cache → signed bundle.
 //! Files come from [`crate::fetch`]; images from the registries ([`images`]).
 
+pub mod debs;
 pub mod images;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ pub struct CreateOptions {
 fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<String>)> {
     let loaded = manifest::load(&options.locked)?;
     let m = &loaded.manifest;
-    m.require_supported(crate::manifest::Stage::Create)?;
+    m.require_supported()?;
     m.check_image_names()?;
     let unpinned = m.unpinned_entries();
     if !unpinned.is_empty() {
@@ -133,6 +134,11 @@ pub fn create(
             artifacts.len(),
             reporter,
         )?;
+        artifacts.extend(carried.artifacts);
+        contents.extend(carried.contents);
+    }
+    if !m.debs.is_empty() {
+        let carried = debs::collect(m, &fetcher, artifacts.len(), reporter)?;
         artifacts.extend(carried.artifacts);
         contents.extend(carried.contents);
     }

@@ -6,6 +6,7 @@
 //! receipt and Kubespray variables. A failure before the commit leaves every destination
 //! as it was; a run killed at any point is finished by running it again.
 
+pub mod apt_sources;
 pub mod kubespray;
 pub mod oci_dir;
 pub mod receipt;
@@ -81,12 +82,20 @@ struct Targets {
     oci_index: Option<Vec<u8>>,
     /// The descriptors of the `index.json` already in `--oci-dir`.
     oci_existing: Vec<serde_json::Value>,
+    /// The bundle's locked manifest (for the apt `.sources` snippets).
+    locked_manifest: Option<Vec<u8>>,
     registry: Option<RegistryTarget>,
 }
 
 impl EntrySink for Targets {
     fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
-        if entry.kind == EntryKind::File {
+        if entry.kind == EntryKind::Manifest {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(data, &mut bytes).map_err(|e| data.read_error(e))?;
+            self.locked_manifest = Some(bytes);
+            return Ok(());
+        }
+        if web_root::is_web_entry(entry) {
             return match &mut self.web {
                 Some(web) => web.accept(entry, data),
                 None => Ok(()),
@@ -208,12 +217,17 @@ pub fn install(
             match &root {
                 Some(root) => {
                     let receipt = receipt::receipt_rel_path(&v.index.name, &v.index.version);
-                    let found = web_root::preflight(
-                        root,
-                        &v.index,
-                        Layout::WebRoot,
-                        &[&receipt, VARS_PATH],
-                    )?;
+                    // The apt `.sources` snippets, beside each carried repository.
+                    let snippets: Vec<String> = v
+                        .index
+                        .artifacts
+                        .iter()
+                        .filter(|a| a.kind == EntryKind::AptIndex)
+                        .map(|a| format!("{}.sources", a.dest))
+                        .collect();
+                    let mut generated: Vec<&str> = vec![&receipt, VARS_PATH];
+                    generated.extend(snippets.iter().map(String::as_str));
+                    let found = web_root::preflight(root, &v.index, Layout::WebRoot, &generated)?;
                     t.web = Some(WebRootSink::new(root, Layout::WebRoot, found.in_place)?);
                 }
                 None if web_entries > 0 => {
@@ -246,6 +260,7 @@ pub fn install(
         oci_dir,
         oci_index,
         oci_existing,
+        locked_manifest,
         registry,
     } = targets.into_inner();
     let index = &verified.index;
@@ -280,7 +295,19 @@ pub fn install(
     let (Some(root), Some(sink)) = (root, web) else {
         return Ok(report);
     };
-    match commit_web_root(options, &root, sink, &verified, &mut report, reporter) {
+    let snippets = match &locked_manifest {
+        Some(bytes) => apt_sources::snippets(bytes, &web_base_url(options))?,
+        None => Vec::new(),
+    };
+    match commit_web_root(
+        options,
+        &root,
+        sink,
+        &verified,
+        &snippets,
+        &mut report,
+        reporter,
+    ) {
         Ok(()) => Ok(report),
         Err(e) => Err(undo_tags(&mut registry, e)),
     }
@@ -319,6 +346,7 @@ fn commit_web_root(
     root: &RootDir,
     mut sink: WebRootSink,
     verified: &crate::bundle::reader::VerifiedIndex,
+    generated: &[(String, Vec<u8>)],
     report: &mut InstallReport,
     reporter: &Reporter,
 ) -> Result<()> {
@@ -391,7 +419,7 @@ fn commit_web_root(
         .iter()
         .map(|r| format!("{} {}", r.name, r.version))
         .collect();
-    let base_url = options.base_url.clone().unwrap_or_else(default_base_url);
+    let base_url = web_base_url(options);
     let vars = kubespray::render(
         &base_url,
         &hosts,
@@ -400,6 +428,9 @@ fn commit_web_root(
             .map(|(host, url)| kubespray::SiteRegistry { host, url }),
         &format!("bundles installed: {}", bundles.join(", ")),
     )?;
+    for (path, bytes) in generated {
+        sink.stage_generated(path, bytes)?;
+    }
     sink.stage_generated(&receipt_rel, &receipt_json)?;
     if root.read_small(VARS_PATH, 16 << 20).as_deref() != Some(vars.as_bytes()) {
         sink.stage_generated(VARS_PATH, vars.as_bytes())?;
@@ -425,6 +456,11 @@ fn commit_web_root(
     report.receipt = Some(root.path().join(&receipt_rel));
     report.kubespray_vars = Some(vars_path);
     Ok(())
+}
+
+/// The URL the web root is served under: `--base-url`, else `http://<hostname>/`.
+fn web_base_url(options: &InstallOptions) -> String {
+    options.base_url.clone().unwrap_or_else(default_base_url)
 }
 
 /// `http://<hostname>/`, what nodes on the site network use by default.

@@ -49,7 +49,8 @@ pub struct Placed {
 /// which entries it takes, and where they go below its root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// The web root: `files/…` (and, later, apt, Helm and PyPI trees), by entry path.
+    /// The web root: `files/…`, `debs/<repo>/…` (and, later, Helm and PyPI trees), by
+    /// entry path.
     WebRoot,
     /// `--oci-dir`: the bundle's OCI image layout without its `oci/` prefix. Its
     /// `index.json` is generated (merged with the one already there), not copied.
@@ -71,7 +72,11 @@ impl Layout {
     /// Where `entry` goes below this tree's root, if it goes there at all.
     pub fn dest(self, entry: &IndexEntry) -> Option<&str> {
         match self {
-            Layout::WebRoot => (entry.kind == EntryKind::File).then_some(entry.path.as_str()),
+            Layout::WebRoot => matches!(
+                entry.kind,
+                EntryKind::File | EntryKind::Deb | EntryKind::AptIndex
+            )
+            .then_some(entry.path.as_str()),
             Layout::OciDir if entry.kind.is_oci() && entry.path != OCI_INDEX_PATH => {
                 entry.path.strip_prefix("oci/")
             }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crate::apt::RepoLayout;
 use crate::apt::packages::{self, BinaryPackage};
 use crate::apt::release::{self, Release, RepoKey};
 use crate::apt::resolve::{self, Closure, Universe, Wanted};
@@ -21,31 +22,6 @@ use crate::progress::Reporter;
 const MAX_RELEASE_BYTES: u64 = 32 << 20;
 /// Key files are small.
 const MAX_KEY_BYTES: u64 = 1 << 20;
-
-/// Where a repository's metadata lives: `URL/dists/SUITE/` or, for a flat repository
-/// (`suite: ./`), `URL/SUITE`.
-struct Layout {
-    /// The directory holding `InRelease`.
-    release_dir: String,
-    flat: bool,
-}
-
-impl Layout {
-    fn of(repo: &DebRepo) -> Layout {
-        let root = repo.url.as_str().trim_end_matches('/').to_string();
-        let suite = repo.suite.trim_matches('/');
-        let flat = repo.suite.ends_with('/') || repo.suite == ".";
-        let release_dir = if flat {
-            match suite {
-                "" | "." => root.clone(),
-                s => format!("{root}/{}", s.trim_start_matches("./")),
-            }
-        } else {
-            format!("{root}/dists/{suite}")
-        };
-        Layout { release_dir, flat }
-    }
-}
 
 fn url(text: &str) -> Result<SourceUrl> {
     text.parse()
@@ -95,7 +71,7 @@ fn signed_release(
     manifest: &Manifest,
     fetcher: &Fetcher,
 ) -> Result<(Release, LockedRelease)> {
-    let layout = Layout::of(repo);
+    let layout = RepoLayout::of(repo.url.as_str(), &repo.suite);
     let get = |name: &str| -> Result<(String, Option<Vec<u8>>)> {
         let canonical = url(&format!("{}/{name}", layout.release_dir))?;
         let from = manifest.fetch_url(&canonical)?;
@@ -142,12 +118,13 @@ fn signed_release(
 
 /// The `Packages` index to read for a component and architecture: the first of
 /// `.gz`, `.xz`, plain that the signed Release lists.
-fn index_path(release: &Release, layout: &Layout, component: &str, arch: &str) -> Option<String> {
-    let dir = if layout.flat {
-        String::new()
-    } else {
-        format!("{component}/binary-{arch}/")
-    };
+fn index_path(
+    release: &Release,
+    layout: &RepoLayout,
+    component: &str,
+    arch: &str,
+) -> Option<String> {
+    let dir = layout.index_dir(component, arch);
     ["Packages.gz", "Packages.xz", "Packages"]
         .iter()
         .map(|f| format!("{dir}{f}"))
@@ -200,7 +177,7 @@ pub fn lock_debs(
         let key = repo_key(repo, base_dir)?;
         let (release, locked_release) = signed_release(repo, &key, locked, fetcher)?;
         releases.push(locked_release);
-        let layout = Layout::of(repo);
+        let layout = RepoLayout::of(repo.url.as_str(), &repo.suite);
         let arches = architectures(repo, locked);
         let components: Vec<String> = if layout.flat || repo.components.is_empty() {
             vec!["main".to_string()]

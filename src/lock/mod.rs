@@ -19,7 +19,7 @@ pub fn lock_manifest(
     reporter: &Reporter,
 ) -> Result<Manifest> {
     let manifest = &loaded.manifest;
-    manifest.require_supported(crate::manifest::Stage::Lock)?;
+    manifest.require_supported()?;
     manifest.check_image_names()?;
     let mut locked = manifest.clone();
     files::lock_files(&mut locked, fetcher, reporter)?;

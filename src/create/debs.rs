@@ -1,0 +1,280 @@
+//! Debian repositories into the bundle, under `debs/<repo>/`, laid out as the upstream
+//! repository is (SPEC §6, Debian trust model: upstream metadata byte-identical):
+//!
+//! - the signed Release the lock resolved against (`InRelease`, or `Release` and
+//!   `Release.gpg`), fetched again and checked against the lock's sha256;
+//! - every `Packages` variant that Release lists for the carried components and
+//!   architectures, each checked against the signed sums (and under `by-hash/` too when the
+//!   Release asks clients to fetch by hash);
+//! - each locked `.deb` at its `Filename`, checked against the lock;
+//! - the upstream key (armored, from the lock) as `debs/<repo>/key.asc`.
+//!
+//! Stock apt on the site then checks the upstream signature with the upstream key; only the
+//! carried `.deb`s are in the pool.
+
+use crate::apt::release::{self, Release, RepoKey};
+use crate::apt::{RepoLayout, safe_filename};
+use crate::bundle::check_release_name;
+use crate::bundle::index::{Artifact, EntryKind};
+use crate::bundle::writer::{ContentEntry, ContentSource};
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+use crate::fetch::{Download, Fetcher};
+use crate::manifest::{DebRepo, Manifest, SourceUrl};
+use crate::progress::Reporter;
+
+/// No `InRelease`/`Release` is larger than this.
+const MAX_RELEASE_BYTES: u64 = 32 << 20;
+
+/// What the debs add to a bundle plan.
+#[derive(Default)]
+pub struct CarriedDebs {
+    pub artifacts: Vec<Artifact>,
+    pub contents: Vec<ContentEntry>,
+}
+
+fn url(text: &str) -> Result<SourceUrl> {
+    text.parse()
+        .map_err(|e: String| Error::Usage(format!("`{text}`: {e}")))
+}
+
+/// Where a repository's files go in the bundle (and on the web root).
+pub fn repo_dir(repo: &DebRepo) -> Result<String> {
+    check_release_name(&repo.name)
+        .map_err(|e| Error::Usage(format!("debs name `{}`: {e}", repo.name)))?;
+    Ok(format!("debs/{}", repo.name))
+}
+
+fn generated(path: String, bytes: Vec<u8>, artifact: usize, origin: &str) -> ContentEntry {
+    ContentEntry {
+        sha256: Sha256Digest::of_bytes(&bytes),
+        size: bytes.len() as u64,
+        path,
+        kind: EntryKind::AptIndex,
+        source: ContentSource::Generated(bytes.into()),
+        artifacts: vec![artifact],
+        origin: origin.to_string(),
+    }
+}
+
+/// Collects every repository of `m.debs`; `first` is the index of the first artifact.
+pub fn collect(
+    m: &Manifest,
+    fetcher: &Fetcher,
+    first: usize,
+    reporter: &Reporter,
+) -> Result<CarriedDebs> {
+    let mut carried = CarriedDebs::default();
+    for repo in &m.debs {
+        let dir = repo_dir(repo)?;
+        let layout = RepoLayout::of(repo.url.as_str(), &repo.suite);
+        let locked = repo.release.as_ref().ok_or_else(|| {
+            Error::Usage(format!(
+                "debs `{}` has no locked Release: run `bundle lock` first",
+                repo.name
+            ))
+        })?;
+        let key_text = repo.signed_by.clone().unwrap_or_default();
+        let key = RepoKey::parse(
+            key_text.as_bytes(),
+            &format!("debs `{}` signed-by", repo.name),
+        )?;
+        let meta_artifact = first + carried.artifacts.len();
+        let release_rel = |name: &str| {
+            if layout.release_rel.is_empty() {
+                format!("{dir}/{name}")
+            } else {
+                format!("{dir}/{}/{name}", layout.release_rel)
+            }
+        };
+
+        // The signed Release, exactly the one the lock resolved against.
+        let get = |name: &str| -> Result<(SourceUrl, Vec<u8>)> {
+            let canonical = url(&format!("{}/{name}", layout.release_dir))?;
+            let bytes = fetcher
+                .fetch_small(&m.fetch_url(&canonical)?, MAX_RELEASE_BYTES)?
+                .ok_or_else(|| Error::Network {
+                    url: canonical.to_string(),
+                    message: "not found (HTTP 404)".into(),
+                })?;
+            Ok((canonical, bytes))
+        };
+        let (origin, signed) = get(&locked.file)?;
+        let digest = Sha256Digest::of_bytes(&signed);
+        if digest != locked.sha256 {
+            return Err(Error::Verify(format!(
+                "{origin}: sha256 {digest} is not the {} the lock resolved against ({})",
+                locked.file, locked.sha256
+            ))
+            .with_hint("the repository was updated since `bundle lock`: lock again, then create"));
+        }
+        let text = if locked.file == "InRelease" {
+            release::verify_inrelease(&signed, &key, origin.as_str())?
+        } else {
+            let (_, signature) = get("Release.gpg")?;
+            release::verify_detached(&signed, &signature, &key, origin.as_str())?;
+            carried.contents.push(generated(
+                release_rel("Release.gpg"),
+                signature,
+                meta_artifact,
+                origin.as_str(),
+            ));
+            String::from_utf8(signed.clone())
+                .map_err(|_| Error::Verify(format!("{origin}: not a text file")))?
+        };
+        // The lock already checked the expiry (or was told not to).
+        let parsed = Release::parse(&text, origin.as_str(), None)?;
+        let by_hash = text
+            .lines()
+            .any(|l| l.trim().eq_ignore_ascii_case("Acquire-By-Hash: yes"));
+        carried.contents.push(generated(
+            release_rel(&locked.file),
+            signed,
+            meta_artifact,
+            origin.as_str(),
+        ));
+        carried.contents.push(generated(
+            format!("{dir}/key.asc"),
+            key.armored()?.into_bytes(),
+            meta_artifact,
+            origin.as_str(),
+        ));
+
+        // Every Packages variant listed for what is carried, checked against the sums.
+        let arches: Vec<String> = {
+            let mut a: Vec<String> = repo
+                .packages
+                .iter()
+                .filter_map(|p| p.arch.clone())
+                .filter(|a| a != "all")
+                .collect();
+            a.extend(repo.architectures.iter().cloned());
+            a.sort();
+            a.dedup();
+            a
+        };
+        let components: Vec<String> = if layout.flat || repo.components.is_empty() {
+            vec!["main".to_string()]
+        } else {
+            repo.components.clone()
+        };
+        let mut index_downloads = Vec::new();
+        let mut index_paths = Vec::new();
+        for component in &components {
+            for arch in &arches {
+                let prefix = layout.index_dir(component, arch);
+                for (path, listed) in parsed.sha256.iter().filter(|(p, _)| {
+                    p.strip_prefix(&prefix)
+                        .is_some_and(|f| f.starts_with("Packages"))
+                }) {
+                    let canonical = url(&format!("{}/{path}", layout.release_dir))?;
+                    index_downloads.push(Download {
+                        from: m.fetch_url(&canonical)?,
+                        canonical,
+                        expected_sha256: Some(listed.sha256),
+                        expected_size: Some(listed.size),
+                        authorization: None,
+                        label: None,
+                        pinned_by: Some("the signed Release"),
+                    });
+                    index_paths.push((path.clone(), listed.sha256));
+                }
+            }
+        }
+        // The debs, at their Filename.
+        let deb_downloads = repo
+            .packages
+            .iter()
+            .map(|p| {
+                let filename = p.filename.as_deref().unwrap_or_default();
+                let filename = safe_filename(filename).map_err(|e| {
+                    Error::Usage(format!("debs `{}` {}: Filename: {e}", repo.name, p.name))
+                })?;
+                let canonical = url(&format!("{}/{filename}", layout.root))?;
+                Ok(Download {
+                    from: m.fetch_url(&canonical)?,
+                    canonical,
+                    expected_sha256: p.sha256,
+                    expected_size: p.size,
+                    authorization: None,
+                    label: Some(format!(
+                        "debs `{}` {} {}",
+                        repo.name,
+                        p.name,
+                        p.version.as_deref().unwrap_or("")
+                    )),
+                    pinned_by: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let all: Vec<Download> = index_downloads
+            .iter()
+            .chain(&deb_downloads)
+            .cloned()
+            .collect();
+        let total = all.iter().filter_map(|d| d.expected_size).sum();
+        let bar = reporter.bytes_bar(total, "debs");
+        let fetched = fetcher.fetch_all(&all, &bar)?;
+        bar.finish_and_clear();
+        let (index_fetched, deb_fetched) = fetched.split_at(index_downloads.len());
+
+        carried.artifacts.push(Artifact {
+            kind: EntryKind::AptIndex,
+            source: layout.release_dir.clone(),
+            dest: dir.clone(),
+            sha256: Some(locked.sha256),
+            size: 0,
+        });
+        for ((path, digest), f) in index_paths.iter().zip(index_fetched) {
+            let mut at = vec![release_rel(path)];
+            if by_hash {
+                let (dir_part, _) = path.rsplit_once('/').unwrap_or(("", path));
+                let hashed = if dir_part.is_empty() {
+                    format!("by-hash/SHA256/{}", digest.hex())
+                } else {
+                    format!("{dir_part}/by-hash/SHA256/{}", digest.hex())
+                };
+                at.push(release_rel(&hashed));
+            }
+            for p in at {
+                carried.contents.push(ContentEntry {
+                    path: p,
+                    kind: EntryKind::AptIndex,
+                    source: ContentSource::File(f.path.clone()),
+                    size: f.size,
+                    sha256: f.sha256,
+                    artifacts: vec![meta_artifact],
+                    origin: origin.to_string(),
+                });
+            }
+        }
+        for ((p, d), f) in repo.packages.iter().zip(&deb_downloads).zip(deb_fetched) {
+            let filename = safe_filename(p.filename.as_deref().unwrap_or_default())
+                .map_err(|e| Error::Usage(format!("debs `{}` {}: {e}", repo.name, p.name)))?;
+            let dest = format!("{dir}/{filename}");
+            let artifact = first + carried.artifacts.len();
+            reporter.detail(format!(
+                "{} {} -> {dest}",
+                if f.from_cache { "cached " } else { "fetched" },
+                d.canonical
+            ));
+            carried.artifacts.push(Artifact {
+                kind: EntryKind::Deb,
+                source: d.canonical.to_string(),
+                dest: dest.clone(),
+                sha256: Some(f.sha256),
+                size: f.size,
+            });
+            carried.contents.push(ContentEntry {
+                path: dest,
+                kind: EntryKind::Deb,
+                source: ContentSource::File(f.path.clone()),
+                size: f.size,
+                sha256: f.sha256,
+                artifacts: vec![artifact],
+                origin: d.canonical.to_string(),
+            });
+        }
+    }
+    Ok(carried)
+}

@@ -1,0 +1,142 @@
+//! Debian packages end to end (issue 15, parts 3–4): a real signed upstream apt repository
+//! (real .debs from the machine's own apt sources, served by apache2 on 127.0.0.1) is
+//! locked, bundled and installed into a web root served by a second apache2; a stock,
+//! isolated `apt-get` (signature checking on, never `trusted=yes`) then updates from the
+//! installed repository with the `.sources` snippet install wrote, and downloads jq byte for
+//! byte as upstream has it. A tampered .deb in the bundle is exit 3 with the web root
+//! unchanged.
+
+mod common;
+
+use std::fs;
+
+use common::apt::{AptClient, AptRepo, AptRepoOptions};
+use common::net::{create, lock, site_keygen};
+use common::tamper::{Framing, build_bundle, decompress, read_tar};
+use common::*;
+
+/// `m.yaml` carrying jq (and its closure) from `repo`, locked and bundled into
+/// `b.bundle.tar.zst`.
+fn bundle_jq(ws: &Workspace, repo: &AptRepo) {
+    ws.mkdir("keys");
+    fs::copy(repo.key_armored(), ws.path("keys/tools.asc")).unwrap();
+    ws.write(
+        "m.yaml",
+        format!(
+            "apiVersion: bundle/v1\nname: debs\nversion: 1.0.0\ndebs:\n  - name: tools\n    url: {}\n    suite: stable\n    components: [main]\n    architectures: [{}]\n    signed-by: keys/tools.asc\n    packages:\n      - {{name: jq}}\n",
+            repo.url(),
+            repo.arch()
+        ),
+    );
+    lock(ws, "m.yaml", "m.lock.yaml", "cache", &[]).assert_ok();
+    site_keygen(ws);
+    create(ws, "m.lock.yaml", "b.bundle.tar.zst", "cache", &[]).assert_ok();
+}
+
+fn install(ws: &Workspace, bundle: &str, www: &std::path::Path, base: &str) -> Run {
+    run_bundle_in(
+        ws.root(),
+        &[
+            "install",
+            bundle,
+            "--pubkey",
+            "site.pub",
+            "--web-root",
+            www.to_str().unwrap(),
+            "--base-url",
+            base,
+        ],
+        &[],
+    )
+}
+
+#[test]
+fn stock_apt_updates_from_the_installed_repository_and_gets_jq_byte_for_byte() {
+    let ws = Workspace::new();
+    let repo = AptRepo::build(&ws, AptRepoOptions::default());
+    bundle_jq(&ws, &repo);
+
+    // The bundle carries the upstream InRelease and indexes byte-identical, the debs at
+    // their pool paths, and the key.
+    let report = common::net::inspect_json(&ws, "b.bundle.tar.zst");
+    let kinds = &report["kinds"];
+    assert_eq!(kinds["deb"]["entries"], 3, "{report:#}");
+    assert!(
+        kinds["apt-index"]["entries"].as_u64().unwrap() >= 4,
+        "{report:#}"
+    );
+
+    let www = ws.mkdir("www");
+    let site = Apache::start(&www);
+    let base = site.url("/");
+    install(&ws, "b.bundle.tar.zst", &www, &base).assert_ok();
+    let served = www.join("debs/tools");
+    assert_eq!(
+        fs::read(served.join("dists/stable/InRelease")).unwrap(),
+        fs::read(repo.release_dir().join("InRelease")).unwrap(),
+        "the InRelease is not upstream's, byte for byte"
+    );
+    let jq = repo.package("jq");
+    assert_eq!(sha256_file(served.join(&jq.filename)), jq.sha256);
+    // hello was not asked for: not in the pool.
+    assert!(!served.join(repo.package("hello").filename).exists());
+
+    // The snippet: the web root's URL, the upstream key inline, never trusted=yes.
+    let snippet = fs::read_to_string(www.join("debs/tools.sources")).unwrap();
+    assert!(
+        snippet.contains(&format!("URIs: {}debs/tools", base)),
+        "{snippet}"
+    );
+    assert!(
+        snippet.contains("Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----"),
+        "{snippet}"
+    );
+    assert!(!snippet.to_lowercase().contains("trusted"), "{snippet}");
+
+    // Stock apt, isolated, signature checking on.
+    let apt = AptClient::new(&ws, "tools.sources", &snippet);
+    apt.update_ok();
+    let got = apt.download_ok(&ws.mkdir("got"), &["jq"]);
+    assert_eq!(got.len(), 1);
+    assert_eq!(sha256_file(&got[0]), jq.sha256);
+    let upstream = repo.root().join(&jq.filename);
+    assert_eq!(fs::read(&got[0]).unwrap(), fs::read(upstream).unwrap());
+
+    // Installing again changes nothing.
+    let mut before = tree_snapshot(&www);
+    install(&ws, "b.bundle.tar.zst", &www, &base).assert_ok();
+    let mut after = tree_snapshot(&www);
+    // (The receipt records the install time.)
+    before.retain(|p, _| !p.starts_with(".bundle/"));
+    after.retain(|p, _| !p.starts_with(".bundle/"));
+    assert_eq!(before, after, "{}", snapshot_diff(&before, &after));
+}
+
+#[test]
+fn a_tampered_deb_in_the_bundle_is_exit_3_and_the_web_root_is_unchanged() {
+    let ws = Workspace::new();
+    let repo = AptRepo::build(&ws, AptRepoOptions::default());
+    bundle_jq(&ws, &repo);
+    let jq = repo.package("jq");
+    let entry_path = format!("debs/tools/{}", jq.filename);
+    let mut entries = read_tar(&decompress(&fs::read(ws.path("b.bundle.tar.zst")).unwrap()));
+    let target = entries
+        .iter_mut()
+        .find(|e| e.path() == entry_path)
+        .unwrap_or_else(|| panic!("no entry {entry_path} in the bundle"));
+    let mid = target.data.len() / 2;
+    target.data[mid] ^= 0x01;
+    fs::write(
+        ws.path("t.bundle.tar.zst"),
+        build_bundle(&entries, Framing::Seekable),
+    )
+    .unwrap();
+
+    let www = ws.mkdir("www");
+    ws.write("www/index.html", "site\n");
+    let before = tree_snapshot(&www);
+    install(&ws, "t.bundle.tar.zst", &www, "http://web.example.org/")
+        .assert_code(3)
+        .assert_stderr_contains(&entry_path);
+    assert_eq!(tree_snapshot(&www), before);
+}
