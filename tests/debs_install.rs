@@ -93,6 +93,17 @@ fn stock_apt_updates_from_the_installed_repository_and_gets_jq_byte_for_byte() {
     );
     assert!(!snippet.to_lowercase().contains("trusted"), "{snippet}");
 
+    // Kubespray's apt variable for this repository (its upstream is a Debian one) points at
+    // the installed copy.
+    let vars: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&fs::read_to_string(www.join("kubespray-offline.yml")).unwrap())
+            .unwrap();
+    assert_eq!(
+        vars["debian_repo"],
+        format!("{base}debs/tools").as_str(),
+        "{vars:?}"
+    );
+
     // Stock apt, isolated, signature checking on.
     let apt = AptClient::new(&ws, "tools.sources", &snippet);
     apt.update_ok();

@@ -4,19 +4,30 @@
 //! Ubuntu 22.04), and `Check-Valid-Until: no` where the upstream Release expires, since an
 //! offline mirror outlives `Valid-Until`. Never `Trusted: yes`.
 
+use super::kubespray::AptRepoOnSite;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 
-/// `(path below the web root, bytes)` of the snippet of each repository of the bundle's
-/// locked manifest.
-pub fn snippets(locked_manifest: &[u8], base_url: &str) -> Result<Vec<(String, Vec<u8>)>> {
+/// The carried apt repositories of a bundle's locked manifest: the `(path below the web
+/// root, bytes)` of each one's snippet, and what the receipt records of each.
+pub struct AptOnSite {
+    pub snippets: Vec<(String, Vec<u8>)>,
+    pub repos: Vec<AptRepoOnSite>,
+}
+
+pub fn snippets(locked_manifest: &[u8], base_url: &str) -> Result<AptOnSite> {
     let text = std::str::from_utf8(locked_manifest)
         .map_err(|_| Error::Verify("the bundle's locked manifest is not UTF-8".into()))?;
     let manifest: Manifest = serde_yaml_ng::from_str(text)
         .map_err(|e| Error::Verify(format!("the bundle's locked manifest does not parse: {e}")))?;
     let base = base_url.trim_end_matches('/');
     let mut out = Vec::new();
+    let mut repos = Vec::new();
     for repo in &manifest.debs {
+        repos.push(AptRepoOnSite {
+            name: repo.name.clone(),
+            upstream: repo.url.to_string(),
+        });
         let dir = crate::create::debs::repo_dir(repo)?;
         let flat = crate::apt::RepoLayout::of(repo.url.as_str(), &repo.suite).flat;
         let mut s = String::new();
@@ -67,5 +78,8 @@ pub fn snippets(locked_manifest: &[u8], base_url: &str) -> Result<Vec<(String, V
         }
         out.push((format!("{dir}.sources"), s.into_bytes()));
     }
-    Ok(out)
+    Ok(AptOnSite {
+        snippets: out,
+        repos,
+    })
 }

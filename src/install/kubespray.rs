@@ -53,20 +53,71 @@ pub struct SiteRegistry<'a> {
     pub url: &'a str,
 }
 
-/// Renders the variables file for the hosts carried by every bundle installed so far.
-/// The variables are emitted by a YAML serialiser (never concatenated), so no value can
-/// add a key or break the document.
-pub fn render(
-    base_url: &str,
-    hosts: &BTreeSet<String>,
-    registry: Option<SiteRegistry<'_>>,
-    provenance: &str,
-) -> Result<String> {
+/// An apt repository installed under `debs/<name>/` of the web root.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct AptRepoOnSite {
+    pub name: String,
+    /// The upstream URL it was carried from (which Kubespray variable it serves).
+    pub upstream: String,
+}
+
+/// Kubespray's apt variables a carried repository sets, by what its upstream is: Docker's
+/// repository also serves containerd.io, which Kubespray takes from `containerd_*`.
+fn apt_variables(upstream: &str) -> &'static [&'static str] {
+    let u = upstream.to_ascii_lowercase();
+    let docker = u.contains("download.docker.com");
+    match (docker, u.contains("/ubuntu")) {
+        (true, true) => &[
+            "docker_ubuntu_repo_base_url",
+            "containerd_ubuntu_repo_base_url",
+        ],
+        (true, false) => &[
+            "docker_debian_repo_base_url",
+            "containerd_debian_repo_base_url",
+        ],
+        (false, true) => &["ubuntu_repo"],
+        (false, false) if u.contains("debian") => &["debian_repo"],
+        _ => &[],
+    }
+}
+
+/// What the installed bundles put on the site.
+#[derive(Default)]
+pub struct SiteContent<'a> {
+    /// Upstream hosts of the files under `files/`.
+    pub hosts: BTreeSet<String>,
+    pub registry: Option<SiteRegistry<'a>>,
+    pub apt: Vec<AptRepoOnSite>,
+}
+
+/// Renders the variables file for what every bundle installed so far carried. The
+/// variables are emitted by a YAML serialiser (never concatenated), so no value can add a
+/// key or break the document.
+pub fn render(base_url: &str, site: &SiteContent<'_>, provenance: &str) -> Result<String> {
     use serde_yaml_ng::{Mapping, Value};
+    let hosts = &site.hosts;
+    let registry = &site.registry;
     let base = base_url.trim_end_matches('/');
     let mut vars = Mapping::new();
     vars.insert("files_repo".into(), format!("{base}/files").into());
-    if let Some(r) = &registry {
+    let mut unmapped_apt = Vec::new();
+    for repo in &site.apt {
+        let url = format!("{base}/debs/{}", repo.name);
+        let names = apt_variables(&repo.upstream);
+        if names.is_empty() {
+            unmapped_apt.push(format!("{url} (from {})", repo.upstream));
+        }
+        for var in names {
+            vars.insert((*var).into(), url.clone().into());
+            if let Some(key_var) = var.strip_suffix("_base_url") {
+                vars.insert(
+                    format!("{key_var}_gpgkey").into(),
+                    format!("{url}/key.asc").into(),
+                );
+            }
+        }
+    }
+    if let Some(r) = registry {
         vars.insert("registry_host".into(), r.host.into());
         for var in IMAGE_REPO_VARIABLES {
             vars.insert((*var).into(), "{{ registry_host }}".into());
@@ -115,6 +166,14 @@ pub fn render(
         ));
     }
     out.push_str(&body);
+    if !unmapped_apt.is_empty() {
+        out.push_str(
+            "# apt repositories carried that no Kubespray variable names (see debs/*.sources):\n",
+        );
+        for line in &unmapped_apt {
+            out.push_str(&format!("#   {}\n", comment_safe(line)));
+        }
+    }
     if !unmapped.is_empty() {
         out.push_str(
             "# Hosts carried that have no Kubespray whole-host variable; their files are at:\n",
@@ -139,7 +198,11 @@ mod tests {
             .into_iter()
             .map(String::from)
             .collect();
-        let text = render("http://web.local/", &hosts, None, "from test").unwrap();
+        let site = SiteContent {
+            hosts,
+            ..SiteContent::default()
+        };
+        let text = render("http://web.local/", &site, "from test").unwrap();
         let vars: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(vars["files_repo"], "http://web.local/files");
         assert_eq!(vars["dl_k8s_io_url"], "{{ files_repo }}/dl.k8s.io");
@@ -155,10 +218,17 @@ mod tests {
         let hosts: BTreeSet<String> = ["evil\nfiles_repo: http://attacker/".to_string()]
             .into_iter()
             .collect();
+        let site = SiteContent {
+            hosts,
+            apt: vec![AptRepoOnSite {
+                name: "x".into(),
+                upstream: "https://example.org/\nfiles_repo: evil".into(),
+            }],
+            ..SiteContent::default()
+        };
         let text = render(
             "http://web.local/\"\nkube_version: x",
-            &hosts,
-            None,
+            &site,
             "bundles installed: a\nb: c",
         )
         .unwrap();
@@ -172,16 +242,24 @@ mod tests {
 
     #[test]
     fn points_the_image_repos_and_containerd_at_the_site_registry() {
-        let text = render(
-            "http://web.local/",
-            &BTreeSet::new(),
-            Some(SiteRegistry {
+        let site = SiteContent {
+            registry: Some(SiteRegistry {
                 host: "registry.local:5000",
                 url: "https://registry.local:5000",
             }),
-            "from test",
-        )
-        .unwrap();
+            apt: vec![
+                AptRepoOnSite {
+                    name: "docker".into(),
+                    upstream: "https://download.docker.com/linux/debian".into(),
+                },
+                AptRepoOnSite {
+                    name: "debian".into(),
+                    upstream: "https://deb.debian.org/debian".into(),
+                },
+            ],
+            ..SiteContent::default()
+        };
+        let text = render("http://web.local/", &site, "from test").unwrap();
         let vars: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(vars["registry_host"], "registry.local:5000");
         for var in IMAGE_REPO_VARIABLES {
@@ -191,5 +269,14 @@ mod tests {
         assert_eq!(mirrors["prefix"], "registry.local:5000");
         assert_eq!(mirrors["mirrors"][0]["host"], "https://registry.local:5000");
         assert!(text.contains("/etc/containerd/certs.d/registry.local:5000/ca.crt"));
+        assert_eq!(vars["debian_repo"], "http://web.local/debs/debian");
+        assert_eq!(
+            vars["docker_debian_repo_base_url"],
+            "http://web.local/debs/docker"
+        );
+        assert_eq!(
+            vars["containerd_debian_repo_gpgkey"],
+            "http://web.local/debs/docker/key.asc"
+        );
     }
 }

@@ -295,19 +295,14 @@ pub fn install(
     let (Some(root), Some(sink)) = (root, web) else {
         return Ok(report);
     };
-    let snippets = match &locked_manifest {
+    let apt = match &locked_manifest {
         Some(bytes) => apt_sources::snippets(bytes, &web_base_url(options))?,
-        None => Vec::new(),
+        None => apt_sources::AptOnSite {
+            snippets: Vec::new(),
+            repos: Vec::new(),
+        },
     };
-    match commit_web_root(
-        options,
-        &root,
-        sink,
-        &verified,
-        &snippets,
-        &mut report,
-        reporter,
-    ) {
+    match commit_web_root(options, &root, sink, &verified, apt, &mut report, reporter) {
         Ok(()) => Ok(report),
         Err(e) => Err(undo_tags(&mut registry, e)),
     }
@@ -346,7 +341,7 @@ fn commit_web_root(
     root: &RootDir,
     mut sink: WebRootSink,
     verified: &crate::bundle::reader::VerifiedIndex,
-    generated: &[(String, Vec<u8>)],
+    apt: apt_sources::AptOnSite,
     report: &mut InstallReport,
     reporter: &Reporter,
 ) -> Result<()> {
@@ -387,6 +382,7 @@ fn commit_web_root(
             .collect(),
         kubespray_vars: Some(vars_path.display().to_string()),
         registry: report.registry.clone(),
+        apt_repos: apt.repos.clone(),
     };
     let receipt_rel = receipt::receipt_rel_path(&index.name, &index.version);
     let mut receipts: Vec<Receipt> = receipt::all_receipts(root)
@@ -420,15 +416,25 @@ fn commit_web_root(
         .map(|r| format!("{} {}", r.name, r.version))
         .collect();
     let base_url = web_base_url(options);
-    let vars = kubespray::render(
-        &base_url,
-        &hosts,
-        site_registry
+    let mut apt_repos: Vec<kubespray::AptRepoOnSite> = receipts
+        .iter()
+        .flat_map(|r| r.apt_repos.iter().cloned())
+        .collect();
+    apt_repos.sort();
+    apt_repos.dedup_by(|a, b| a.name == b.name);
+    let site = kubespray::SiteContent {
+        hosts,
+        registry: site_registry
             .as_ref()
             .map(|(host, url)| kubespray::SiteRegistry { host, url }),
+        apt: apt_repos,
+    };
+    let vars = kubespray::render(
+        &base_url,
+        &site,
         &format!("bundles installed: {}", bundles.join(", ")),
     )?;
-    for (path, bytes) in generated {
+    for (path, bytes) in &apt.snippets {
         sink.stage_generated(path, bytes)?;
     }
     sink.stage_generated(&receipt_rel, &receipt_json)?;
