@@ -151,3 +151,31 @@ fn a_tampered_deb_in_the_bundle_is_exit_3_and_the_web_root_is_unchanged() {
         .assert_stderr_contains(&entry_path);
     assert_eq!(tree_snapshot(&www), before);
 }
+
+#[test]
+fn an_upstream_deb_or_release_changed_since_lock_is_exit_3_at_create() {
+    let ws = Workspace::new();
+    let mut repo = AptRepo::build(&ws, AptRepoOptions::default());
+    bundle_jq(&ws, &repo);
+    // A .deb changed in the pool: create (cold cache) refuses it, naming it.
+    let jq = repo.package("jq");
+    let pool_file = repo.root().join(&jq.filename);
+    let mut bytes = fs::read(&pool_file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&pool_file, &bytes).unwrap();
+    fs::remove_dir_all(ws.path("cache")).unwrap();
+    create(&ws, "m.lock.yaml", "c.bundle.tar.zst", "cache", &[])
+        .assert_code(3)
+        .assert_stderr_contains("jq")
+        .assert_stderr_contains("sha256 mismatch");
+    assert!(!ws.path("c.bundle.tar.zst").exists());
+
+    // The repository re-published (a new signed Release): the lock no longer matches.
+    repo.publish();
+    create(&ws, "m.lock.yaml", "d.bundle.tar.zst", "cache", &[])
+        .assert_code(3)
+        .assert_stderr_contains("InRelease")
+        .assert_stderr_contains("lock again");
+    assert!(!ws.path("d.bundle.tar.zst").exists());
+}
