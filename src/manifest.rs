@@ -95,6 +95,36 @@ pub struct DebRepo {
     pub external: Vec<ExternalDep>,
 }
 
+impl DebRepo {
+    /// Where a repository's files go in the bundle (and on the web root). Also checks the
+    /// words that go into its `.sources` snippet (suite, components, architectures): no
+    /// whitespace or control character can add a line or a field there.
+    pub fn dir(&self) -> Result<String> {
+        let repo = self;
+        crate::bundle::check_release_name(&repo.name)
+            .map_err(|e| Error::Usage(format!("debs name `{}`: {e}", repo.name)))?;
+        let words = std::iter::once(("suite", &repo.suite))
+            .chain(repo.components.iter().map(|c| ("components", c)))
+            .chain(repo.architectures.iter().map(|a| ("architectures", a)));
+        for (field, word) in words {
+            let ok = !word.is_empty()
+                && word.len() <= 128
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._+~/-".contains(c))
+                && !word.split('/').any(|part| part == "..");
+            if !ok {
+                return Err(Error::Usage(format!(
+                    "debs `{}` {field} `{}`: only letters, digits and `._+~/-` are allowed",
+                    repo.name,
+                    word.escape_debug()
+                )));
+            }
+        }
+        Ok(format!("debs/{}", repo.name))
+    }
+}
+
 /// The signed Release a repository was locked against: `create` carries exactly it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

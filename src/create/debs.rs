@@ -14,13 +14,12 @@
 
 use crate::apt::release::{self, Release, RepoKey};
 use crate::apt::{RepoLayout, safe_filename};
-use crate::bundle::check_release_name;
 use crate::bundle::index::{Artifact, EntryKind};
 use crate::bundle::writer::{ContentEntry, ContentSource};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fetch::{Download, Fetcher};
-use crate::manifest::{DebRepo, Manifest, SourceUrl};
+use crate::manifest::{Manifest, SourceUrl};
 use crate::progress::Reporter;
 
 /// No `InRelease`/`Release` is larger than this.
@@ -36,13 +35,6 @@ pub struct CarriedDebs {
 fn url(text: &str) -> Result<SourceUrl> {
     text.parse()
         .map_err(|e: String| Error::Usage(format!("`{text}`: {e}")))
-}
-
-/// Where a repository's files go in the bundle (and on the web root).
-pub fn repo_dir(repo: &DebRepo) -> Result<String> {
-    check_release_name(&repo.name)
-        .map_err(|e| Error::Usage(format!("debs name `{}`: {e}", repo.name)))?;
-    Ok(format!("debs/{}", repo.name))
 }
 
 fn generated(path: String, bytes: Vec<u8>, artifact: usize, origin: &str) -> ContentEntry {
@@ -66,7 +58,7 @@ pub fn collect(
 ) -> Result<CarriedDebs> {
     let mut carried = CarriedDebs::default();
     for repo in &m.debs {
-        let dir = repo_dir(repo)?;
+        let dir = repo.dir()?;
         let layout = RepoLayout::of(repo.url.as_str(), &repo.suite);
         let locked = repo.release.as_ref().ok_or_else(|| {
             Error::Usage(format!(

@@ -28,7 +28,7 @@ pub fn snippets(locked_manifest: &[u8], base_url: &str) -> Result<AptOnSite> {
             name: repo.name.clone(),
             upstream: repo.url.to_string(),
         });
-        let dir = crate::create::debs::repo_dir(repo)?;
+        let dir = repo.dir()?;
         let flat = crate::apt::RepoLayout::of(repo.url.as_str(), &repo.suite).flat;
         let mut s = String::new();
         s.push_str(&format!(

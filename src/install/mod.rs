@@ -295,9 +295,14 @@ pub fn install(
     let (Some(root), Some(sink)) = (root, web) else {
         return Ok(report);
     };
+    let carries_debs = verified
+        .index
+        .artifacts
+        .iter()
+        .any(|a| a.kind == EntryKind::AptIndex);
     let apt = match &locked_manifest {
-        Some(bytes) => apt_sources::snippets(bytes, &web_base_url(options))?,
-        None => apt_sources::AptOnSite {
+        Some(bytes) if carries_debs => apt_sources::snippets(bytes, &web_base_url(options))?,
+        _ => apt_sources::AptOnSite {
             snippets: Vec::new(),
             repos: Vec::new(),
         },

@@ -174,6 +174,7 @@ pub fn lock_debs(
     let mut releases = Vec::new();
     let mut arches_all: Vec<String> = Vec::new();
     for (n, repo) in locked.debs.iter().enumerate() {
+        repo.dir()?;
         let key = repo_key(repo, base_dir)?;
         let (release, locked_release) = signed_release(repo, &key, locked, fetcher)?;
         releases.push(locked_release);
