@@ -65,6 +65,9 @@ pub struct ArtifactReport {
     pub sha256: Option<Sha256Digest>,
     pub size: u64,
     pub entries: Vec<String>,
+    /// Dependencies an apt repository leaves to the site's OS mirror.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<String>,
 }
 
 pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
@@ -96,6 +99,7 @@ pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
             sha256: a.sha256,
             size: a.size,
             entries: entries.into_iter().map(String::from).collect(),
+            external: a.external.clone(),
         })
         .collect();
     Ok(InspectReport {
@@ -188,6 +192,9 @@ impl InspectReport {
                 && let Some(carried) = a.sha256
             {
                 let _ = writeln!(s, "        carried as sha256:{carried}");
+            }
+            for e in &a.external {
+                let _ = writeln!(s, "        expected from the site's OS mirror: {e}");
             }
         }
         s

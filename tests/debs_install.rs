@@ -65,6 +65,24 @@ fn stock_apt_updates_from_the_installed_repository_and_gets_jq_byte_for_byte() {
         kinds["apt-index"]["entries"].as_u64().unwrap() >= 4,
         "{report:#}"
     );
+    // inspect names what the site's OS mirror must provide.
+    let repo_artifact = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "apt-index")
+        .unwrap();
+    assert!(
+        repo_artifact["external"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("libc6")),
+        "{repo_artifact:#}"
+    );
+    run_bundle_in(ws.root(), &["inspect", "b.bundle.tar.zst"], &[])
+        .assert_ok()
+        .assert_stdout_contains("expected from the site's OS mirror: libc6");
 
     let www = ws.mkdir("www");
     let site = Apache::start(&www);

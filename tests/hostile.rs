@@ -563,6 +563,7 @@ fn index_of(name: &str, version: &str, manifest: &[u8], content: &[(String, Vec<
             dest: path.clone(),
             sha256: Some(digest),
             size: data.len() as u64,
+            external: Vec::new(),
         });
         index.entries.push(IndexEntry {
             path: path.clone(),
@@ -956,6 +957,7 @@ fn a_big_signed_index_is_handled_in_linear_time() {
             dest: path.clone(),
             sha256: None,
             size: 1,
+            external: Vec::new(),
         });
         index.entries.push(IndexEntry {
             path,
@@ -1328,6 +1330,7 @@ fn more_artifact_references_than_any_bundle_makes_are_refused() {
             dest: format!("files/h/a{i}"),
             sha256: None,
             size: 0,
+            external: Vec::new(),
         })
         .collect();
     index.entries.push(IndexEntry {

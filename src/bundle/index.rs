@@ -76,6 +76,10 @@ pub struct Artifact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Sha256Digest>,
     pub size: u64,
+    /// For an apt repository: the dependencies left to the site's OS mirror
+    /// (`libc6 (>= 2.34) needed by jq 1.6-2.1 (amd64): base system`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<String>,
 }
 
 /// One tar entry after the signature, with what it must hash to.

@@ -216,6 +216,11 @@ pub fn collect(
             dest: dir.clone(),
             sha256: Some(locked.sha256),
             size: 0,
+            external: repo
+                .external
+                .iter()
+                .map(|e| format!("{} needed by {}: {}", e.relation, e.required_by, e.reason))
+                .collect(),
         });
         for ((path, digest), f) in index_paths.iter().zip(index_fetched) {
             let mut at = vec![release_rel(path)];
@@ -256,6 +261,7 @@ pub fn collect(
                 dest: dest.clone(),
                 sha256: Some(f.sha256),
                 size: f.size,
+                external: Vec::new(),
             });
             carried.contents.push(ContentEntry {
                 path: dest,

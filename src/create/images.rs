@@ -175,6 +175,7 @@ pub fn collect(
             dest: name,
             sha256: Some(top.digest),
             size,
+            external: Vec::new(),
         });
     }
     if images.is_empty() {

@@ -107,6 +107,7 @@ pub fn create(
             dest: dest.clone(),
             sha256: Some(f.sha256),
             size: f.size,
+            external: Vec::new(),
         });
         contents.push(ContentEntry {
             path: dest,
