@@ -4,7 +4,10 @@
 # data served by a private apache; then the same for container images: real OCI images
 # built offline with umoci, served by a private docker-registry, `bundle create` against
 # `tar -c oci/ | zstd -3` and `bundle install --registry` against one `skopeo copy` per
-# image. A measurement, never a pass/fail test: it exits 0 unless something crashes (or
+# image; then for Debian packages: real .debs in a private signed apt repository, `bundle
+# lock` + `create` against an isolated `apt-get update` + `apt-get download`, and `bundle
+# install` against indexing and signing a repository of the same debs by hand
+# (apt-ftparchive, gzip, xz, gpg --clearsign). A measurement, never a pass/fail test: it exits 0 unless something crashes (or
 # there is not enough free disk to start).
 #
 #   BENCH_SIZE_MB=1536   total data size in MiB (half random, half text)
@@ -17,6 +20,11 @@
 #   BENCH_IMAGES=1       also benchmark images (6 images sharing base layers); 0 skips them
 #   BENCH_IMAGES_MB=320  distinct image content in MiB (random, incompressible layers);
 #                        needs ~7x BENCH_IMAGES_MB more free disk
+#   BENCH_DEBS=1         also benchmark Debian packages (real .debs from the machine's apt
+#                        sources in a private signed apt repository); 0 skips them
+#   BENCH_DEBS_COUNT=50  how many packages of the fixed list below (at most its length)
+#   BENCH_DEBS_CACHE=... where the downloaded .debs are kept between runs (default: the
+#                        tests' cache, \${CARGO_TARGET_DIR:-target}/tmp/apt-debs/<arch>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,10 +35,25 @@ COMPONENTS=${BENCH_COMPONENTS:-1}
 KEEP=${BENCH_KEEP:-0}
 IMAGES=${BENCH_IMAGES:-1}
 IMAGES_MB=${BENCH_IMAGES_MB:-320}
+DEBS=${BENCH_DEBS:-1}
+DEBS_COUNT=${BENCH_DEBS_COUNT:-50}
+# Real packages of Debian 12 (bookworm): small libraries and tools, most of them with their
+# libraries, two of them Architecture: all. The first BENCH_DEBS_COUNT are benchmarked.
+DEB_LIST=(jq libjq1 libonig5 hello curl libcurl4 tree less file libmagic1 libmagic-mgc zstd
+    xz-utils lz4 bzip2 unzip zip rsync socat netcat-openbsd tmux libevent-core-2.1-7 pv bc ed
+    nano wget libpsl5 libidn2-0 libunistring2 libssh2-1 libnghttp2-14 librtmp1 libbrotli1
+    libldap-2.5-0 libsasl2-2 libsasl2-modules-db libgssapi-krb5-2 libkrb5-3 libk5crypto3
+    libkrb5support0 libkeyutils1 publicsuffix ca-certificates openssl libssl3 libpcre2-8-0
+    libxml2 libyaml-0-2 libzstd1 liblz4-1 libbz2-1.0 libsqlite3-0 sqlite3 libreadline8
+    readline-common lsof strace patch diffutils make htop libnl-3-200 libnl-genl-3-200 ncdu
+    dos2unix)
 [[ $SIZE_MB =~ ^[0-9]+$ && $SIZE_MB -ge 20 ]] || { echo "BENCH_SIZE_MB must be an integer >= 20" >&2; exit 1; }
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_RUNS must be a positive integer" >&2; exit 1; }
 [[ $IMAGES == 0 || $IMAGES == 1 ]] || { echo "BENCH_IMAGES must be 0 or 1" >&2; exit 1; }
 [[ $IMAGES_MB =~ ^[0-9]+$ && $IMAGES_MB -ge 10 ]] || { echo "BENCH_IMAGES_MB must be an integer >= 10" >&2; exit 1; }
+[[ $DEBS == 0 || $DEBS == 1 ]] || { echo "BENCH_DEBS must be 0 or 1" >&2; exit 1; }
+[[ $DEBS_COUNT =~ ^[1-9][0-9]*$ && $DEBS_COUNT -le ${#DEB_LIST[@]} ]] \
+    || { echo "BENCH_DEBS_COUNT must be an integer from 1 to ${#DEB_LIST[@]}" >&2; exit 1; }
 
 # ---- disk check, before anything is built or written ------------------------------------
 # files: data, cache, bundle, pipeline output. Images (at the peak): upstream registry,
@@ -41,6 +64,12 @@ NEED_WHY="4 x BENCH_SIZE_MB=${SIZE_MB}"
 if [[ $IMAGES == 1 ]]; then
     NEED_MB=$((NEED_MB + IMAGES_MB * 7))
     NEED_WHY+=" + 7 x BENCH_IMAGES_MB=${IMAGES_MB}"
+fi
+if [[ $DEBS == 1 ]]; then
+    # ~20 MiB of debs (50 packages) held up to 8 times: upstream pool, bundle cache, bundle,
+    # apt's download, two web roots, slack
+    NEED_MB=$((NEED_MB + 256))
+    NEED_WHY+=" + 256 for debs"
 fi
 if [[ -n ${BENCH_DIR:-} ]]; then
     probe=$BENCH_DIR
@@ -84,6 +113,9 @@ cleanup() {
     local rc=$?
     stop_apache
     stop_registries
+    if [[ -n ${DEB_GNUPG:-} ]]; then
+        GNUPGHOME=$DEB_GNUPG gpgconf --kill gpg-agent 2>/dev/null || true
+    fi
     if [[ $KEEP == 1 ]]; then
         echo "kept $B (BENCH_KEEP=1)"
     elif [[ $CREATED_DIR == 1 ]]; then
@@ -480,6 +512,244 @@ PY
     rm -rf "$I/reg-dest" "$I/reg-dest2" "$IX"
 fi
 
+# ---- 3c. debs ---------------------------------------------------------------------------
+# The first BENCH_DEBS_COUNT packages of DEB_LIST, downloaded once with `apt-get download`
+# from the machine's own apt sources (kept in BENCH_DEBS_CACHE between runs; not timed),
+# laid out as a signed upstream apt repository (dists/stable/main/binary-ARCH, pool/main/…,
+# Packages(.gz, .xz) and Release by apt-ftparchive, InRelease by gpg --clearsign with a
+# throwaway key in a private GNUPGHOME) served by a private apache, then:
+#   debs lock+create: bundle lock + bundle create (closure: none, cold cache each run) vs
+#                     an isolated stock apt (own APT_CONFIG, sources with signed-by, lists
+#                     and cache, all emptied each run): apt-get update + apt-get download
+#   debs install:     bundle install B --web-root (fresh web root each run) vs the same
+#                     repository made by hand from the same debs: cp of the pool,
+#                     apt-ftparchive packages, gzip, xz, apt-ftparchive release, gpg --clearsign
+DEB_STATUS=""        # why the debs were not measured, if they were not
+DEB_FAIL=""          # a real failure to report (the bench then exits 1 after the report)
+if [[ $DEBS == 1 ]]; then
+    D=$B/debs
+    DROOT=$D/www/debian         # the upstream repository, as served
+    DCACHE=$D/cache             # bundle's download cache (emptied before each lock)
+    DEB_GNUPG=$D/gnupg          # the throwaway signing key's home (cleanup kills its agent)
+    DAPT=$D/apt                 # the isolated apt client's directory
+    DW=$D/www-tool              # bundle install's web root
+    DW2=$D/www-base             # the hand-made repository
+    DEB_BUNDLE=$OUT/debs.bundle
+    DEB_ARCH=$(dpkg --print-architecture)
+    DEB_NAMES=("${DEB_LIST[@]:0:DEBS_COUNT}")
+    DEB_CACHE=${BENCH_DEBS_CACHE:-$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/tmp/apt-debs/$DEB_ARCH}
+    mkdir -p "$D/www" "$DROOT" "$DEB_CACHE"
+    chmod 755 "$D" "$D/www"
+
+    # The cache has the tests' layout (NAME/NAME_VERSION_ARCH.deb, one deb per name) and
+    # lock (flock on .lock), so the bench and `cargo test` share their downloads.
+    deb_missing=()
+    for name in "${DEB_NAMES[@]}"; do [[ -d $DEB_CACHE/$name ]] || deb_missing+=("$name"); done
+    apt_download_host() {  # DIR NAMES...: apt-get download with the machine's own apt config
+        local dir=$1; shift
+        (cd "$dir" && apt-get -q -o APT::Sandbox::User=root download "$@") >"$D/download.log" 2>&1
+    }
+    if ((${#deb_missing[@]})); then
+        log "debs: apt-get download of ${#deb_missing[@]} packages from this machine's apt sources (not timed)"
+        exec {deb_lock_fd}>"$DEB_CACHE/.lock"
+        flock "$deb_lock_fd"
+        rm -rf "$DEB_CACHE/.partial"
+        mkdir -p "$DEB_CACHE/.partial"
+        if ! apt_download_host "$DEB_CACHE/.partial" "${deb_missing[@]}"; then
+            # missing or stale lists (no candidate, or a 404 for a superseded version): one
+            # apt-get update of the machine's lists, then a second try
+            if apt-get -q update >"$D/update.log" 2>&1; then
+                apt_download_host "$DEB_CACHE/.partial" "${deb_missing[@]}" || true
+            fi
+        fi
+        for f in "$DEB_CACHE"/.partial/*.deb; do
+            [[ -e $f ]] || continue
+            name=$(dpkg-deb --field "$f" Package)
+            mkdir -p "$DEB_CACHE/$name"
+            mv "$f" "$DEB_CACHE/$name/"
+        done
+        rm -rf "$DEB_CACHE/.partial"
+        exec {deb_lock_fd}>&-
+    fi
+    DEB_FILES=()
+    for name in "${DEB_NAMES[@]}"; do
+        f=("$DEB_CACHE/$name"/*.deb)
+        if [[ ! -e ${f[0]} ]]; then
+            DEB_STATUS="skipped (apt-get download gave no deb for $name: $(grep -E '^(E|Err):' "$D/download.log" 2>/dev/null | head -n1))"
+            break
+        fi
+        ((${#f[@]} == 1)) || { echo "more than one deb in $DEB_CACHE/$name" >&2; exit 1; }
+        DEB_FILES+=("${f[0]}")
+    done
+    [[ -z $DEB_STATUS ]] || log "debs: $DEB_STATUS"
+fi
+if [[ $DEBS == 1 && -z $DEB_STATUS ]]; then
+    # the upstream repository, Debian's pool layout: pool/main/<prefix>/<source>/ and
+    # NAME_VERSION_ARCH.deb without the epoch (apt-get download names the file it saves
+    # NAME_EPOCH%3aVERSION_ARCH.deb: a literal '%3a' that no archive has)
+    log "debs: building a signed apt repository of ${#DEB_FILES[@]} packages"
+    for f in "${DEB_FILES[@]}"; do
+        { read -r pkg; read -r ver; read -r arch; } < <(dpkg-deb --showformat '${Package}\n${Version}\n${Architecture}\n' --show "$f")
+        src=$(dpkg-deb --field "$f" Source | awk '{print $1}')
+        [[ -n $src ]] || src=$pkg
+        if [[ $src == lib?* ]]; then prefix=${src:0:4}; else prefix=${src:0:1}; fi
+        mkdir -p "$DROOT/pool/main/$prefix/$src"
+        cp "$f" "$DROOT/pool/main/$prefix/$src/${pkg}_${ver#*:}_$arch.deb"
+    done
+    mkdir -p "$DEB_GNUPG"
+    chmod 700 "$DEB_GNUPG"
+    dgpg() { GNUPGHOME=$DEB_GNUPG gpg --batch --quiet --no-tty "$@" </dev/null; }
+    dgpg --passphrase '' --quick-gen-key 'airgap-bundle bench repo <bench@example.org>' ed25519 sign never
+    DEB_FPR=$(dgpg --with-colons --list-keys bench@example.org | awk -F: '$1 == "fpr" {print $10; exit}')
+    dgpg --armor --yes --output "$D/key.asc" --export "$DEB_FPR"
+    # publish_repo DIR: indexes, Release and InRelease for the pool under DIR (the same
+    # commands are the install baseline, so they live in a file that both run)
+    cat >"$D/publish.sh" <<'SH'
+set -euo pipefail
+dir=$1 arch=$2 gnupg=$3 fpr=$4 scan=${5:-ftparchive}
+cd "$dir"
+idx=dists/stable/main/binary-$arch
+mkdir -p "$idx"
+if [[ $scan == dpkg ]]; then
+    dpkg-scanpackages -m pool /dev/null >"$idx/Packages" 2>/dev/null
+else
+    apt-ftparchive packages pool >"$idx/Packages"
+fi
+gzip -9nc "$idx/Packages" >"$idx/Packages.gz"
+xz -c "$idx/Packages" >"$idx/Packages.xz"
+cd dists/stable
+apt-ftparchive -o APT::FTPArchive::Release::Origin=airgap-bundle-bench \
+    -o APT::FTPArchive::Release::Label=airgap-bundle-bench \
+    -o APT::FTPArchive::Release::Suite=stable -o APT::FTPArchive::Release::Codename=stable \
+    -o APT::FTPArchive::Release::Components=main \
+    -o APT::FTPArchive::Release::Architectures="$arch" release . >Release.new
+mv Release.new Release
+GNUPGHOME=$gnupg gpg --batch --quiet --no-tty --yes --armor --digest-algo SHA512 \
+    --local-user "$fpr" --clearsign --output InRelease Release </dev/null
+SH
+    bash "$D/publish.sh" "$DROOT" "$DEB_ARCH" "$DEB_GNUPG" "$DEB_FPR"
+    chmod -R a+rX "$D/www"
+    DEB_N=$(grep -c '^Package: ' "$DROOT/dists/stable/main/binary-$DEB_ARCH/Packages")
+    DEB_BYTES=$(find "$DROOT/pool" -name '*.deb' -printf '%s\n' | awk '{s+=$1} END {print s}')
+    (cd "$DROOT" && find pool -name '*.deb' -print0 | sort -z | xargs -0 sha256sum) >"$D/POOLSUMS"
+    start_apache "$D/www" "$D/apache"
+    DEB_URL=http://127.0.0.1:$APACHE_PORT/debian
+    log "debs: $DEB_N packages, $DEB_BYTES bytes, served at $DEB_URL"
+
+    {
+        echo "apiVersion: bundle/v1"
+        echo "name: bench-debs"
+        echo "version: 1.0.0"
+        echo "debs:"
+        echo "  - name: bench"
+        echo "    url: $DEB_URL"
+        echo "    suite: stable"
+        echo "    components: [main]"
+        echo "    architectures: [$DEB_ARCH]"
+        echo "    signed-by: key.asc"
+        echo "    closure: none"
+        echo "    packages:"
+        for name in "${DEB_NAMES[@]}"; do echo "      - {name: $name}"; done
+    } >"$D/bench.yaml"
+
+    # the isolated apt client (as tests/common/apt.rs's AptClient): its own APT_CONFIG keeps
+    # out the host's apt.conf.d, sources, keys and preferences, and it never locks or
+    # writes the host's apt state; signatures are checked with apt's defaults
+    mkdir -p "$DAPT"/{apt.conf.d,sources.list.d,trusted.gpg.d,preferences.d}
+    echo "deb [arch=$DEB_ARCH signed-by=$D/key.asc] $DEB_URL stable main" >"$DAPT/sources.list.d/bench.list"
+    cat >"$DAPT/apt.conf" <<CONF
+Dir::Etc::Main "/dev/null";
+Dir::Etc::Parts "$DAPT/apt.conf.d";
+Dir::Etc::SourceList "/dev/null";
+Dir::Etc::SourceParts "$DAPT/sources.list.d";
+Dir::Etc::Trusted "$DAPT/trusted.gpg";
+Dir::Etc::TrustedParts "$DAPT/trusted.gpg.d";
+Dir::Etc::Preferences "/dev/null";
+Dir::Etc::PreferencesParts "$DAPT/preferences.d";
+Dir::State::Lists "$DAPT/lists";
+Dir::Cache "$DAPT/cache";
+Debug::NoLocking "1";
+APT::Sandbox::User "root";
+Acquire::http::Proxy "DIRECT";
+Acquire::Retries "0";
+CONF
+    APT_RESET="rm -rf '$DAPT/lists' '$DAPT/cache' '$D/got'; mkdir -p '$DAPT/lists/partial' '$DAPT/cache/archives/partial' '$D/got'"
+    APT_RUN='set -euo pipefail; unset http_proxy HTTP_PROXY; export APT_CONFIG=$1/apt.conf LC_ALL=C
+             apt-get -qq update 2>"$1/update.err"; cd "$2"; shift 2; apt-get -qq download "$@"'
+    TOOL_RESET="rm -rf '$DCACHE' '$D/bench.lock.yaml' '$DEB_BUNDLE' '$DEB_BUNDLE.minisig'"
+    TOOL_RUN='set -euo pipefail; cd "$1"
+              "$2" lock bench.yaml -o bench.lock.yaml --cache "$3" --quiet
+              "$2" create bench.lock.yaml -o "$4" --key "$5" --cache "$3" --quiet'
+
+    # untimed probes (also the warm-up): does this `bundle` carry debs, and does apt agree
+    # that the repository is sound?
+    log "debs: probes (bundle lock + create, apt-get update + download; not timed)"
+    eval "$TOOL_RESET"
+    probe_rc=0
+    bash -c "$TOOL_RUN" _ "$D" "$BUNDLE" "$DCACHE" "$DEB_BUNDLE" "$B/key.key" 2>"$D/probe.err" || probe_rc=$?
+    if ((probe_rc == 2)) && grep -qiE "not supported|not in this version" "$D/probe.err"; then
+        DEB_STATUS="skipped (not implemented): $(head -n1 "$D/probe.err")"
+    elif ((probe_rc != 0)); then
+        DEB_STATUS="FAILED (exit $probe_rc): $(head -n1 "$D/probe.err")"
+        DEB_FAIL=1
+        sed 's/^/    /' "$D/probe.err" >&2
+    fi
+    eval "$APT_RESET"
+    apt_rc=0
+    bash -c "$APT_RUN" _ "$DAPT" "$D/got" "${DEB_NAMES[@]}" 2>"$D/apt-probe.err" || apt_rc=$?
+    DEB_GOT=$(find "$D/got" -name '*.deb' | wc -l)
+    if ((apt_rc != 0)) || grep -qE '^(W|E):' "$DAPT/update.err" || ((DEB_GOT != DEB_N)); then
+        DEB_STATUS="FAILED: isolated apt-get (exit $apt_rc, $DEB_GOT of $DEB_N debs): $(cat "$DAPT/update.err" "$D/apt-probe.err" | head -n1)"
+        DEB_FAIL=1
+    fi
+    [[ -z $DEB_STATUS ]] || log "debs: $DEB_STATUS"
+fi
+if [[ $DEBS == 1 && -z $DEB_STATUS ]]; then
+    DEB_BUNDLE_BYTES=$(stat -c %s "$DEB_BUNDLE")
+    log "debs: measuring lock+create ($RUNS runs each, cold cache each run)"
+    measure deb_create "$TOOL_RESET" bash -c "$TOOL_RUN" _ "$D" "$BUNDLE" "$DCACHE" "$DEB_BUNDLE" "$B/key.key"
+    measure deb_apt "$APT_RESET" bash -c "$APT_RUN" _ "$DAPT" "$D/got" "${DEB_NAMES[@]}"
+    if [[ $COMPONENTS == 1 ]]; then
+        measure deb_lock "rm -rf '$DCACHE' '$D/bench.lock.yaml'" \
+            bash -c 'cd "$1" && "$2" lock bench.yaml -o bench.lock.yaml --cache "$3" --quiet' _ "$D" "$BUNDLE" "$DCACHE"
+        # lock fetches only the signed Release and the indexes; create downloads the debs:
+        # one untimed create fills the cache, so that every timed run is a warm one
+        rm -f "$DEB_BUNDLE" "$DEB_BUNDLE.minisig"
+        "$BUNDLE" create "$D/bench.lock.yaml" -o "$DEB_BUNDLE" --key "$B/key.key" --cache "$DCACHE" --quiet
+        measure deb_create_warm "rm -f '$DEB_BUNDLE' '$DEB_BUNDLE.minisig'" \
+            "$BUNDLE" create "$D/bench.lock.yaml" -o "$DEB_BUNDLE" --key "$B/key.key" --cache "$DCACHE" --quiet
+        measure deb_apt_update "$APT_RESET" bash -c \
+            'set -euo pipefail; unset http_proxy HTTP_PROXY; APT_CONFIG=$1/apt.conf LC_ALL=C apt-get -qq update' _ "$DAPT"
+    fi
+    # the upstream server is not needed any more: install and its baseline are offline
+    stop_apache
+
+    log "debs: measuring install ($RUNS runs each, a fresh web root each run)"
+    measure deb_install "rm -rf '$DW'; mkdir -p '$DW'" \
+        "$BUNDLE" install "$DEB_BUNDLE" --pubkey "$B/key.pub" --web-root "$DW" --quiet
+    HAND_RUN='set -euo pipefail; mkdir -p "$2/debian"; cp -r "$1/pool" "$2/debian/"; bash "$3" "$2/debian" "${@:4}"'
+    measure deb_hand "rm -rf '$DW2'; mkdir -p '$DW2'" bash -c "$HAND_RUN" \
+        _ "$DROOT" "$DW2" "$D/publish.sh" "$DEB_ARCH" "$DEB_GNUPG" "$DEB_FPR"
+    if [[ $COMPONENTS == 1 ]]; then
+        measure deb_hand_dpkg "rm -rf '$DW2'; mkdir -p '$DW2'" bash -c "$HAND_RUN" \
+            _ "$DROOT" "$DW2" "$D/publish.sh" "$DEB_ARCH" "$DEB_GNUPG" "$DEB_FPR" dpkg
+        measure deb_hand_sync "rm -rf '$DW2'; mkdir -p '$DW2'" bash -c "$HAND_RUN"'; sync -f "$2"' \
+            _ "$DROOT" "$DW2" "$D/publish.sh" "$DEB_ARCH" "$DEB_GNUPG" "$DEB_FPR"
+    fi
+
+    # what install wrote: the upstream debs byte for byte at their pool paths, upstream's
+    # InRelease byte for byte
+    DEB_INSTALLED=$(cd "$DW/debs/bench" 2>/dev/null && find pool -name '*.deb' -print0 | sort -z | xargs -0 -r sha256sum | cmp -s - "$D/POOLSUMS" && echo same || echo DIFFERENT)
+    cmp -s "$DW/debs/bench/dists/stable/InRelease" "$DROOT/dists/stable/InRelease" \
+        && DEB_INREL=same || DEB_INREL=DIFFERENT
+    if [[ $DEB_INSTALLED != same || $DEB_INREL != same ]]; then
+        DEB_FAIL=1
+        log "debs: the installed repository differs from upstream (debs: $DEB_INSTALLED, InRelease: $DEB_INREL)"
+    fi
+    rm -rf "$DW" "$DW2" "$D/got" "$DCACHE"
+fi
+stop_apache
+
 # ---- 4. report --------------------------------------------------------------------------
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
@@ -575,8 +845,52 @@ if [[ $IMAGES == 1 ]]; then
         echo "images push: the registry holds $IMG_CHECK images under the bundle's digests (skopeo's: $IMG_CHECK_SKOPEO)"
     fi
 fi
+if [[ $DEBS == 1 ]]; then
+    echo
+    if [[ -n $DEB_STATUS ]]; then
+        echo "debs:     $DEB_STATUS"
+    else
+        echo "debs:     $DEB_N packages of Debian $(cut -d. -f1 /etc/debian_version 2>/dev/null || echo '?') (${DEB_NAMES[0]} .. ${DEB_NAMES[DEB_N - 1]}; closure: none), $(mib "$DEB_BYTES") MiB of .debs,"
+        echo "          a signed apt repository (InRelease, Packages .gz .xz) served by a private apache"
+        echo "bundle:   $(mib "$DEB_BUNDLE_BYTES") MiB"
+        echo
+        dmbps() { awk -v b="$DEB_BYTES" -v s="$1" 'BEGIN {if (s > 0) printf "%.0f", b / 1048576 / s; else print "-"}'; }
+        drow() {  # OP TOOLKEY BASEKEY
+            printf '%-17s %9s %11s %8s %13s %12s %16s\n' "$1" "${WALL[$2]}" "${WALL[$3]}" "$(dmbps "${WALL[$2]}")" \
+                "$(ratio "${WALL[$2]}" "${WALL[$3]}")" "$(kib_mib "${RSS[$2]}")" "$(kib_mib "${RSS[$3]}")"
+        }
+        printf '%-17s %9s %11s %8s %13s %12s %16s\n' operation "tool s" "baseline s" "tool MB/s" \
+            "tool/baseline" "tool RSS MiB" "baseline RSS MiB"
+        drow "debs lock+create" deb_create deb_apt
+        drow "debs install" deb_install deb_hand
+        echo
+        echo "baselines:  debs lock+create = isolated stock apt (own APT_CONFIG, sources with signed-by, lists and cache"
+        echo "                               emptied each run): apt-get update; apt-get download of the $DEB_N packages"
+        echo "            debs install     = cp -r pool; apt-ftparchive packages; gzip -9n; xz; apt-ftparchive release;"
+        echo "                               gpg --clearsign (InRelease), into a fresh directory each run"
+        echo "            tool: bundle lock + bundle create, cold cache each run (upstream on 127.0.0.1); bundle install B"
+        echo "                  --web-root W into a fresh web root each run (checks the signature and every hash, syncs)"
+        if [[ $COMPONENTS == 1 ]]; then
+            echo
+            echo "debs components (same packages):"
+            # (MB/s of the .debs' bytes; "-" where no .deb is moved)
+            dcomp() { printf '  %-58s %8s s  %6s MB/s  peak RSS %7s MiB\n' "$1" "${WALL[$2]}" \
+                "$( [[ ${3:-} == nodebs ]] && echo - || dmbps "${WALL[$2]}")" "$(kib_mib "${RSS[$2]}")"; }
+            dcomp "bundle lock (cold cache; Release and indexes only)" deb_lock nodebs
+            dcomp "bundle create (warm cache: the debs already in it)" deb_create_warm
+            dcomp "apt-get update alone (empty lists)" deb_apt_update nodebs
+            dcomp "hand-made repository with dpkg-scanpackages -m" deb_hand_dpkg
+            dcomp "hand-made repository; sync -f DIR  (durable)" deb_hand_sync
+        fi
+        echo "debs install: the web root holds the upstream debs ($DEB_INSTALLED) and InRelease ($DEB_INREL)"
+    fi
+fi
 if [[ -n $IMG_FAIL ]]; then
     echo "bench: the images push did not work (see above)" >&2
+    exit 1
+fi
+if [[ -n $DEB_FAIL ]]; then
+    echo "bench: the debs did not work (see above)" >&2
     exit 1
 fi
 exit 0
