@@ -32,6 +32,27 @@ pub struct CarriedDebs {
     pub contents: Vec<ContentEntry>,
 }
 
+/// A relative path as it goes into a URL: each segment percent-encoded except the
+/// characters URLs keep as they are (apt does the same: `file_1%3a5.44_amd64.deb` is fetched
+/// as `file_1%253a5.44_amd64.deb`).
+fn escape_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            segment
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~+:@!$&'()*,;=".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn url(text: &str) -> Result<SourceUrl> {
     text.parse()
         .map_err(|e: String| Error::Usage(format!("`{text}`: {e}")))
@@ -182,7 +203,7 @@ pub fn collect(
                 let filename = safe_filename(filename).map_err(|e| {
                     Error::Usage(format!("debs `{}` {}: Filename: {e}", repo.name, p.name))
                 })?;
-                let canonical = url(&format!("{}/{filename}", layout.root))?;
+                let canonical = url(&format!("{}/{}", layout.root, escape_path(&filename)))?;
                 Ok(Download {
                     from: m.fetch_url(&canonical)?,
                     canonical,
@@ -275,4 +296,23 @@ pub fn collect(
         }
     }
     Ok(carried)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pool_paths_are_escaped_for_urls() {
+        assert_eq!(
+            super::escape_path("pool/main/f/file/file_1%3a5.44-3_amd64.deb"),
+            "pool/main/f/file/file_1%253a5.44-3_amd64.deb"
+        );
+        assert_eq!(
+            super::escape_path("pool/a b#c?.deb"),
+            "pool/a%20b%23c%3F.deb"
+        );
+        assert_eq!(
+            super::escape_path("pool/jq_1.6-2.1+deb12u3_amd64.deb"),
+            "pool/jq_1.6-2.1+deb12u3_amd64.deb"
+        );
+    }
 }
