@@ -176,13 +176,19 @@ fn main() -> ExitCode {
         }
     };
     let reporter = Reporter::new(cli.quiet || cli.json, cli.verbose);
+    // A verification failure of a bundle (not of an upstream download) means "do not
+    // install it".
+    let reads_a_bundle = matches!(
+        cli.command,
+        Command::Verify { .. } | Command::Install { .. } | Command::Inspect { .. }
+    );
     match run(cli.command, cli.json, &reporter) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             match e.hint() {
                 Some(hint) => eprintln!("hint: {hint}"),
-                None if e.exit_code() == 3 => eprintln!(
+                None if e.exit_code() == 3 && reads_a_bundle => eprintln!(
                     "hint: do not install this bundle: get a fresh copy from its source and check it \
                      with `minisign -Vm BUNDLE -p PUBKEY` (the publisher's key)"
                 ),

@@ -103,9 +103,21 @@ impl DebRepo {
         let repo = self;
         crate::bundle::check_release_name(&repo.name)
             .map_err(|e| Error::Usage(format!("debs name `{}`: {e}", repo.name)))?;
+        if repo.name.ends_with(".sources") {
+            return Err(Error::Usage(format!(
+                "debs name `{}`: must not end in `.sources` (the snippet beside each repository is named so)",
+                repo.name
+            )));
+        }
         let words = std::iter::once(("suite", &repo.suite))
             .chain(repo.components.iter().map(|c| ("components", c)))
-            .chain(repo.architectures.iter().map(|a| ("architectures", a)));
+            .chain(repo.architectures.iter().map(|a| ("architectures", a)))
+            .chain(
+                repo.packages
+                    .iter()
+                    .filter_map(|p| p.arch.as_ref())
+                    .map(|a| ("packages[].arch", a)),
+            );
         for (field, word) in words {
             let ok = !word.is_empty()
                 && word.len() <= 128
@@ -123,6 +135,44 @@ impl DebRepo {
         }
         Ok(format!("debs/{}", repo.name))
     }
+
+    /// The architectures the repository is read for: its own list, else the manifest's
+    /// `platforms` (`linux/amd64` → `amd64`), else `amd64`. `lock` and `create` agree on it.
+    pub fn arches(&self, platforms: &[Platform]) -> Vec<String> {
+        if !self.architectures.is_empty() {
+            return self.architectures.clone();
+        }
+        let mut from_platforms: Vec<String> = platforms
+            .iter()
+            .filter(|p| p.os == "linux")
+            .map(|p| match (p.architecture.as_str(), p.variant.as_deref()) {
+                ("arm", Some("v7") | None) => "armhf".to_string(),
+                ("386", _) => "i386".to_string(),
+                (a, _) => a.to_string(),
+            })
+            .collect();
+        from_platforms.dedup();
+        if from_platforms.is_empty() {
+            vec!["amd64".to_string()]
+        } else {
+            from_platforms
+        }
+    }
+}
+
+/// Checks the `debs` repositories together: names unique (each is a directory).
+pub fn check_deb_repo_names(repos: &[DebRepo]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for repo in repos {
+        repo.dir()?;
+        if !seen.insert(repo.name.as_str()) {
+            return Err(Error::Usage(format!(
+                "two debs repositories are named `{}`: each becomes debs/<name>/ on the web root",
+                repo.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The signed Release a repository was locked against: `create` carries exactly it.

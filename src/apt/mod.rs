@@ -7,14 +7,14 @@ pub mod relation;
 pub mod release;
 pub mod resolve;
 
-/// Where a repository's files live: `URL/dists/SUITE/` holds the Release and indexes and
-/// `Filename`s are relative to `URL`; a flat repository (`suite: ./`) keeps everything in
-/// `URL/SUITE`.
+/// Where a repository's files live: `URL/dists/SUITE/` holds the Release and indexes, or
+/// `URL/SUITE` for a flat repository (`suite: ./`, `sub/`); `Filename`s are relative to
+/// `URL` either way (as apt resolves them).
 #[derive(Debug, Clone)]
 pub struct RepoLayout {
     /// The directory holding `InRelease`.
     pub release_dir: String,
-    /// What `Filename` is relative to.
+    /// What `Filename` is relative to: the repository URL.
     pub root: String,
     pub flat: bool,
     /// The release directory relative to the repository root (`dists/stable`, or empty).
@@ -39,8 +39,9 @@ impl RepoLayout {
         } else {
             format!("{root}/{release_rel}")
         };
+        // apt resolves a `Filename` against the URI, flat or not.
         RepoLayout {
-            root: if flat { release_dir.clone() } else { root },
+            root,
             release_dir,
             flat,
             release_rel,

@@ -272,19 +272,38 @@ impl Resolver<'_> {
         };
         let me = self.describe(i);
         for group in p.pre_depends.iter().chain(&p.depends) {
-            let mut found = None;
-            for relation in group {
-                match self.satisfy(relation, &arch) {
-                    (Some(_), true) => {
-                        found = Some(None);
-                        break;
-                    }
-                    (Some(c), false) => {
-                        found = Some(Some(c));
-                        break;
-                    }
-                    (None, _) => {}
-                }
+            // An alternative already chosen satisfies the group; else the first one the
+            // carried repositories can satisfy.
+            let answers: Vec<(Option<usize>, bool)> =
+                group.iter().map(|r| self.satisfy(r, &arch)).collect();
+            let found = if answers.iter().any(|(c, chosen)| c.is_some() && *chosen) {
+                Some(None)
+            } else {
+                answers.iter().find_map(|(c, _)| c.map(Some))
+            };
+            if found.is_none()
+                && let Some(known) = group
+                    .iter()
+                    .find(|r| self.universe.by_name.contains_key(&r.name))
+            {
+                // The carried repositories have the package, just not a version (or an
+                // architecture) that fits: a conflict inside them, not a dependency for
+                // the site's mirror.
+                let have: BTreeSet<String> = self.universe.by_name[&known.name]
+                    .iter()
+                    .map(|&c| {
+                        let c = self.universe.package(c);
+                        format!("{} ({})", c.version, c.arch)
+                    })
+                    .collect();
+                return Err(Error::Usage(format!(
+                    "{} needs {}, but the carried repositories have {} only in {}",
+                    self.chain(i),
+                    relation::show(group),
+                    known.name,
+                    have.into_iter().collect::<Vec<_>>().join(", ")
+                ))
+                .with_hint("pin versions that fit together, or carry the repository that has the version needed"));
             }
             match found {
                 Some(None) => {}
@@ -333,8 +352,9 @@ pub fn resolve(
         queue: VecDeque::new(),
     };
     for w in wanted {
-        let i = pick(universe, w, arches)?;
-        r.select(i, None)?;
+        for i in pick(universe, w, arches)? {
+            r.select(i, None)?;
+        }
     }
     while let Some(i) = r.queue.pop_front() {
         r.follow(i)?;
@@ -345,9 +365,10 @@ pub fn resolve(
     })
 }
 
-/// The package the manifest names: the exact version asked for, else the highest, of the
-/// architecture asked for (or one the repository carries, or `all`), from its repository.
-fn pick(universe: &Universe, w: &Wanted, arches: &[String]) -> Result<usize> {
+/// The packages the manifest names: the exact version asked for, else the highest, for the
+/// architecture asked for, else for each architecture read (an `Architecture: all`
+/// package once), from its repository.
+fn pick(universe: &Universe, w: &Wanted, arches: &[String]) -> Result<Vec<usize>> {
     let all: Vec<usize> = universe
         .by_name
         .get(&w.name)
@@ -368,10 +389,6 @@ fn pick(universe: &Universe, w: &Wanted, arches: &[String]) -> Result<usize> {
             }
         )));
     }
-    let arch_ok = |p: &BinaryPackage| match &w.arch {
-        Some(a) => p.arch == *a,
-        None => p.arch == "all" || arches.contains(&p.arch),
-    };
     let version: Option<Version> = match &w.version {
         Some(v) => Some(v.parse().map_err(|e| {
             Error::Usage(format!(
@@ -381,42 +398,58 @@ fn pick(universe: &Universe, w: &Wanted, arches: &[String]) -> Result<usize> {
         })?),
         None => None,
     };
-    all.iter()
-        .copied()
-        .filter(|&i| arch_ok(universe.package(i)))
-        .filter(|&i| {
-            version
-                .as_ref()
-                .is_none_or(|v| universe.package(i).version == *v)
-        })
-        .max_by(|a, b| {
-            universe
-                .package(*a)
-                .version
-                .cmp(&universe.package(*b).version)
-        })
-        .ok_or_else(|| {
-            let have: BTreeSet<String> = all
-                .iter()
-                .map(|&i| {
-                    let p = universe.package(i);
-                    format!("{} ({})", p.version, p.arch)
-                })
-                .collect();
-            Error::Usage(format!(
-                "package `{}`{}{} is not in the repository, which has {}",
-                w.name,
-                w.version
-                    .as_deref()
-                    .map(|v| format!(" {v}"))
-                    .unwrap_or_default(),
-                w.arch
-                    .as_deref()
-                    .map(|a| format!(" for {a}"))
-                    .unwrap_or_default(),
-                have.into_iter().collect::<Vec<_>>().join(", ")
-            ))
-        })
+    // One package per architecture asked for (`all` once): the highest version of each.
+    let targets: Vec<&str> = match &w.arch {
+        Some(a) => vec![a.as_str()],
+        None => arches.iter().map(String::as_str).collect(),
+    };
+    let best = |target: &str| {
+        all.iter()
+            .copied()
+            .filter(|&i| {
+                let p = universe.package(i);
+                p.arch == target || (p.arch == "all" && w.arch.is_none())
+            })
+            .filter(|&i| {
+                version
+                    .as_ref()
+                    .is_none_or(|v| universe.package(i).version == *v)
+            })
+            .max_by(|a, b| {
+                universe
+                    .package(*a)
+                    .version
+                    .cmp(&universe.package(*b).version)
+            })
+    };
+    let mut picked: Vec<usize> = targets.iter().filter_map(|t| best(t)).collect();
+    picked.sort_unstable();
+    picked.dedup();
+    if !picked.is_empty() {
+        return Ok(picked);
+    }
+    None::<Vec<usize>>.ok_or_else(|| {
+        let have: BTreeSet<String> = all
+            .iter()
+            .map(|&i| {
+                let p = universe.package(i);
+                format!("{} ({})", p.version, p.arch)
+            })
+            .collect();
+        Error::Usage(format!(
+            "package `{}`{}{} is not in the repository, which has {}",
+            w.name,
+            w.version
+                .as_deref()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default(),
+            w.arch
+                .as_deref()
+                .map(|a| format!(" for {a}"))
+                .unwrap_or_default(),
+            have.into_iter().collect::<Vec<_>>().join(", ")
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -548,5 +581,48 @@ mod tests {
             Ok(_) => panic!("an unknown package resolved"),
         };
         assert!(e.to_string().contains("nearest names: c"), "{e}");
+    }
+
+    #[test]
+    fn architectures_alternatives_and_versions_the_carried_repositories_lack() {
+        let text = [
+            pkg("jq", "1.6", "amd64", "Depends: libjq1\n"),
+            pkg("jq", "1.6", "arm64", "Depends: libjq1\n"),
+            pkg("libjq1", "1.6", "amd64", ""),
+            pkg("libjq1", "1.6", "arm64", ""),
+            pkg("tool", "1", "amd64", "Depends: hello | jq\n"),
+            pkg("hello", "2.10", "amd64", ""),
+            pkg("new", "1", "amd64", "Depends: libjq1 (>= 9)\n"),
+        ]
+        .concat();
+        let u = universe(&text);
+        let both = vec!["amd64".to_string(), "arm64".to_string()];
+        // Each architecture asked for gets the package and its dependencies.
+        let r = resolve(&u, &[want("jq")], &[Closure::Default], &both).unwrap();
+        let got: Vec<String> = r
+            .selected
+            .iter()
+            .map(|&i| format!("{} {}", u.package(i).name, u.package(i).arch))
+            .collect();
+        assert_eq!(
+            got,
+            ["jq amd64", "jq arm64", "libjq1 amd64", "libjq1 arm64"]
+        );
+        // An alternative already chosen wins over the first one.
+        let amd = vec!["amd64".to_string()];
+        let r = resolve(&u, &[want("jq"), want("tool")], &[Closure::Default], &amd).unwrap();
+        assert!(
+            !names(&u, &r).iter().any(|n| n.starts_with("hello")),
+            "{:?}",
+            names(&u, &r)
+        );
+        // A version the carried repositories do not have is a conflict, not external.
+        let e = match resolve(&u, &[want("new")], &[Closure::Default], &amd) {
+            Err(e) => e,
+            Ok(_) => panic!("an unsatisfiable version resolved"),
+        };
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("libjq1 (>= 9)"), "{e}");
+        assert!(e.to_string().contains("only in 1.6"), "{e}");
     }
 }

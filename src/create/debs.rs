@@ -78,6 +78,7 @@ pub fn collect(
     reporter: &Reporter,
 ) -> Result<CarriedDebs> {
     let mut carried = CarriedDebs::default();
+    crate::manifest::check_deb_repo_names(&m.debs)?;
     for repo in &m.debs {
         let dir = repo.dir()?;
         let layout = RepoLayout::of(repo.url.as_str(), &repo.suite);
@@ -154,18 +155,8 @@ pub fn collect(
         ));
 
         // Every Packages variant listed for what is carried, checked against the sums.
-        let arches: Vec<String> = {
-            let mut a: Vec<String> = repo
-                .packages
-                .iter()
-                .filter_map(|p| p.arch.clone())
-                .filter(|a| a != "all")
-                .collect();
-            a.extend(repo.architectures.iter().cloned());
-            a.sort();
-            a.dedup();
-            a
-        };
+        // The architectures `lock` read (the same rule), so apt finds each index it asks for.
+        let arches = repo.arches(&m.platforms);
         let components: Vec<String> = if layout.flat || repo.components.is_empty() {
             vec!["main".to_string()]
         } else {

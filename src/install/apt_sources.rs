@@ -48,18 +48,8 @@ pub fn snippets(locked_manifest: &[u8], base_url: &str) -> Result<AptOnSite> {
             };
             s.push_str(&format!("Components: {components}\n"));
         }
-        let mut arches: Vec<String> = repo
-            .packages
-            .iter()
-            .filter_map(|p| p.arch.clone())
-            .filter(|a| a != "all")
-            .chain(repo.architectures.iter().cloned())
-            .collect();
-        arches.sort();
-        arches.dedup();
-        if !arches.is_empty() {
-            s.push_str(&format!("Architectures: {}\n", arches.join(" ")));
-        }
+        let arches = repo.arches(&manifest.platforms);
+        s.push_str(&format!("Architectures: {}\n", arches.join(" ")));
         if repo
             .release
             .as_ref()

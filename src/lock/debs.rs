@@ -53,13 +53,27 @@ fn repo_key(repo: &DebRepo, base_dir: &Path) -> Result<RepoKey> {
         Error::Usage(format!("debs `{}`: {e}", repo.name))
             .with_hint("signed-by is relative to the manifest's directory")
     })?;
-    if meta.len() > MAX_KEY_BYTES {
+    if !meta.is_file() || meta.len() > MAX_KEY_BYTES {
+        return Err(Error::Usage(format!(
+            "{}: not a key file (a regular file of at most {MAX_KEY_BYTES} bytes)",
+            path.display()
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(&path).at("cannot read the signed-by key", &path)?,
+            MAX_KEY_BYTES + 1,
+        ),
+        &mut bytes,
+    )
+    .at("cannot read the signed-by key", &path)?;
+    if bytes.len() as u64 > MAX_KEY_BYTES {
         return Err(Error::Usage(format!(
             "{}: over {MAX_KEY_BYTES} bytes, not a key file",
             path.display()
         )));
     }
-    let bytes = std::fs::read(&path).at("cannot read the signed-by key", &path)?;
     RepoKey::parse(&bytes, &path.display().to_string())
 }
 
@@ -131,29 +145,6 @@ fn index_path(
         .find(|p| release.sha256.contains_key(p))
 }
 
-/// The architectures a repository is read for: its own list, else the manifest's
-/// `platforms` (`linux/amd64` → `amd64`), else `amd64`.
-fn architectures(repo: &DebRepo, manifest: &Manifest) -> Vec<String> {
-    if !repo.architectures.is_empty() {
-        return repo.architectures.clone();
-    }
-    let from_platforms: Vec<String> = manifest
-        .platforms
-        .iter()
-        .filter(|p| p.os == "linux")
-        .map(|p| match (p.architecture.as_str(), p.variant.as_deref()) {
-            ("arm", Some("v7") | None) => "armhf".to_string(),
-            ("386", _) => "i386".to_string(),
-            (a, _) => a.to_string(),
-        })
-        .collect();
-    if from_platforms.is_empty() {
-        vec!["amd64".to_string()]
-    } else {
-        from_platforms
-    }
-}
-
 /// Resolves every `debs` repository whose packages are not all pinned yet.
 pub fn lock_debs(
     locked: &mut Manifest,
@@ -173,13 +164,13 @@ pub fn lock_debs(
     let mut keys = Vec::new();
     let mut releases = Vec::new();
     let mut arches_all: Vec<String> = Vec::new();
+    crate::manifest::check_deb_repo_names(&locked.debs)?;
     for (n, repo) in locked.debs.iter().enumerate() {
-        repo.dir()?;
         let key = repo_key(repo, base_dir)?;
         let (release, locked_release) = signed_release(repo, &key, locked, fetcher)?;
         releases.push(locked_release);
         let layout = RepoLayout::of(repo.url.as_str(), &repo.suite);
-        let arches = architectures(repo, locked);
+        let arches = repo.arches(&locked.platforms);
         let components: Vec<String> = if layout.flat || repo.components.is_empty() {
             vec!["main".to_string()]
         } else {
