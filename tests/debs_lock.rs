@@ -243,6 +243,17 @@ fn a_release_signed_by_another_key_or_expired_or_malformed_is_exit_3() {
         .assert_code(3)
         .assert_stderr_contains("InRelease");
 
+    // A revoked key signs nothing (apt says REVKEYSIG).
+    let ws_revoked = Workspace::new();
+    let repo_r = AptRepo::build(&ws_revoked, AptRepoOptions::default());
+    let revoked = ws_revoked.path("revoked.asc");
+    repo_r.export_revoked_key(&revoked);
+    write_manifest(&ws_revoked, &repo_r, &revoked, &["{name: jq}"], "");
+    lock_m(&ws_revoked)
+        .assert_code(3)
+        .assert_stderr_contains("revoked")
+        .assert_stderr_contains(repo_r.key_fingerprint());
+
     // A signed-by file that is not a key: exit 2 naming it.
     ws.write("keys/junk.asc", "not a key\n");
     write_manifest(&ws, &repo, &ws.path("keys/junk.asc"), &["{name: jq}"], "");

@@ -17,6 +17,8 @@ pub struct RepoKey {
     keys: Vec<SignedPublicKey>,
     /// The primary keys' fingerprints, upper-case hex, comma-separated.
     pub fingerprint: String,
+    /// Keys of the file that carry a revocation signature: never accepted.
+    revoked: Vec<String>,
 }
 
 const ARMOR_BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
@@ -56,8 +58,16 @@ impl RepoKey {
             return Err(bad(format!("more than {MAX_KEYS} keys")));
         }
         let mut keys = Vec::new();
+        let mut revoked = Vec::new();
         for key in parsed {
             let mut key = key.map_err(|e| bad(e.to_string()))?;
+            // A revoked key signs nothing this tool accepts (apt says REVKEYSIG). The
+            // revocation is taken from the key file the operator trusts, unverified: at
+            // worst it refuses a key.
+            if !key.details.revocation_signatures.is_empty() {
+                revoked.push(hex::encode_upper(key.fingerprint().as_bytes()));
+                continue;
+            }
             // A subkey counts only when the primary key bound it (as gpg does); other
             // certifications on the key (keyrings carry many) are not this tool's concern.
             let primary = key.primary_key.clone();
@@ -65,7 +75,7 @@ impl RepoKey {
                 .retain(|sub| sub.verify_bindings(&primary).is_ok());
             keys.push(key);
         }
-        if keys.is_empty() {
+        if keys.is_empty() && revoked.is_empty() {
             return Err(bad("no key in it".into()));
         }
         let fingerprint = keys
@@ -73,7 +83,11 @@ impl RepoKey {
             .map(|k| hex::encode_upper(k.fingerprint().as_bytes()))
             .collect::<Vec<_>>()
             .join(", ");
-        Ok(RepoKey { keys, fingerprint })
+        Ok(RepoKey {
+            keys,
+            fingerprint,
+            revoked,
+        })
     }
 
     /// The keys, ASCII-armored (what a lock carries, so that it is self-contained).
@@ -142,8 +156,13 @@ pub fn verify_detached(
 }
 
 fn not_signed_by(origin: &str, key: &RepoKey) -> Error {
+    let revoked = if key.revoked.is_empty() {
+        String::new()
+    } else {
+        format!(" (revoked, not used: {})", key.revoked.join(", "))
+    };
     Error::Verify(format!(
-        "{origin}: the signature is not by the signed-by key {}",
+        "{origin}: the signature is not by the signed-by key {}{revoked}",
         key.fingerprint
     ))
     .with_hint("check that signed-by names this repository's current key")

@@ -342,6 +342,43 @@ impl AptRepo {
         &self.key.fingerprint
     }
 
+    /// The repository key as it is once revoked (gpg's own revocation certificate made at
+    /// key generation, imported into a copy of the key home), ASCII-armored at `out`.
+    pub fn export_revoked_key(&self, out: &Path) {
+        let home = self.gnupg.with_extension("revoked");
+        let _ = fs::remove_dir_all(&home);
+        fs::create_dir(&home).unwrap();
+        set_mode(&home, 0o700);
+        for entry in fs::read_dir(&self.gnupg).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_file() {
+                fs::copy(&path, home.join(entry.file_name())).unwrap();
+            }
+        }
+        fs::create_dir_all(home.join("openpgp-revocs.d")).unwrap();
+        let cert = fs::read_to_string(
+            self.gnupg
+                .join("openpgp-revocs.d")
+                .join(format!("{}.rev", self.key.fingerprint)),
+        )
+        .expect("gpg's revocation certificate");
+        // gpg escapes the armor with a leading ':' so that it is not imported by accident.
+        let cert = cert.replace(
+            ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        );
+        let cert_path = home.join("revoke.asc");
+        fs::write(&cert_path, cert).unwrap();
+        let agent = GpgAgent(home.clone());
+        output_ok(agent.gpg().arg("--import").arg(&cert_path));
+        let exported = output_ok(
+            agent
+                .gpg()
+                .args(["--armor", "--export", &self.key.fingerprint]),
+        );
+        fs::write(out, exported).unwrap();
+    }
+
     /// The unrelated key's fingerprint (uppercase hex).
     pub fn other_key_fingerprint(&self) -> &str {
         &self.other.fingerprint
