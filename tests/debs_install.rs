@@ -18,19 +18,28 @@ use common::*;
 /// `m.yaml` carrying jq (and its closure) from `repo`, locked and bundled into
 /// `b.bundle.tar.zst`.
 fn bundle_jq(ws: &Workspace, repo: &AptRepo) {
+    bundle_jq_as(ws, repo, "debs", "tools", "b");
+}
+
+/// Bundle `bundle` 1.0.0 carrying jq from `repo` as repository `repo_name`, into
+/// `<out>.bundle.tar.zst` (the site key made once).
+fn bundle_jq_as(ws: &Workspace, repo: &AptRepo, bundle: &str, repo_name: &str, out: &str) {
     ws.mkdir("keys");
-    fs::copy(repo.key_armored(), ws.path("keys/tools.asc")).unwrap();
+    fs::copy(repo.key_armored(), ws.path(format!("keys/{out}.asc"))).unwrap();
     ws.write(
-        "m.yaml",
+        format!("{out}.yaml"),
         format!(
-            "apiVersion: bundle/v1\nname: debs\nversion: 1.0.0\ndebs:\n  - name: tools\n    url: {}\n    suite: stable\n    components: [main]\n    architectures: [{}]\n    signed-by: keys/tools.asc\n    packages:\n      - {{name: jq}}\n",
+            "apiVersion: bundle/v1\nname: {bundle}\nversion: 1.0.0\ndebs:\n  - name: {repo_name}\n    url: {}\n    suite: stable\n    components: [main]\n    architectures: [{}]\n    signed-by: keys/{out}.asc\n    packages:\n      - {{name: jq}}\n",
             repo.url(),
             repo.arch()
         ),
     );
-    lock(ws, "m.yaml", "m.lock.yaml", "cache", &[]).assert_ok();
-    site_keygen(ws);
-    create(ws, "m.lock.yaml", "b.bundle.tar.zst", "cache", &[]).assert_ok();
+    let (manifest, locked) = (format!("{out}.yaml"), format!("{out}.lock.yaml"));
+    lock(ws, &manifest, &locked, "cache", &[]).assert_ok();
+    if !ws.path("site.key").exists() {
+        site_keygen(ws);
+    }
+    create(ws, &locked, &format!("{out}.bundle.tar.zst"), "cache", &[]).assert_ok();
 }
 
 fn install(ws: &Workspace, bundle: &str, www: &std::path::Path, base: &str) -> Run {
@@ -183,7 +192,7 @@ fn an_upstream_deb_or_release_changed_since_lock_is_exit_3_at_create() {
     bytes[mid] ^= 0x01;
     fs::write(&pool_file, &bytes).unwrap();
     fs::remove_dir_all(ws.path("cache")).unwrap();
-    create(&ws, "m.lock.yaml", "c.bundle.tar.zst", "cache", &[])
+    create(&ws, "b.lock.yaml", "c.bundle.tar.zst", "cache", &[])
         .assert_code(3)
         .assert_stderr_contains("jq")
         .assert_stderr_contains("sha256 mismatch");
@@ -191,9 +200,35 @@ fn an_upstream_deb_or_release_changed_since_lock_is_exit_3_at_create() {
 
     // The repository re-published (a new signed Release): the lock no longer matches.
     repo.publish();
-    create(&ws, "m.lock.yaml", "d.bundle.tar.zst", "cache", &[])
+    create(&ws, "b.lock.yaml", "d.bundle.tar.zst", "cache", &[])
         .assert_code(3)
         .assert_stderr_contains("InRelease")
         .assert_stderr_contains("lock again");
     assert!(!ws.path("d.bundle.tar.zst").exists());
+}
+
+#[test]
+fn another_bundle_may_not_replace_a_repository_with_another_release() {
+    let ws = Workspace::new();
+    let first = AptRepo::build(&ws, AptRepoOptions::default());
+    bundle_jq(&ws, &first);
+    let www = ws.mkdir("www");
+    install(&ws, "b.bundle.tar.zst", &www, "http://web.example.org/").assert_ok();
+
+    // Another bundle, another upstream signing of a repository also named `tools`.
+    let ws2 = Workspace::new();
+    let second = AptRepo::build(&ws2, AptRepoOptions::default());
+    bundle_jq_as(&ws, &second, "other", "tools", "o");
+    let before = tree_snapshot(&www);
+    install(&ws, "o.bundle.tar.zst", &www, "http://web.example.org/")
+        .assert_code(1)
+        .assert_stderr_contains("debs/tools")
+        .assert_stderr_contains("bundle debs 1.0.0")
+        .assert_stderr_contains("another name");
+    assert_eq!(tree_snapshot(&www), before);
+    // Under its own name it installs beside the first.
+    bundle_jq_as(&ws, &second, "other", "tools2", "p");
+    install(&ws, "p.bundle.tar.zst", &www, "http://web.example.org/").assert_ok();
+    assert!(www.join("debs/tools2.sources").exists());
+    assert!(www.join("debs/tools.sources").exists());
 }

@@ -27,6 +27,7 @@ pub fn snippets(locked_manifest: &[u8], base_url: &str) -> Result<AptOnSite> {
         repos.push(AptRepoOnSite {
             name: repo.name.clone(),
             upstream: repo.url.to_string(),
+            release_sha256: repo.release.as_ref().map(|r| r.sha256),
         });
         let dir = repo.dir()?;
         let flat = crate::apt::RepoLayout::of(repo.url.as_str(), &repo.suite).flat;

@@ -59,6 +59,10 @@ pub struct AptRepoOnSite {
     pub name: String,
     /// The upstream URL it was carried from (which Kubespray variable it serves).
     pub upstream: String,
+    /// The sha256 of the signed Release installed (two bundles may share a repository
+    /// only with the same Release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_sha256: Option<crate::digest::Sha256Digest>,
 }
 
 /// Kubespray's apt variables a carried repository sets, by what its upstream is: Docker's
@@ -223,6 +227,7 @@ mod tests {
             apt: vec![AptRepoOnSite {
                 name: "x".into(),
                 upstream: "https://example.org/\nfiles_repo: evil".into(),
+                release_sha256: None,
             }],
             ..SiteContent::default()
         };
@@ -251,10 +256,12 @@ mod tests {
                 AptRepoOnSite {
                     name: "docker".into(),
                     upstream: "https://download.docker.com/linux/debian".into(),
+                    release_sha256: None,
                 },
                 AptRepoOnSite {
                     name: "debian".into(),
                     upstream: "https://deb.debian.org/debian".into(),
+                    release_sha256: None,
                 },
             ],
             ..SiteContent::default()

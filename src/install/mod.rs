@@ -225,6 +225,7 @@ pub fn install(
                         .filter(|a| a.kind == EntryKind::AptIndex)
                         .map(|a| format!("{}.sources", a.dest))
                         .collect();
+                    check_shared_apt_repos(root, &v.index)?;
                     let mut generated: Vec<&str> = vec![&receipt, VARS_PATH];
                     generated.extend(snippets.iter().map(String::as_str));
                     let found = web_root::preflight(root, &v.index, Layout::WebRoot, &generated)?;
@@ -311,6 +312,37 @@ pub fn install(
         Ok(()) => Ok(report),
         Err(e) => Err(undo_tags(&mut registry, e)),
     }
+}
+
+/// Pre-flight: a carried apt repository may replace one another bundle (by name) installed
+/// only with the same signed Release; otherwise its indexes would hide that bundle's
+/// packages from apt (exit 1, naming both). A newer version of the same bundle may.
+fn check_shared_apt_repos(root: &RootDir, index: &crate::bundle::index::Index) -> Result<()> {
+    let receipts = receipt::all_receipts(root);
+    for artifact in index
+        .artifacts
+        .iter()
+        .filter(|a| a.kind == EntryKind::AptIndex)
+    {
+        let Some(name) = artifact.dest.strip_prefix("debs/") else {
+            continue;
+        };
+        for other in receipts.iter().filter(|r| r.name != index.name) {
+            if let Some(repo) = other.apt_repos.iter().find(|r| r.name == name)
+                && repo.release_sha256.is_some()
+                && repo.release_sha256 != artifact.sha256
+            {
+                return Err(Error::Runtime(format!(
+                    "{}: debs/{name} holds the repository `{name}` of bundle {} {}; this bundle carries another Release of it, which would hide that bundle's packages from apt; nothing was installed",
+                    root.path().display(),
+                    other.name,
+                    other.version
+                ))
+                .with_hint("give the repository another name in this bundle's manifest (debs[].name), or carry the same Release"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The images the registry target pushes, named and checked for clashes; `None` when
