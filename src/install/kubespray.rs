@@ -69,18 +69,25 @@ pub struct AptRepoOnSite {
 /// repository also serves containerd.io, which Kubespray takes from `containerd_*`.
 fn apt_variables(upstream: &str) -> &'static [&'static str] {
     let u = upstream.to_ascii_lowercase();
-    let docker = u.contains("download.docker.com");
-    match (docker, u.contains("/ubuntu")) {
-        (true, true) => &[
+    let path_end = u
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let docker = u.contains("://download.docker.com/");
+    match (docker, path_end.as_str()) {
+        (true, "ubuntu") => &[
             "docker_ubuntu_repo_base_url",
             "containerd_ubuntu_repo_base_url",
         ],
-        (true, false) => &[
+        (true, "debian") => &[
             "docker_debian_repo_base_url",
             "containerd_debian_repo_base_url",
         ],
-        (false, true) => &["ubuntu_repo"],
-        (false, false) if u.contains("debian") => &["debian_repo"],
+        // The distribution's own archive: its URL ends in /ubuntu or /debian.
+        (false, "ubuntu") => &["ubuntu_repo"],
+        (false, "debian") => &["debian_repo"],
         _ => &[],
     }
 }
@@ -107,7 +114,12 @@ pub fn render(base_url: &str, site: &SiteContent<'_>, provenance: &str) -> Resul
     let mut unmapped_apt = Vec::new();
     for repo in &site.apt {
         let url = format!("{base}/debs/{}", repo.name);
-        let names = apt_variables(&repo.upstream);
+        // The first repository (by name) that fits a variable takes it; others are listed.
+        let names: Vec<&str> = apt_variables(&repo.upstream)
+            .iter()
+            .copied()
+            .filter(|v| !vars.contains_key(*v))
+            .collect();
         if names.is_empty() {
             unmapped_apt.push(format!("{url} (from {})", repo.upstream));
         }
