@@ -12,7 +12,7 @@ use std::fs;
 
 use common::apt::{AptClient, AptRepo, AptRepoOptions};
 use common::net::{create, lock, site_keygen};
-use common::tamper::{Framing, build_bundle, decompress, read_tar};
+use common::tamper::flip_entry_byte;
 use common::*;
 
 /// `m.yaml` carrying jq (and its closure) from `repo`, locked and bundled into
@@ -157,18 +157,11 @@ fn a_tampered_deb_in_the_bundle_is_exit_3_and_the_web_root_is_unchanged() {
     bundle_jq(&ws, &repo);
     let jq = repo.package("jq");
     let entry_path = format!("debs/tools/{}", jq.filename);
-    let mut entries = read_tar(&decompress(&fs::read(ws.path("b.bundle.tar.zst")).unwrap()));
-    let target = entries
-        .iter_mut()
-        .find(|e| e.path() == entry_path)
-        .unwrap_or_else(|| panic!("no entry {entry_path} in the bundle"));
-    let mid = target.data.len() / 2;
-    target.data[mid] ^= 0x01;
-    fs::write(
-        ws.path("t.bundle.tar.zst"),
-        build_bundle(&entries, Framing::Seekable),
-    )
-    .unwrap();
+    flip_entry_byte(
+        &ws.path("b.bundle.tar.zst"),
+        &entry_path,
+        &ws.path("t.bundle.tar.zst"),
+    );
 
     let www = ws.mkdir("www");
     ws.write("www/index.html", "site\n");

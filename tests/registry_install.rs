@@ -22,7 +22,7 @@ use common::registry::{
     build_image, build_image_on, build_image_with, config, create_images, images_manifest, layers,
     lock_images, push_two_platform_index, sh_ok,
 };
-use common::tamper::{Framing, build_bundle, decompress, read_tar};
+use common::tamper::flip_entry_byte;
 use common::*;
 
 /// The site registry's login.
@@ -478,18 +478,11 @@ fn a_tampered_blob_in_the_bundle_is_exit_3_naming_its_entry_and_no_tag_is_pushed
     let entry_path = format!("oci/blobs/sha256/{layer}");
 
     // The same signed index, one byte of the app's own layer flipped.
-    let mut entries = read_tar(&decompress(&fs::read(ws.path("b.bundle.tar.zst")).unwrap()));
-    let target = entries
-        .iter_mut()
-        .find(|e| e.path() == entry_path)
-        .unwrap_or_else(|| panic!("no entry {entry_path} in the bundle"));
-    let mid = target.data.len() / 2;
-    target.data[mid] ^= 0x01;
-    fs::write(
-        ws.path("t.bundle.tar.zst"),
-        build_bundle(&entries, Framing::Seekable),
-    )
-    .unwrap();
+    flip_entry_byte(
+        &ws.path("b.bundle.tar.zst"),
+        &entry_path,
+        &ws.path("t.bundle.tar.zst"),
+    );
     run_bundle_in(
         ws.root(),
         &["verify", "t.bundle.tar.zst", "--pubkey", "site.pub"],

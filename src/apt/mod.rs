@@ -48,6 +48,16 @@ impl RepoLayout {
         }
     }
 
+    /// The components whose indexes are read: those listed, else `main` (a flat
+    /// repository has one index, read as `main`).
+    pub fn components(&self, listed: &[String]) -> Vec<String> {
+        if self.flat || listed.is_empty() {
+            vec!["main".to_string()]
+        } else {
+            listed.to_vec()
+        }
+    }
+
     /// The directory of a component's index for `arch`, relative to the release
     /// directory (`main/binary-amd64/`, or empty when flat).
     pub fn index_dir(&self, component: &str, arch: &str) -> String {

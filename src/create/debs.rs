@@ -157,11 +157,7 @@ pub fn collect(
         // Every Packages variant listed for what is carried, checked against the sums.
         // The architectures `lock` read (the same rule), so apt finds each index it asks for.
         let arches = repo.arches(&m.platforms);
-        let components: Vec<String> = if layout.flat || repo.components.is_empty() {
-            vec!["main".to_string()]
-        } else {
-            repo.components.clone()
-        };
+        let components = layout.components(&repo.components);
         let mut index_downloads = Vec::new();
         let mut index_paths = Vec::new();
         for component in &components {

@@ -171,11 +171,7 @@ pub fn lock_debs(
         releases.push(locked_release);
         let layout = RepoLayout::of(repo.url.as_str(), &repo.suite);
         let arches = repo.arches(&locked.platforms);
-        let components: Vec<String> = if layout.flat || repo.components.is_empty() {
-            vec!["main".to_string()]
-        } else {
-            repo.components.clone()
-        };
+        let components = layout.components(&repo.components);
         let mut downloads = Vec::new();
         let mut paths = Vec::new();
         for component in &components {

@@ -1017,3 +1017,16 @@ fn device(name: &[u8], kind: EntryType) -> RawEntry {
     entry.header.set_cksum();
     entry
 }
+
+/// Writes `dst`: the bundle `src` with one byte in the middle of entry `entry_path` flipped,
+/// its signed index unchanged (a tampered entry under a valid signature).
+pub fn flip_entry_byte(src: &Path, entry_path: &str, dst: &Path) {
+    let mut entries = read_tar(&decompress(&std::fs::read(src).unwrap()));
+    let target = entries
+        .iter_mut()
+        .find(|e| e.path() == entry_path)
+        .unwrap_or_else(|| panic!("no entry {entry_path} in the bundle"));
+    let mid = target.data.len() / 2;
+    target.data[mid] ^= 0x01;
+    std::fs::write(dst, build_bundle(&entries, Framing::Seekable)).unwrap();
+}
