@@ -254,6 +254,27 @@ fn a_release_signed_by_another_key_or_expired_or_malformed_is_exit_3() {
         .assert_stderr_contains("revoked")
         .assert_stderr_contains(repo_r.key_fingerprint());
 
+    // Nor a key that has expired since it signed (apt says EXPKEYSIG).
+    let ws_expired = Workspace::new();
+    let repo_e = AptRepo::build(
+        &ws_expired,
+        AptRepoOptions {
+            expired_key: true,
+            ..AptRepoOptions::default()
+        },
+    );
+    write_manifest(
+        &ws_expired,
+        &repo_e,
+        &repo_e.key_armored(),
+        &["{name: jq}"],
+        "",
+    );
+    lock_m(&ws_expired)
+        .assert_code(3)
+        .assert_stderr_contains("expired 2024-01-01")
+        .assert_stderr_contains(repo_e.key_fingerprint());
+
     // A signed-by file that is not a key: exit 2 naming it.
     ws.write("keys/junk.asc", "not a key\n");
     write_manifest(&ws, &repo, &ws.path("keys/junk.asc"), &["{name: jq}"], "");

@@ -17,7 +17,7 @@ pub struct RepoKey {
     keys: Vec<SignedPublicKey>,
     /// The primary keys' fingerprints, upper-case hex, comma-separated.
     pub fingerprint: String,
-    /// Keys of the file that carry a revocation signature: never accepted.
+    /// Keys of the file that are revoked or expired (fingerprint and why): never accepted.
     revoked: Vec<String>,
 }
 
@@ -65,7 +65,22 @@ impl RepoKey {
             // revocation is taken from the key file the operator trusts, unverified: at
             // worst it refuses a key.
             if !key.details.revocation_signatures.is_empty() {
-                revoked.push(hex::encode_upper(key.fingerprint().as_bytes()));
+                revoked.push(format!(
+                    "{} (revoked)",
+                    hex::encode_upper(key.fingerprint().as_bytes())
+                ));
+                continue;
+            }
+            // Nor one that has expired (apt says EXPKEYSIG): the newest self-signature's
+            // key expiration time, counted from the key's creation.
+            if let Some(expired_at) = expiry(&key)
+                && expired_at < crate::timefmt::now_epoch()
+            {
+                revoked.push(format!(
+                    "{} (expired {})",
+                    hex::encode_upper(key.fingerprint().as_bytes()),
+                    crate::timefmt::rfc3339(expired_at)
+                ));
                 continue;
             }
             // A subkey counts only when the primary key bound it (as gpg does); other
@@ -115,6 +130,23 @@ impl RepoKey {
     }
 }
 
+/// When a key expires (Unix seconds), from its newest self-signature that says.
+fn expiry(key: &SignedPublicKey) -> Option<u64> {
+    let newest = key
+        .details
+        .users
+        .iter()
+        .flat_map(|u| u.signatures.iter())
+        .chain(key.details.direct_signatures.iter())
+        .filter(|s| s.created().is_some())
+        .max_by_key(|s| s.created().map(|t| t.as_secs()))?;
+    let lifetime = newest.key_expiration_time()?.as_secs();
+    if lifetime == 0 {
+        return None;
+    }
+    Some(u64::from(key.primary_key.created_at().as_secs()) + u64::from(lifetime))
+}
+
 /// The text of an `InRelease` file once its signature checked out with `key`.
 pub fn verify_inrelease(bytes: &[u8], key: &RepoKey, origin: &str) -> Result<String> {
     let text = std::str::from_utf8(bytes)
@@ -159,7 +191,7 @@ fn not_signed_by(origin: &str, key: &RepoKey) -> Error {
     let revoked = if key.revoked.is_empty() {
         String::new()
     } else {
-        format!(" (revoked, not used: {})", key.revoked.join(", "))
+        format!("; not used: {}", key.revoked.join(", "))
     };
     Error::Verify(format!(
         "{origin}: the signature is not by the signed-by key {}{revoked}",

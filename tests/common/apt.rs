@@ -75,7 +75,16 @@ pub struct AptRepoOptions {
     pub sign_with_other_key: bool,
     /// The kind of both keys (the repository key and the other one).
     pub key_algo: KeyAlgo,
+    /// Keys made in the past (gpg's faked system time) valid for one year, and the
+    /// Release signed while they were valid: the signatures are good, the key has expired
+    /// since (apt says EXPKEYSIG).
+    pub expired_key: bool,
 }
+
+/// The faked time an [`AptRepoOptions::expired_key`] repository's keys are made at, and the
+/// one its Release is signed at (both long before now, the keys valid one year).
+const EXPIRED_KEY_MADE: &str = "20230101T000000";
+const EXPIRED_KEY_SIGNS: &str = "20230601T000000";
 
 impl Default for AptRepoOptions {
     fn default() -> Self {
@@ -85,6 +94,7 @@ impl Default for AptRepoOptions {
             valid_until_past: false,
             sign_with_other_key: false,
             key_algo: KeyAlgo::default(),
+            expired_key: false,
         }
     }
 }
@@ -155,8 +165,14 @@ impl AptRepo {
         let keys = base.join("keys");
         fs::create_dir(&keys).expect("mkdir keys");
         let agent = GpgAgent(gnupg.clone());
-        let key = gen_key(&agent, options.key_algo, "repo", &keys);
-        let other = gen_key(&agent, options.key_algo, "other", &keys);
+        let key = gen_key(&agent, options.key_algo, options.expired_key, "repo", &keys);
+        let other = gen_key(
+            &agent,
+            options.key_algo,
+            options.expired_key,
+            "other",
+            &keys,
+        );
 
         let apache = Apache::start(&base.join("www"));
         let mut repo = AptRepo {
@@ -268,21 +284,23 @@ impl AptRepo {
             ("--clearsign", "InRelease"),
             ("--detach-sign", "Release.gpg"),
         ] {
+            let mut cmd = agent.gpg();
+            if self.options.expired_key {
+                cmd.args(["--faked-system-time", EXPIRED_KEY_SIGNS]);
+            }
             output_ok(
-                agent
-                    .gpg()
-                    .args([
-                        "--yes",
-                        "--armor",
-                        "--digest-algo",
-                        "SHA512",
-                        "--local-user",
-                    ])
-                    .arg(signer)
-                    .arg(mode)
-                    .arg("--output")
-                    .arg(release_dir.join(out))
-                    .arg(&release_file),
+                cmd.args([
+                    "--yes",
+                    "--armor",
+                    "--digest-algo",
+                    "SHA512",
+                    "--local-user",
+                ])
+                .arg(signer)
+                .arg(mode)
+                .arg("--output")
+                .arg(release_dir.join(out))
+                .arg(&release_file),
             );
         }
     }
@@ -458,14 +476,20 @@ impl Drop for GpgAgent {
 
 /// A signing-only key `<name>@example.org` without passphrase, exported to
 /// `keys/<name>.asc` and `keys/<name>.gpg`.
-fn gen_key(agent: &GpgAgent, algo: KeyAlgo, name: &str, keys: &Path) -> Key {
+fn gen_key(agent: &GpgAgent, algo: KeyAlgo, expired: bool, name: &str, keys: &Path) -> Key {
     let email = format!("{name}@example.org");
+    let mut cmd = agent.gpg();
+    if expired {
+        cmd.args(["--faked-system-time", EXPIRED_KEY_MADE]);
+    }
     output_ok(
-        agent
-            .gpg()
-            .args(["--passphrase", "", "--quick-gen-key"])
+        cmd.args(["--passphrase", "", "--quick-gen-key"])
             .arg(format!("test {name} key <{email}>"))
-            .args([algo.gpg_name(), "sign", "never"]),
+            .args([
+                algo.gpg_name(),
+                "sign",
+                if expired { "1y" } else { "never" },
+            ]),
     );
     let listing = output_ok(
         agent
