@@ -139,6 +139,21 @@ fn stock_apt_updates_from_the_installed_repository_and_gets_jq_byte_for_byte() {
     assert_eq!(sha256_file(&got[0]), jq.sha256);
     let upstream = repo.root().join(&jq.filename);
     assert_eq!(fs::read(&got[0]).unwrap(), fs::read(upstream).unwrap());
+    // The whole carried closure, from the site repository, is installable: dpkg (dry run,
+    // against this machine's package database) finds every dependency among them or in the
+    // base system.
+    let all = apt.download_ok(&ws.mkdir("closure"), &["jq", "libjq1", "libonig5"]);
+    let out = std::process::Command::new("dpkg")
+        .args(["--dry-run", "-i"])
+        .args(&all)
+        .output()
+        .expect("run dpkg");
+    assert!(
+        out.status.success(),
+        "dpkg --dry-run -i failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Installing again changes nothing.
     let mut before = tree_snapshot(&www);
