@@ -123,52 +123,70 @@ impl Registry {
     fn serve(dir: &Path, auth: &str, cert_dir: Option<PathBuf>, settings: Settings) -> Registry {
         require_tool("docker-registry");
         fs::create_dir_all(dir).unwrap();
-        let port = free_port();
-        let tls = match &cert_dir {
-            Some(d) => format!(
-                ", tls: {{certificate: {}, key: {}}}",
-                d.join("server.pem").display(),
-                d.join("server-key.pem").display()
-            ),
-            None => String::new(),
-        };
-        let http_host = settings
-            .host_scheme
-            .map(|scheme| format!(", host: \"{scheme}://127.0.0.1:{port}\""))
-            .unwrap_or_default();
-        let config = format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}{tls}{http_host}}}\n{auth}",
-            dir.join("data").display(),
-            !settings.no_deletes
-        );
-        let config_path = dir.join("config.yml");
-        fs::write(&config_path, config).unwrap();
-        let log = fs::File::create(dir.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        let registry = Registry {
-            port,
-            dir: dir.to_path_buf(),
-            child,
-            cert_dir,
-            login: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !port_accepts(port) {
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not start on port {port}:\n{}",
-                registry.log()
+        // A free port can be taken by another test between `free_port` and the bind: the
+        // registry then exits at once (while the port accepts, for someone else). Try again
+        // on another port.
+        for _ in 0..5 {
+            let port = free_port();
+            let tls = match &cert_dir {
+                Some(d) => format!(
+                    ", tls: {{certificate: {}, key: {}}}",
+                    d.join("server.pem").display(),
+                    d.join("server-key.pem").display()
+                ),
+                None => String::new(),
+            };
+            let http_host = settings
+                .host_scheme
+                .map(|scheme| format!(", host: \"{scheme}://127.0.0.1:{port}\""))
+                .unwrap_or_default();
+            let config = format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}{tls}{http_host}}}\n{auth}",
+                dir.join("data").display(),
+                !settings.no_deletes
             );
-            sleep(Duration::from_millis(50));
+            let config_path = dir.join("config.yml");
+            fs::write(&config_path, config).unwrap();
+            let log = fs::File::create(dir.join("registry.log")).unwrap();
+            let child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config_path)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start docker-registry");
+            let mut registry = Registry {
+                port,
+                dir: dir.to_path_buf(),
+                child,
+                cert_dir: cert_dir.clone(),
+                login: None,
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut exited = false;
+            while !port_accepts(port) {
+                if registry.child.try_wait().ok().flatten().is_some() {
+                    exited = true;
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "docker-registry did not start on port {port}:\n{}",
+                    registry.log()
+                );
+                sleep(Duration::from_millis(50));
+            }
+            // Still ours a moment later (not someone else's listener on a port we lost)?
+            sleep(Duration::from_millis(100));
+            if !exited && registry.child.try_wait().ok().flatten().is_none() {
+                return registry;
+            }
         }
-        registry
+        panic!(
+            "docker-registry could not start on a free port (5 tries) under {}",
+            dir.display()
+        );
     }
 
     /// `127.0.0.1:PORT`.
