@@ -272,7 +272,7 @@ mod tests {
                 },
                 AptRepoOnSite {
                     name: "debian".into(),
-                    upstream: "https://deb.debian.org/debian".into(),
+                    upstream: "https://example.org/debian".into(),
                     release_sha256: None,
                 },
             ],
