@@ -74,3 +74,34 @@ pub fn safe_filename(filename: &str) -> Result<String, String> {
     let path = filename.trim_start_matches("./");
     crate::bundle::check_entry_path(path).map(|()| path.to_string())
 }
+
+/// No `InRelease`/`Release` is larger than this (Debian's is ~150 KiB).
+pub const MAX_RELEASE_BYTES: u64 = 32 << 20;
+
+/// A URL built from a repository's parts.
+pub fn source_url(text: &str) -> crate::error::Result<crate::manifest::SourceUrl> {
+    text.parse()
+        .map_err(|e: String| crate::error::Error::Usage(format!("`{text}`: {e}")))
+}
+
+impl RepoLayout {
+    /// The download of index `path` (relative to the release directory) that the signed
+    /// Release lists as `listed`, through the manifest's mirrors.
+    pub fn index_download(
+        &self,
+        manifest: &crate::manifest::Manifest,
+        path: &str,
+        listed: &release::Listed,
+    ) -> crate::error::Result<crate::fetch::Download> {
+        let canonical = source_url(&format!("{}/{path}", self.release_dir))?;
+        Ok(crate::fetch::Download {
+            from: manifest.fetch_url(&canonical)?,
+            canonical,
+            expected_sha256: Some(listed.sha256),
+            expected_size: Some(listed.size),
+            authorization: None,
+            label: None,
+            pinned_by: Some("the signed Release"),
+        })
+    }
+}

@@ -13,7 +13,7 @@
 //! carried `.deb`s are in the pool.
 
 use crate::apt::release::{self, Release, RepoKey};
-use crate::apt::{RepoLayout, safe_filename};
+use crate::apt::{MAX_RELEASE_BYTES, RepoLayout, safe_filename, source_url};
 use crate::bundle::index::{Artifact, EntryKind};
 use crate::bundle::writer::{ContentEntry, ContentSource};
 use crate::digest::Sha256Digest;
@@ -21,9 +21,6 @@ use crate::error::{Error, Result};
 use crate::fetch::{Download, Fetcher};
 use crate::manifest::{Manifest, SourceUrl};
 use crate::progress::Reporter;
-
-/// No `InRelease`/`Release` is larger than this.
-const MAX_RELEASE_BYTES: u64 = 32 << 20;
 
 /// What the debs add to a bundle plan.
 #[derive(Default)]
@@ -51,11 +48,6 @@ fn escape_path(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
-}
-
-fn url(text: &str) -> Result<SourceUrl> {
-    text.parse()
-        .map_err(|e: String| Error::Usage(format!("`{text}`: {e}")))
 }
 
 fn generated(path: String, bytes: Vec<u8>, artifact: usize, origin: &str) -> ContentEntry {
@@ -104,7 +96,7 @@ pub fn collect(
 
         // The signed Release, exactly the one the lock resolved against.
         let get = |name: &str| -> Result<(SourceUrl, Vec<u8>)> {
-            let canonical = url(&format!("{}/{name}", layout.release_dir))?;
+            let canonical = source_url(&format!("{}/{name}", layout.release_dir))?;
             let bytes = fetcher
                 .fetch_small(&m.fetch_url(&canonical)?, MAX_RELEASE_BYTES)?
                 .ok_or_else(|| Error::Network {
@@ -167,16 +159,7 @@ pub fn collect(
                     p.strip_prefix(&prefix)
                         .is_some_and(|f| f.starts_with("Packages"))
                 }) {
-                    let canonical = url(&format!("{}/{path}", layout.release_dir))?;
-                    index_downloads.push(Download {
-                        from: m.fetch_url(&canonical)?,
-                        canonical,
-                        expected_sha256: Some(listed.sha256),
-                        expected_size: Some(listed.size),
-                        authorization: None,
-                        label: None,
-                        pinned_by: Some("the signed Release"),
-                    });
+                    index_downloads.push(layout.index_download(m, path, listed)?);
                     index_paths.push((path.clone(), listed.sha256));
                 }
             }
@@ -190,7 +173,7 @@ pub fn collect(
                 let filename = safe_filename(filename).map_err(|e| {
                     Error::Usage(format!("debs `{}` {}: Filename: {e}", repo.name, p.name))
                 })?;
-                let canonical = url(&format!("{}/{}", layout.root, escape_path(&filename)))?;
+                let canonical = source_url(&format!("{}/{}", layout.root, escape_path(&filename)))?;
                 Ok(Download {
                     from: m.fetch_url(&canonical)?,
                     canonical,

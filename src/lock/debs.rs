@@ -9,24 +9,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::apt::RepoLayout;
 use crate::apt::packages::{self, BinaryPackage};
 use crate::apt::release::{self, Release, RepoKey};
 use crate::apt::resolve::{self, Closure, Universe, Wanted};
+use crate::apt::{MAX_RELEASE_BYTES, RepoLayout, source_url};
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::{Download, Fetcher};
-use crate::manifest::{DebPackage, DebRepo, ExternalDep, LockedRelease, Manifest, SourceUrl};
+use crate::fetch::Fetcher;
+use crate::manifest::{DebPackage, DebRepo, ExternalDep, LockedRelease, Manifest};
 use crate::progress::Reporter;
 
-/// No `InRelease`/`Release` is larger than this (Debian's is ~150 KiB).
-const MAX_RELEASE_BYTES: u64 = 32 << 20;
 /// Key files are small.
 const MAX_KEY_BYTES: u64 = 1 << 20;
-
-fn url(text: &str) -> Result<SourceUrl> {
-    text.parse()
-        .map_err(|e: String| Error::Usage(format!("`{text}`: {e}")))
-}
 
 /// The repository's key: the armored key a lock carries, or the `signed-by` file
 /// (relative to the manifest's directory).
@@ -87,7 +80,7 @@ fn signed_release(
 ) -> Result<(Release, LockedRelease)> {
     let layout = RepoLayout::of(repo.url.as_str(), &repo.suite);
     let get = |name: &str| -> Result<(String, Option<Vec<u8>>)> {
-        let canonical = url(&format!("{}/{name}", layout.release_dir))?;
+        let canonical = source_url(&format!("{}/{name}", layout.release_dir))?;
         let from = manifest.fetch_url(&canonical)?;
         Ok((
             canonical.to_string(),
@@ -198,17 +191,7 @@ pub fn lock_debs(
                     ))
                     .with_hint("check the repository's components and architectures"));
                 };
-                let listed = &release.sha256[&path];
-                let canonical = url(&format!("{}/{path}", layout.release_dir))?;
-                downloads.push(Download {
-                    from: locked.fetch_url(&canonical)?,
-                    canonical,
-                    expected_sha256: Some(listed.sha256),
-                    expected_size: Some(listed.size),
-                    authorization: None,
-                    label: None,
-                    pinned_by: Some("the signed Release"),
-                });
+                downloads.push(layout.index_download(locked, &path, &release.sha256[&path])?);
                 paths.push(path);
             }
         }
