@@ -40,6 +40,10 @@ pub enum EntryKind {
     /// `Packages*`), and its key, under `debs/<repo>/`.
     #[serde(rename = "apt-index")]
     AptIndex,
+    /// A packaged Helm chart (`charts/<name>-<version>.tgz`), for the web root's Helm repo.
+    Chart,
+    /// A Python wheel or sdist (`python/<file>`), for the web root's PEP 503 mirror.
+    Python,
 }
 
 impl EntryKind {
@@ -53,6 +57,8 @@ impl EntryKind {
             EntryKind::Image => "image",
             EntryKind::Deb => "deb",
             EntryKind::AptIndex => "apt-index",
+            EntryKind::Chart => "chart",
+            EntryKind::Python => "python",
         }
     }
 

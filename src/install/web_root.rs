@@ -49,8 +49,7 @@ pub struct Placed {
 /// which entries it takes, and where they go below its root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// The web root: `files/…`, `debs/<repo>/…` (and, later, Helm and PyPI trees), by
-    /// entry path.
+    /// The web root: `files/…`, `debs/<repo>/…`, `charts/…`, `python/…`, by entry path.
     WebRoot,
     /// `--oci-dir`: the bundle's OCI image layout without its `oci/` prefix. Its
     /// `index.json` is generated (merged with the one already there), not copied.
@@ -74,7 +73,11 @@ impl Layout {
         match self {
             Layout::WebRoot => matches!(
                 entry.kind,
-                EntryKind::File | EntryKind::Deb | EntryKind::AptIndex
+                EntryKind::File
+                    | EntryKind::Deb
+                    | EntryKind::AptIndex
+                    | EntryKind::Chart
+                    | EntryKind::Python
             )
             .then_some(entry.path.as_str()),
             Layout::OciDir if entry.kind.is_oci() && entry.path != OCI_INDEX_PATH => {
