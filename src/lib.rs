@@ -11,6 +11,7 @@ pub mod digest;
 pub mod error;
 pub mod fetch;
 pub mod fs;
+pub mod helm;
 pub mod inspect;
 pub mod install;
 pub mod lock;

@@ -251,10 +251,11 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             let locked = lock::lock_manifest(&loaded, &fetcher, &registry, reporter)?;
             write_atomically(&output, locked.to_yaml()?.as_bytes(), 0o644)?;
             reporter.info(format!(
-                "locked {} files, {} images and {} debs into {}",
+                "locked {} files, {} images, {} debs and {} charts into {}",
                 locked.files.len(),
                 locked.images.len(),
                 locked.debs.iter().map(|r| r.packages.len()).sum::<usize>(),
+                locked.charts.len(),
                 output.display()
             ));
             Ok(())

@@ -214,7 +214,9 @@ pub struct DebPackage {
     pub filename: Option<String>,
 }
 
-/// A Helm chart: `{repo, name, version, sha256}` from an HTTP repo or `{ref}` from OCI.
+/// A Helm chart: `{repo, name, version}` from an HTTP repository (the lock adds the
+/// chart's absolute `url` and `sha256`), or `{ref: oci://…}` from an OCI registry (the lock
+/// adds `@sha256:` to the reference).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChartEntry {
@@ -222,12 +224,69 @@ pub struct ChartEntry {
     pub repo: Option<SourceUrl>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// An exact version or a semver range (`~1.16`, `>=1.2 <2`); exact in a lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<SourceUrl>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Sha256Digest>,
     #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+}
+
+/// Where a chart comes from, once its entry is checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChartSource<'a> {
+    Http {
+        repo: &'a SourceUrl,
+        name: &'a str,
+        version: &'a str,
+    },
+    Oci(ImageRef),
+}
+
+impl ChartEntry {
+    /// The entry as one of the two forms, or a usage error naming `charts[i]`.
+    pub fn source(&self, i: usize) -> Result<ChartSource<'_>> {
+        let bad = |why: &str| {
+            Error::Usage(format!("charts[{i}]: {why}")).with_hint(
+                "write `{repo: URL, name: NAME, version: VERSION}` or `{ref: oci://HOST/PATH/NAME:VERSION}`",
+            )
+        };
+        match (&self.reference, &self.repo, &self.name, &self.version) {
+            (Some(r), None, None, None) if self.url.is_none() && self.sha256.is_none() => {
+                let rest = r
+                    .strip_prefix("oci://")
+                    .ok_or_else(|| bad(&format!("`{r}` must start with oci://")))?;
+                let image: ImageRef = rest.parse().map_err(|e: String| bad(&e))?;
+                if image.tag.is_none() {
+                    return Err(bad(&format!("`{r}` has no :VERSION tag")));
+                }
+                Ok(ChartSource::Oci(image))
+            }
+            (Some(_), ..) => Err(bad(
+                "`ref` goes alone (no repo, name, version, url or sha256)",
+            )),
+            (None, Some(repo), Some(name), Some(version)) => {
+                if name.is_empty()
+                    || name.contains(['/', '\\'])
+                    || name.starts_with('.')
+                    || version.trim().is_empty()
+                {
+                    return Err(bad(&format!(
+                        "`{name}` `{version}` is not a chart name and version"
+                    )));
+                }
+                Ok(ChartSource::Http {
+                    repo,
+                    name,
+                    version,
+                })
+            }
+            (None, ..) => Err(bad("an HTTP chart needs `repo`, `name` and `version`")),
+        }
+    }
 }
 
 /// Python wheels and sdists for a PEP 503 mirror.
@@ -668,12 +727,17 @@ impl Manifest {
             }
         }
         for (i, c) in self.charts.iter().enumerate() {
-            let pinned = match &c.reference {
-                Some(r) => r.contains("@sha256:"),
-                None => c.sha256.is_some(),
-            };
-            if !pinned {
-                out.push(format!("charts[{i}] has no sha256"));
+            match &c.reference {
+                Some(r) if !r.contains("@sha256:") => {
+                    out.push(format!("charts[{i}] {r} has no @sha256 digest"))
+                }
+                Some(_) => {}
+                None if c.sha256.is_none() || c.url.is_none() => out.push(format!(
+                    "charts[{i}] {} {} has no url/sha256",
+                    c.name.as_deref().unwrap_or("?"),
+                    c.version.as_deref().unwrap_or("?")
+                )),
+                None => {}
             }
         }
         if let Some(py) = &self.python {
@@ -690,13 +754,27 @@ impl Manifest {
     pub fn unsupported_sections(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
 
-        if !self.charts.is_empty() {
-            out.push("charts");
-        }
         if self.python.is_some() {
             out.push("python");
         }
         out
+    }
+
+    /// Every chart entry is in one of its two forms (exit 2 naming it otherwise), and no two
+    /// HTTP charts share a name and version.
+    pub fn check_charts(&self) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.charts.iter().enumerate() {
+            if let ChartSource::Http { name, version, .. } = c.source(i)?
+                && !seen.insert((name, version))
+            {
+                return Err(Error::Usage(format!(
+                    "charts[{i}]: chart {name} {version} is listed twice"
+                ))
+                .with_hint("list each chart once"));
+            }
+        }
+        Ok(())
     }
 
     /// Each image must have its own name in the bundle (exit 2 naming both otherwise).

@@ -346,20 +346,12 @@ fn utf8_byte_order_mark_is_accepted() {
 
 #[test]
 fn unsupported_sections_are_refused_by_lock_and_create() {
-    let sections = [
-        (
-            "charts",
-            format!(
-                "charts:\n  - {{repo: 'https://charts.jetstack.io', name: cert-manager, version: v1.16.2, sha256: {HEX_A}}}\n"
-            ),
+    let sections = [(
+        "python",
+        format!(
+            "python:\n  packages:\n    - {{url: 'https://files.example.org/a-1.0-py3-none-any.whl', sha256: {HEX_A}}}\n"
         ),
-        (
-            "python",
-            format!(
-                "python:\n  packages:\n    - {{url: 'https://files.example.org/a-1.0-py3-none-any.whl', sha256: {HEX_A}}}\n"
-            ),
-        ),
-    ];
+    )];
     for (section, yaml) in &sections {
         let ws = Workspace::new();
         // A files entry too: the refusal comes before any download.
@@ -378,6 +370,41 @@ fn unsupported_sections_are_refused_by_lock_and_create() {
         }
         assert!(!ws.path("out.lock.yaml").exists());
         assert!(!ws.path("out.bundle.tar.zst").exists());
+    }
+}
+
+#[test]
+fn malformed_chart_entries_are_refused_before_any_download() {
+    let cases = [
+        (
+            "{ref: 'https://example.org/charts/app:1.0'}",
+            "must start with oci://",
+        ),
+        (
+            "{ref: 'oci://example.org/charts/app'}",
+            "has no :VERSION tag",
+        ),
+        (
+            "{repo: 'https://example.org/charts', name: app}",
+            "needs `repo`, `name` and `version`",
+        ),
+        (
+            "{repo: 'https://example.org/charts', name: ../app, version: '1.0'}",
+            "is not a chart name",
+        ),
+        (
+            "{ref: 'oci://example.org/app:1', name: app}",
+            "`ref` goes alone",
+        ),
+    ];
+    for (entry, message) in cases {
+        let ws = Workspace::new();
+        ws.write("m.yaml", format!("{HEAD}charts:\n  - {entry}\n"));
+        lock(&ws, "m.yaml")
+            .assert_code(2)
+            .assert_stderr_contains("charts[0]")
+            .assert_stderr_contains(message);
+        assert!(!ws.path("out.lock.yaml").exists());
     }
 }
 

@@ -42,6 +42,10 @@ pub enum EntryKind {
     AptIndex,
     /// A packaged Helm chart (`charts/<name>-<version>.tgz`), for the web root's Helm repo.
     Chart,
+    /// A chart as an OCI artifact in `oci/` (the kind of an artifact, never of an entry):
+    /// its `dest` is its name on a site chart registry (`charts/demo:1.2.5`).
+    #[serde(rename = "oci-chart")]
+    OciChart,
     /// A Python wheel or sdist (`python/<file>`), for the web root's PEP 503 mirror.
     Python,
 }
@@ -58,6 +62,7 @@ impl EntryKind {
             EntryKind::Deb => "deb",
             EntryKind::AptIndex => "apt-index",
             EntryKind::Chart => "chart",
+            EntryKind::OciChart => "oci-chart",
             EntryKind::Python => "python",
         }
     }

@@ -50,6 +50,51 @@ struct ImageIndex {
 pub struct CarriedImages {
     pub artifacts: Vec<Artifact>,
     pub contents: Vec<ContentEntry>,
+    /// The descriptors `oci/index.json` lists for these images ([`layout_entries`]).
+    pub layout: Vec<Value>,
+}
+
+/// The layout's own files, generated here and written into the bundle from memory:
+/// `oci/index.json` naming every image and chart of the layout, and `oci/oci-layout`.
+/// `artifacts` are those the layout's index belongs to.
+pub fn layout_entries(layout: Vec<Value>, artifacts: Vec<usize>) -> Result<Vec<ContentEntry>> {
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": crate::registry::OCI_INDEX,
+        "manifests": layout,
+    }))
+    .map_err(|e| Error::Runtime(format!("cannot write oci/index.json: {e}")))?;
+    let marker = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    Ok([
+        ("oci/index.json", index, artifacts),
+        ("oci/oci-layout", marker.to_vec(), Vec::new()),
+    ]
+    .into_iter()
+    .map(|(path, bytes, artifacts)| ContentEntry {
+        path: path.to_string(),
+        kind: EntryKind::OciLayout,
+        size: bytes.len() as u64,
+        sha256: Sha256Digest::of_bytes(&bytes),
+        source: ContentSource::Generated(bytes.into()),
+        artifacts,
+        origin: path.to_string(),
+    })
+    .collect())
+}
+
+/// The descriptor that names a manifest in `oci/index.json`.
+pub fn layout_descriptor(
+    media_type: &str,
+    digest: &Sha256Digest,
+    size: usize,
+    name: &str,
+) -> Value {
+    json!({
+        "mediaType": media_type,
+        "digest": format!("sha256:{digest}"),
+        "size": size,
+        "annotations": { REF_NAME: name },
+    })
 }
 
 fn too_many(image: &ImageRef, digest: &Sha256Digest, n: usize) -> Error {
@@ -99,7 +144,6 @@ pub fn collect(
     reporter: &Reporter,
 ) -> Result<CarriedImages> {
     let mut carried = CarriedImages::default();
-    let mut layout_index = Vec::new();
     let mut wanted_blobs: Vec<Wanted> = Vec::new();
     for (n, entry) in images.iter().enumerate() {
         let artifact = first + n;
@@ -163,12 +207,12 @@ pub fn collect(
             "image {image} -> oci/ as {name} (sha256:{})",
             top.digest
         ));
-        layout_index.push(json!({
-            "mediaType": top.media_type,
-            "digest": format!("sha256:{}", top.digest),
-            "size": top.bytes.len(),
-            "annotations": { REF_NAME: name },
-        }));
+        carried.layout.push(layout_descriptor(
+            &top.media_type,
+            &top.digest,
+            top.bytes.len(),
+            &name,
+        ));
         carried.artifacts.push(Artifact {
             kind: EntryKind::Image,
             source: image.to_string(),
@@ -208,29 +252,6 @@ pub fn collect(
             sha256: w.digest,
             artifacts: vec![w.artifact],
             origin: w.image.to_string(),
-        });
-    }
-    let all: Vec<usize> = (first..first + images.len()).collect();
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": crate::registry::OCI_INDEX,
-        "manifests": layout_index,
-    }))
-    .map_err(|e| Error::Runtime(format!("cannot write oci/index.json: {e}")))?;
-    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    // Generated here, written into the bundle from memory.
-    for (path, bytes, artifacts) in [
-        ("oci/index.json", index.as_slice(), all),
-        ("oci/oci-layout", layout.as_slice(), Vec::new()),
-    ] {
-        carried.contents.push(ContentEntry {
-            path: path.to_string(),
-            kind: EntryKind::OciLayout,
-            source: ContentSource::Generated(bytes.into()),
-            size: bytes.len() as u64,
-            sha256: Sha256Digest::of_bytes(bytes),
-            artifacts,
-            origin: path.to_string(),
         });
     }
     Ok(carried)

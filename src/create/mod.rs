@@ -1,6 +1,7 @@
 //! `bundle create`: locked manifest → verified downloads in the cache → signed bundle.
 //! Files come from [`crate::fetch`]; images from the registries ([`images`]).
 
+pub mod charts;
 pub mod debs;
 pub mod images;
 
@@ -33,6 +34,7 @@ fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<S
     let m = &loaded.manifest;
     m.require_supported()?;
     m.check_image_names()?;
+    m.check_charts()?;
     let unpinned = m.unpinned_entries();
     if !unpinned.is_empty() {
         return Err(Error::Usage(format!(
@@ -119,7 +121,8 @@ pub fn create(
             origin: entry.url.to_string(),
         });
     }
-    if !m.images.is_empty() {
+    let created_epoch = crate::timefmt::build_epoch();
+    if !m.images.is_empty() || !m.charts.is_empty() {
         let registry = RegistryClient::new(
             &options.fetch,
             options.plain_http,
@@ -135,8 +138,29 @@ pub fn create(
             artifacts.len(),
             reporter,
         )?;
+        let mut layout = carried.layout;
         artifacts.extend(carried.artifacts);
         contents.extend(carried.contents);
+        let carried = charts::collect(
+            m,
+            &registry,
+            &fetcher,
+            &cache,
+            artifacts.len(),
+            &crate::timefmt::rfc3339(created_epoch),
+            reporter,
+        )?;
+        layout.extend(carried.layout);
+        artifacts.extend(carried.artifacts);
+        contents.extend(carried.contents);
+        // The layout's index belongs to every image and chart it names.
+        let named: Vec<usize> = artifacts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| matches!(a.kind, EntryKind::Image | EntryKind::OciChart))
+            .map(|(i, _)| i)
+            .collect();
+        contents.extend(images::layout_entries(layout, named)?);
     }
     if !m.debs.is_empty() {
         let carried = debs::collect(m, &fetcher, artifacts.len(), reporter)?;
@@ -149,7 +173,7 @@ pub fn create(
         locked_manifest: carried_lock(m)?,
         artifacts,
         contents,
-        created_epoch: crate::timefmt::build_epoch(),
+        created_epoch,
     };
     let total_content: u64 = plan.contents.iter().map(|c| c.size).sum();
     let bar = reporter.bytes_bar(total_content, "pack");

@@ -5,6 +5,7 @@
 //! checked against the pinned sha256 before anything uses them.
 
 pub mod cache;
+pub mod netrc;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use indicatif::ProgressBar;
 use reqwest::StatusCode;
-use reqwest::blocking::Client;
+use reqwest::blocking::{Client, RequestBuilder};
 
 pub use cache::Cache;
 
@@ -106,6 +107,8 @@ pub struct Fetcher {
     retries: u32,
     jobs: usize,
     timeout: Duration,
+    /// Logins for hosts that need one (a Helm repository or Python index behind auth).
+    netrc: netrc::Netrc,
 }
 
 /// A failed attempt: worth retrying or not.
@@ -153,7 +156,22 @@ impl Fetcher {
             retries: options.retries,
             jobs: options.jobs.max(1),
             timeout: options.timeout,
+            netrc: netrc::Netrc::from_environment()?,
         })
+    }
+
+    /// A GET of `url` with the download's own authorization, else the netrc login for
+    /// its host.
+    fn get(&self, url: &SourceUrl, authorization: Option<&Authorization>) -> RequestBuilder {
+        let request = self.client.get(url.as_str());
+        let value = match authorization {
+            Some(a) => a.0.current(),
+            None => self.netrc.authorization_for(url.as_url()),
+        };
+        match value {
+            Some(v) => request.header(reqwest::header::AUTHORIZATION, v),
+            None => request,
+        }
     }
 
     /// The pinned artifact, when the cache already holds it.
@@ -287,10 +305,7 @@ impl Fetcher {
         if have > 0 && validator.is_none() {
             have = 0;
         }
-        let mut request = self.client.get(d.from.as_str());
-        if let Some(value) = d.authorization.as_ref().and_then(|a| a.0.current()) {
-            request = request.header(reqwest::header::AUTHORIZATION, value);
-        }
+        let mut request = self.get(&d.from, d.authorization.as_ref());
         if have > 0
             && let Some(validator) = &validator
         {
@@ -405,7 +420,7 @@ impl Fetcher {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(250 << (attempt - 1).min(5)));
             }
-            let response = match self.client.get(url.as_str()).send() {
+            let response = match self.get(url, None).send() {
                 Ok(r) => r,
                 Err(e) => {
                     last = describe(&e);

@@ -99,6 +99,10 @@ pub struct SiteContent<'a> {
     pub hosts: BTreeSet<String>,
     pub registry: Option<SiteRegistry<'a>>,
     pub apt: Vec<AptRepoOnSite>,
+    /// The web root holds a Helm repository (`charts/index.yaml`).
+    pub helm_repo: bool,
+    /// The registry charts were pushed to as OCI artifacts (`--chart-registry`).
+    pub chart_registry: Option<&'a str>,
 }
 
 /// Renders the variables file for what every bundle installed so far carried. The
@@ -111,6 +115,20 @@ pub fn render(base_url: &str, site: &SiteContent<'_>, provenance: &str) -> Resul
     let base = base_url.trim_end_matches('/');
     let mut vars = Mapping::new();
     vars.insert("files_repo".into(), format!("{base}/files").into());
+    // Not Kubespray's own: where the site's Helm charts are (`helm repo add offline URL`,
+    // or `helm pull oci://…/charts/NAME`).
+    if site.helm_repo {
+        vars.insert(
+            "helm_charts_repo_url".into(),
+            format!("{base}/charts").into(),
+        );
+    }
+    if let Some(host) = site.chart_registry {
+        vars.insert(
+            "helm_charts_oci_url".into(),
+            format!("oci://{host}/charts").into(),
+        );
+    }
     let mut unmapped_apt = Vec::new();
     for repo in &site.apt {
         let url = format!("{base}/debs/{}", repo.name);

@@ -7,6 +7,7 @@
 //! as it was; a run killed at any point is finished by running it again.
 
 pub mod apt_sources;
+pub mod helm_repo;
 pub mod kubespray;
 pub mod oci_dir;
 pub mod receipt;
@@ -85,6 +86,8 @@ struct Targets {
     /// The bundle's locked manifest (for the apt `.sources` snippets).
     locked_manifest: Option<Vec<u8>>,
     registry: Option<RegistryTarget>,
+    /// The charts this bundle carries, read from their verified bytes.
+    charts: Vec<helm_repo::CarriedChart>,
 }
 
 impl EntrySink for Targets {
@@ -96,10 +99,16 @@ impl EntrySink for Targets {
             return Ok(());
         }
         if web_root::is_web_entry(entry) {
-            return match &mut self.web {
-                Some(web) => web.accept(entry, data),
-                None => Ok(()),
+            let Some(web) = &mut self.web else {
+                return Ok(());
             };
+            web.accept(entry, data)?;
+            if entry.kind == EntryKind::Chart
+                && let Some(tgz) = web.reopen_last()?
+            {
+                self.charts.push(helm_repo::carried_chart(entry, tgz)?);
+            }
+            return Ok(());
         }
         if !entry.kind.is_oci() {
             return Ok(());
@@ -227,6 +236,9 @@ pub fn install(
                         .collect();
                     check_shared_apt_repos(root, &v.index)?;
                     let mut generated: Vec<&str> = vec![&receipt, VARS_PATH];
+                    if v.index.entries.iter().any(|e| e.kind == EntryKind::Chart) {
+                        generated.push(helm_repo::INDEX_PATH);
+                    }
                     generated.extend(snippets.iter().map(String::as_str));
                     let found = web_root::preflight(root, &v.index, Layout::WebRoot, &generated)?;
                     t.web = Some(WebRootSink::new(root, Layout::WebRoot, found.in_place)?);
@@ -263,6 +275,7 @@ pub fn install(
         oci_existing,
         locked_manifest,
         registry,
+        charts,
     } = targets.into_inner();
     let index = &verified.index;
     let mut report = InstallReport {
@@ -308,7 +321,8 @@ pub fn install(
             repos: Vec::new(),
         },
     };
-    match commit_web_root(options, &root, sink, &verified, apt, &mut report, reporter) {
+    let site = SiteUpdates { apt, charts };
+    match commit_web_root(options, &root, sink, &verified, site, &mut report, reporter) {
         Ok(()) => Ok(report),
         Err(e) => Err(undo_tags(&mut registry, e)),
     }
@@ -371,6 +385,13 @@ fn registry_images(
     }
 }
 
+/// What the web root's commit regenerates beside the content: apt `.sources` snippets and
+/// the Helm repository's index.
+struct SiteUpdates {
+    apt: apt_sources::AptOnSite,
+    charts: Vec<helm_repo::CarriedChart>,
+}
+
 /// Stages the receipt and the Kubespray variables beside the content and commits the web
 /// root.
 fn commit_web_root(
@@ -378,10 +399,11 @@ fn commit_web_root(
     root: &RootDir,
     mut sink: WebRootSink,
     verified: &crate::bundle::reader::VerifiedIndex,
-    apt: apt_sources::AptOnSite,
+    site_updates: SiteUpdates,
     report: &mut InstallReport,
     reporter: &Reporter,
 ) -> Result<()> {
+    let SiteUpdates { apt, charts } = site_updates;
     let index = &verified.index;
     report.bytes_written = sink.bytes_written();
 
@@ -465,6 +487,11 @@ fn commit_web_root(
             .as_ref()
             .map(|(host, url)| kubespray::SiteRegistry { host, url }),
         apt: apt_repos,
+        helm_repo: receipts
+            .iter()
+            .flat_map(|r| r.files.iter())
+            .any(|f| f.path == helm_repo::INDEX_PATH || f.path.starts_with("charts/")),
+        chart_registry: None,
     };
     let vars = kubespray::render(
         &base_url,
@@ -473,6 +500,9 @@ fn commit_web_root(
     )?;
     for (path, bytes) in &apt.snippets {
         sink.stage_generated(path, bytes)?;
+    }
+    if let Some(bytes) = helm_repo::index_update(root, &charts, &index.created)? {
+        sink.stage_generated(helm_repo::INDEX_PATH, &bytes)?;
     }
     sink.stage_generated(&receipt_rel, &receipt_json)?;
     if root.read_small(VARS_PATH, 16 << 20).as_deref() != Some(vars.as_bytes()) {

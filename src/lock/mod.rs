@@ -1,6 +1,7 @@
 //! `bundle lock`: resolves a loose manifest into a locked one (every artifact pinned by
 //! sha256 or digest). One resolver per artifact kind; the output is deterministic.
 
+pub mod charts;
 pub mod debs;
 pub mod files;
 pub mod images;
@@ -21,9 +22,11 @@ pub fn lock_manifest(
     let manifest = &loaded.manifest;
     manifest.require_supported()?;
     manifest.check_image_names()?;
+    manifest.check_charts()?;
     let mut locked = manifest.clone();
     files::lock_files(&mut locked, fetcher, reporter)?;
     images::lock_images(&mut locked, registry, reporter)?;
     debs::lock_debs(&mut locked, loaded.base_dir(), fetcher, reporter)?;
+    charts::lock_charts(&mut locked, fetcher, registry, reporter)?;
     Ok(locked)
 }
