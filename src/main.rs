@@ -100,12 +100,16 @@ enum Command {
         /// The site registry to push the images into (Kubespray's registry_host).
         #[arg(long, value_name = "HOST:PORT")]
         registry: Option<String>,
+        /// Push the bundle's Helm charts as OCI artifacts into this registry
+        /// (`helm pull oci://HOST:PORT/charts/NAME`); the registry flags apply to it too.
+        #[arg(long, value_name = "HOST:PORT")]
+        chart_registry: Option<String>,
         /// Registry login; the password comes from BUNDLE_REGISTRY_PASSWORD (otherwise
         /// the docker/podman auth file is used).
-        #[arg(long, value_name = "USER", requires = "registry")]
+        #[arg(long, value_name = "USER")]
         registry_user: Option<String>,
         /// CA certificate(s) (PEM) the registry's TLS certificate is checked against.
-        #[arg(long, value_name = "PEM", requires = "registry")]
+        #[arg(long, value_name = "PEM")]
         registry_ca: Option<PathBuf>,
         /// Speak plain HTTP to the registry (for a loopback registry).
         #[arg(long)]
@@ -348,6 +352,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             web_root,
             base_url,
             registry,
+            chart_registry,
             registry_user,
             registry_ca,
             plain_http,
@@ -358,34 +363,49 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             timeout,
         } => {
             let key = PublicKey::load(&pubkey)?;
-            let registry = match registry {
-                Some(host) => {
-                    let host = registry_host(&host)?;
-                    let mut credentials = Credentials::from_auth_files()?;
-                    if let Some(user) = &registry_user {
-                        credentials = credentials.with_login(&host, password_from_env(user)?);
+            if registry.is_none() && chart_registry.is_none() {
+                for (given, flag) in [
+                    (registry_user.is_some(), "--registry-user"),
+                    (registry_ca.is_some(), "--registry-ca"),
+                ] {
+                    if given {
+                        return Err(Error::Usage(format!(
+                            "{flag} needs --registry or --chart-registry"
+                        )));
                     }
-                    Some(RegistryOptions {
-                        host,
-                        keep_host,
-                        plain_http,
-                        credentials,
-                        net: FetchOptions {
-                            cache_dir: PathBuf::new(),
-                            jobs: jobs as usize,
-                            ca: registry_ca,
-                            retries,
-                            timeout: std::time::Duration::from_secs(timeout),
-                        },
-                    })
                 }
-                None => None,
+            }
+            let registry_options = |host: &str| -> Result<RegistryOptions> {
+                let host = registry_host(host)?;
+                let mut credentials = Credentials::from_auth_files()?;
+                if let Some(user) = &registry_user {
+                    credentials = credentials.with_login(&host, password_from_env(user)?);
+                }
+                Ok(RegistryOptions {
+                    host,
+                    keep_host,
+                    plain_http,
+                    credentials,
+                    net: FetchOptions {
+                        cache_dir: PathBuf::new(),
+                        jobs: jobs as usize,
+                        ca: registry_ca.clone(),
+                        retries,
+                        timeout: std::time::Duration::from_secs(timeout),
+                    },
+                })
             };
+            let registry = registry.as_deref().map(registry_options).transpose()?;
+            let chart_registry = chart_registry
+                .as_deref()
+                .map(registry_options)
+                .transpose()?;
             let options = InstallOptions {
                 bundle,
                 web_root,
                 base_url,
                 registry,
+                chart_registry,
                 oci_dir,
             };
             let report = install(&options, &key, reporter)?;

@@ -44,6 +44,8 @@ pub struct InstallOptions {
     pub base_url: Option<String>,
     /// The site registry images are pushed into.
     pub registry: Option<RegistryOptions>,
+    /// The registry charts are pushed into as OCI artifacts (`--chart-registry`).
+    pub chart_registry: Option<RegistryOptions>,
     /// A plain OCI image layout to write the images into.
     pub oci_dir: Option<PathBuf>,
 }
@@ -71,6 +73,8 @@ pub struct InstallReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart_registry: Option<RegistryReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub oci_dir: Option<PathBuf>,
 }
 
@@ -86,6 +90,7 @@ struct Targets {
     /// The bundle's locked manifest (for the apt `.sources` snippets).
     locked_manifest: Option<Vec<u8>>,
     registry: Option<RegistryTarget>,
+    chart_registry: Option<RegistryTarget>,
     /// The charts this bundle carries, read from their verified bytes.
     charts: Vec<helm_repo::CarriedChart>,
 }
@@ -119,22 +124,48 @@ impl EntrySink for Targets {
             self.oci_index = Some(bytes);
             return Ok(());
         }
-        match (&mut self.oci_dir, &mut self.registry) {
-            (Some(dir), Some(registry)) => {
+        let registries: Vec<&mut RegistryTarget> = [&mut self.registry, &mut self.chart_registry]
+            .into_iter()
+            .filter_map(|r| r.as_mut())
+            .filter(|r| r.wants(entry))
+            .collect();
+        match (&mut self.oci_dir, registries.as_slice()) {
+            (Some(dir), []) => dir.accept(entry, data),
+            (Some(dir), _) => {
                 dir.accept(entry, data)?;
                 if Layout::OciDir.dest(entry).is_none() {
                     return Ok(());
                 }
-                // The registry reads the verified copy the OCI directory just staged.
-                let Some(mut file) = dir.reopen_last()? else {
-                    return Ok(());
-                };
-                let mut again = EntryReader::new(&mut file, entry, entry.path.clone());
-                registry.accept(entry, &mut again)
+                // The registries read the verified copy the OCI directory just staged.
+                for registry in registries {
+                    let Some(mut file) = dir.reopen_last()? else {
+                        return Ok(());
+                    };
+                    let mut again = EntryReader::new(&mut file, entry, entry.path.clone());
+                    registry.accept(entry, &mut again)?;
+                }
+                Ok(())
             }
-            (Some(dir), None) => dir.accept(entry, data),
-            (None, Some(registry)) => registry.accept(entry, data),
-            (None, None) => Ok(()),
+            (None, []) => Ok(()),
+            (None, [_]) => {
+                let mut registries = registries;
+                registries[0].accept(entry, data)
+            }
+            (None, _) => {
+                // Both registries want it (a blob an image and a chart share): spooled to
+                // an unnamed temporary file once, verified, then read by each.
+                let mut spool = tempfile::tempfile().map_err(|e| {
+                    Error::io("cannot create a temporary file in", std::env::temp_dir(), e)
+                })?;
+                std::io::copy(data, &mut spool).map_err(|e| data.read_error(e))?;
+                for registry in registries {
+                    std::io::Seek::rewind(&mut spool)
+                        .map_err(|e| Error::io("cannot read back", std::env::temp_dir(), e))?;
+                    let mut again = EntryReader::new(&mut spool, entry, entry.path.clone());
+                    registry.accept(entry, &mut again)?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -262,6 +293,19 @@ pub fn install(
                     client, &r.host, &v.index, images, r.net.jobs,
                 )?);
             }
+            if let Some(r) = &options.chart_registry {
+                let charts = registry::plan_charts(&v.index)?;
+                if charts.is_empty() {
+                    return Err(Error::Usage(
+                        "--chart-registry: this bundle carries no charts; nothing was installed"
+                            .into(),
+                    ));
+                }
+                let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
+                t.chart_registry = Some(RegistryTarget::preflight(
+                    client, &r.host, &v.index, charts, r.net.jobs,
+                )?);
+            }
             Ok(())
         },
         &mut LateSink(&targets),
@@ -275,6 +319,7 @@ pub fn install(
         oci_existing,
         locked_manifest,
         registry,
+        chart_registry,
         charts,
     } = targets.into_inner();
     let index = &verified.index;
@@ -287,22 +332,29 @@ pub fn install(
         receipt: None,
         kubespray_vars: None,
         registry: None,
+        chart_registry: None,
         oci_dir: None,
     };
-    // Tags first (the registry can put them back), then the directories.
-    let mut registry = registry;
-    if let (Some(target), Some(r)) = (registry.as_mut(), &options.registry) {
+    // Tags first (the registries can put them back), then the directories.
+    let mut registries = Registries {
+        images: registry,
+        charts: chart_registry,
+    };
+    if let (Some(target), Some(r)) = (registries.images.as_mut(), &options.registry) {
         report.registry = Some(target.push_tags(r.plain_http, reporter)?);
     }
-    let undo_tags = |registry: &mut Option<RegistryTarget>, e: Error| match registry {
-        Some(target) => target.undo_tags(e),
-        None => e,
-    };
+    if let (Some(target), Some(r)) = (registries.charts.as_mut(), &options.chart_registry) {
+        match target.push_tags(r.plain_http, reporter) {
+            Ok(pushed) => report.chart_registry = Some(pushed),
+            Err(e) => return Err(registries.undo_tags(e)),
+        }
+    }
+    let undo_tags = |registries: &mut Registries, e: Error| registries.undo_tags(e);
     if let (Some(mut sink), Some(oci_root)) = (oci_dir, &oci_root) {
         let merged = oci_dir::merged_index(oci_existing, oci_index.as_deref().unwrap_or(b"{}"))?;
         let staged = sink.stage_generated("index.json", &merged);
         if let Err(e) = staged.and_then(|()| sink.commit()) {
-            return Err(undo_tags(&mut registry, e));
+            return Err(undo_tags(&mut registries, e));
         }
         report.oci_dir = Some(oci_root.path().to_path_buf());
     }
@@ -324,7 +376,27 @@ pub fn install(
     let site = SiteUpdates { apt, charts };
     match commit_web_root(options, &root, sink, &verified, site, &mut report, reporter) {
         Ok(()) => Ok(report),
-        Err(e) => Err(undo_tags(&mut registry, e)),
+        Err(e) => Err(undo_tags(&mut registries, e)),
+    }
+}
+
+/// The registry targets of an install, undone together when a later step fails.
+struct Registries {
+    images: Option<RegistryTarget>,
+    charts: Option<RegistryTarget>,
+}
+
+impl Registries {
+    /// Puts back every tag this install moved (charts first, the reverse of the pushes).
+    fn undo_tags(&mut self, e: Error) -> Error {
+        let e = match &mut self.charts {
+            Some(target) => target.undo_tags(e),
+            None => e,
+        };
+        match &mut self.images {
+            Some(target) => target.undo_tags(e),
+            None => e,
+        }
     }
 }
 
@@ -441,6 +513,7 @@ fn commit_web_root(
             .collect(),
         kubespray_vars: Some(vars_path.display().to_string()),
         registry: report.registry.clone(),
+        chart_registry: report.chart_registry.clone(),
         apt_repos: apt.repos.clone(),
     };
     let receipt_rel = receipt::receipt_rel_path(&index.name, &index.version);
@@ -470,6 +543,12 @@ fn commit_web_root(
                 .max_by(|a, b| a.0.cmp(b.0))
                 .map(|(_, r)| (r.host.clone(), r.url.clone()))
         });
+    // The chart registry of this install, else the one the latest install pushed to.
+    let chart_registry_host = receipts
+        .iter()
+        .filter_map(|r| Some((&r.installed_at, r.chart_registry.as_ref()?)))
+        .max_by(|a, b| a.0.cmp(b.0))
+        .map(|(_, r)| r.host.clone());
     let bundles: Vec<String> = receipts
         .iter()
         .map(|r| format!("{} {}", r.name, r.version))
@@ -491,7 +570,7 @@ fn commit_web_root(
             .iter()
             .flat_map(|r| r.files.iter())
             .any(|f| f.path == helm_repo::INDEX_PATH || f.path.starts_with("charts/")),
-        chart_registry: None,
+        chart_registry: chart_registry_host.as_deref(),
     };
     let vars = kubespray::render(
         &base_url,

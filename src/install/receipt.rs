@@ -23,6 +23,9 @@ pub struct Receipt {
     /// The images this install pushed (or found) on the site registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<crate::install::registry::RegistryReport>,
+    /// The charts this install pushed (or found) on the chart registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_registry: Option<crate::install::registry::RegistryReport>,
     /// The apt repositories this install put under `debs/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub apt_repos: Vec<crate::install::kubespray::AptRepoOnSite>,

@@ -41,6 +41,8 @@ const MAX_MANIFEST: u64 = 4 << 20;
 /// One image as the site registry will hold it.
 #[derive(Debug, Clone)]
 pub struct PlannedImage {
+    /// Its artifact in the bundle's index.
+    pub artifact: usize,
     /// The upstream reference, with its digest.
     pub source: String,
     pub repository: String,
@@ -89,18 +91,64 @@ pub fn site_repository(image: &ImageRef, keep_host: bool) -> String {
 /// The images of a verified index, named for the site registry. Two images that would
 /// get one name (repository and tag) with different content are refused (exit 2).
 pub fn plan(index: &Index, keep_host: bool) -> Result<Vec<PlannedImage>> {
-    let mut images = Vec::new();
-    let mut named: BTreeMap<(String, String), (String, Sha256Digest)> = BTreeMap::new();
-    for (n, artifact) in index.artifacts.iter().enumerate() {
-        if artifact.kind != EntryKind::Image {
-            continue;
-        }
+    plan_kind(index, EntryKind::Image, |artifact| {
         let upstream: ImageRef = artifact.source.parse().map_err(|e: String| {
             Error::Verify(format!("image artifact `{}`: {e}", artifact.source))
         })?;
+        Ok((
+            site_repository(&upstream, keep_host),
+            upstream.tag.clone(),
+            upstream.digest,
+        ))
+    })
+}
+
+/// The charts of a verified index as OCI artifacts, named for a chart registry by the
+/// name `create` gave them (`charts/<name>:<version>`, or an OCI chart's upstream path).
+pub fn plan_charts(index: &Index) -> Result<Vec<PlannedImage>> {
+    plan_kind(index, EntryKind::OciChart, |artifact| {
+        let bad = || {
+            Error::Verify(format!(
+                "chart artifact `{}`: bad name `{}`",
+                artifact.source, artifact.dest
+            ))
+        };
+        let (repository, tag) = match artifact.dest.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') && !r.contains('@') => (r, Some(t.to_string())),
+            _ => (artifact.dest.split('@').next().unwrap_or_default(), None),
+        };
+        if repository.is_empty() || repository.starts_with('/') || repository.contains("..") {
+            return Err(bad());
+        }
+        let upstream = artifact
+            .source
+            .starts_with("oci://")
+            .then_some(artifact.sha256)
+            .flatten();
+        Ok((repository.to_string(), tag, upstream))
+    })
+}
+
+/// The artifacts of `kind` with their site names (`name_of` gives repository, tag and
+/// upstream digest), checked against the index's manifests and for name clashes.
+fn plan_kind(
+    index: &Index,
+    kind: EntryKind,
+    name_of: impl Fn(
+        &crate::bundle::index::Artifact,
+    ) -> Result<(String, Option<String>, Option<Sha256Digest>)>,
+) -> Result<Vec<PlannedImage>> {
+    let mut images = Vec::new();
+    let mut named: BTreeMap<(String, String), (String, Sha256Digest)> = BTreeMap::new();
+    for (n, artifact) in index.artifacts.iter().enumerate() {
+        if artifact.kind != kind {
+            continue;
+        }
+        let (repository, tag, upstream_digest) = name_of(artifact)?;
         let digest = artifact.sha256.ok_or_else(|| {
             Error::Verify(format!(
-                "image artifact `{}` has no digest",
+                "{} artifact `{}` has no digest",
+                kind.as_str(),
                 artifact.source
             ))
         })?;
@@ -111,22 +159,27 @@ pub fn plan(index: &Index, keep_host: bool) -> Result<Vec<PlannedImage>> {
             .collect();
         if !manifests.iter().any(|e| e.sha256 == digest) {
             return Err(Error::Verify(format!(
-                "image `{}`: its manifest sha256:{digest} is not in the bundle",
+                "{} `{}`: its manifest sha256:{digest} is not in the bundle",
+                kind.as_str(),
                 artifact.source
             )));
         }
         if let Some(big) = manifests.iter().find(|e| e.size > MAX_MANIFEST) {
             return Err(Error::Usage(format!(
-                "image `{}`: manifest {} is {} bytes, over the {MAX_MANIFEST} a registry accepts",
-                artifact.source, big.path, big.size
+                "{} `{}`: manifest {} is {} bytes, over the {MAX_MANIFEST} a registry accepts",
+                kind.as_str(),
+                artifact.source,
+                big.path,
+                big.size
             )));
         }
         let image = PlannedImage {
+            artifact: n,
             source: artifact.source.clone(),
-            repository: site_repository(&upstream, keep_host),
-            tag: upstream.tag.clone(),
+            repository,
+            tag,
             digest,
-            upstream_digest: upstream.digest,
+            upstream_digest,
             children: manifests
                 .iter()
                 .map(|e| e.sha256)
@@ -138,11 +191,11 @@ pub fn plan(index: &Index, keep_host: bool) -> Result<Vec<PlannedImage>> {
             && *other_digest != digest
         {
             return Err(Error::Usage(format!(
-                "images `{other}` and `{}` would get the same name `{}:{}` on the site registry",
+                "`{other}` and `{}` would get the same name `{}:{}` on the site registry",
                 image.source, key.0, key.1
             ))
             .with_hint(
-                "pass --keep-host to keep the upstream host in the names; nothing was pushed",
+                "pass --keep-host to keep the upstream host in image names; nothing was pushed",
             ));
         }
         named.insert(key, (image.source.clone(), digest));
@@ -263,12 +316,14 @@ impl RegistryTarget {
             let mut targets: Vec<String> = entry
                 .artifacts
                 .iter()
-                .filter_map(|a| artifact_image(index, &images, *a))
+                .filter_map(|a| artifact_image(&images, *a))
                 .map(|i| i.repository.clone())
                 .collect();
             targets.sort();
             targets.dedup();
-            blob_repos.insert(entry.sha256, targets);
+            if !targets.is_empty() {
+                blob_repos.insert(entry.sha256, targets);
+            }
         }
         // Everything to look up with HEAD, looked up in parallel.
         let mut probes: Vec<(String, Sha256Digest)> = blob_repos
@@ -609,13 +664,8 @@ fn media_type(bytes: &[u8]) -> String {
 }
 
 /// The planned image of artifact `n`, if it is an image.
-fn artifact_image<'a>(
-    index: &Index,
-    images: &'a [PlannedImage],
-    n: usize,
-) -> Option<&'a PlannedImage> {
-    let source = &index.artifacts.get(n)?.source;
-    images.iter().find(|i| &i.source == source)
+fn artifact_image(images: &[PlannedImage], n: usize) -> Option<&PlannedImage> {
+    images.iter().find(|i| i.artifact == n)
 }
 
 /// `HEAD` of every (repository, digest) in `probes`, `jobs` at a time; manifests by their
@@ -767,6 +817,21 @@ fn spread(
         }
     }
     Ok(())
+}
+
+impl RegistryTarget {
+    /// Whether this target takes `entry`: the manifests of its images and the blobs it
+    /// pushes.
+    pub fn wants(&self, entry: &IndexEntry) -> bool {
+        match entry.kind {
+            EntryKind::OciManifest => self
+                .images
+                .iter()
+                .any(|i| i.digest == entry.sha256 || i.children.contains(&entry.sha256)),
+            EntryKind::OciBlob => self.blob_repos.contains_key(&entry.sha256),
+            _ => false,
+        }
+    }
 }
 
 impl EntrySink for RegistryTarget {
