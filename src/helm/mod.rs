@@ -136,14 +136,30 @@ pub fn metadata_from_reader(reader: impl Read, what: &str) -> Result<ChartMetada
             .map_err(|e| bad(format!("{}: {e}", path.display())))?;
         let meta: ChartMetadata =
             serde_yaml_ng::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-        if meta.name.is_empty() || meta.version.is_empty() {
-            return Err(bad(format!("{} has no name or version", path.display())));
+        for (field, value) in [("name", &meta.name), ("version", &meta.version)] {
+            if !is_safe_component(value) {
+                return Err(bad(format!(
+                    "{}: {field} `{}` is empty or not made of letters, digits and `._+-`",
+                    path.display(),
+                    value.escape_debug()
+                )));
+            }
         }
         return Ok(meta);
     }
     Err(bad(
         "no <name>/Chart.yaml in the archive (or beyond the first 256 MiB)".into(),
     ))
+}
+
+/// A chart name or version fit for a file name (`<name>-<version>.tgz`): letters, digits
+/// and `._+-`, not starting with a dot.
+fn is_safe_component(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
 }
 
 /// The OCI form of a chart: config and manifest bytes (the layer is the `.tgz` itself).
