@@ -424,10 +424,14 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             } else {
                 reporter.info(format!("installed {} {}", report.name, report.version));
             }
-            if let Some(r) = &report.registry {
+            for (r, what) in [
+                (&report.registry, "images"),
+                (&report.chart_registry, "charts"),
+            ] {
+                let Some(r) = r else { continue };
                 let tagged = r.images.iter().filter(|i| i.status == "pushed").count();
                 reporter.info(format!(
-                    "registry {}: {} images ({} tagged now, {} already there); {} blobs pushed ({}), {} mounted, {} already there",
+                    "registry {}: {} {what} ({} tagged now, {} already there); {} blobs pushed ({}), {} mounted, {} already there",
                     r.host,
                     r.images.len(),
                     tagged,
@@ -438,7 +442,10 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                     r.blobs_present
                 ));
                 if r.blobs_pushed == 0 && r.blobs_mounted == 0 && r.manifests_pushed == 0 {
-                    reporter.info("registry: everything was already there; nothing was pushed");
+                    reporter.info(format!(
+                        "registry {}: every one of the {what} was already there; nothing was pushed",
+                        r.host
+                    ));
                 }
             }
             if let Some(dir) = &report.oci_dir {
