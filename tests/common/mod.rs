@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod apt;
+pub mod helm;
 pub mod install;
 pub mod net;
 pub mod registry;
@@ -601,6 +602,27 @@ impl Apache {
     /// Starts Apache with `doc_root` as its `DocumentRoot` and waits until it
     /// answers HTTP. Panics (with the error log) if it does not come up.
     pub fn start(doc_root: &Path) -> Apache {
+        Apache::start_with(doc_root, None)
+    }
+
+    /// Like [`Apache::start`], with HTTP basic auth (mod_auth_basic, an `htpasswd -B` file
+    /// made with apache2-utils) required for every path under `location` (e.g. `/charts`):
+    /// only `user` with `password` gets in, anyone else is answered 401.
+    pub fn start_with_basic_auth(
+        doc_root: &Path,
+        location: &str,
+        user: &str,
+        password: &str,
+    ) -> Apache {
+        let auth = BasicAuth {
+            location: location.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+        };
+        Apache::start_with(doc_root, Some(&auth))
+    }
+
+    fn start_with(doc_root: &Path, auth: Option<&BasicAuth>) -> Apache {
         require_tool(APACHE_BIN);
         let root = doc_root
             .canonicalize()
@@ -608,7 +630,7 @@ impl Apache {
         check_world_traversable(&root);
         let mut last = String::new();
         for attempt in 1..=4 {
-            match Apache::try_start(&root) {
+            match Apache::try_start(&root, auth) {
                 Ok(a) => return a,
                 Err(StartError::PortTaken(log)) => {
                     last = format!("attempt {attempt}: port taken\n{log}");
@@ -619,7 +641,7 @@ impl Apache {
         panic!("apache failed to start: port taken on every attempt\n{last}")
     }
 
-    fn try_start(root: &Path) -> Result<Apache, StartError> {
+    fn try_start(root: &Path, auth: Option<&BasicAuth>) -> Result<Apache, StartError> {
         let dir = tempfile::Builder::new()
             .prefix("airgap-bundle-apache-")
             .tempdir_in(std::env::temp_dir())
@@ -628,7 +650,11 @@ impl Apache {
         let d = dir.path();
         let port = free_port();
         let conf = d.join("httpd.conf");
-        fs::write(&conf, apache_config(d, root, port)).expect("write httpd.conf");
+        let mut config = apache_config(d, root, port);
+        if let Some(auth) = auth {
+            config.push_str(&basic_auth_config(d, auth));
+        }
+        fs::write(&conf, config).expect("write httpd.conf");
 
         let stdout = fs::File::create(d.join("stdout.log")).expect("create stdout.log");
         let stderr = fs::File::create(d.join("stderr.log")).expect("create stderr.log");
@@ -859,6 +885,43 @@ DocumentRoot \"{r}\"
 </Directory>
 DirectoryIndex index.html
 "
+    ));
+    c
+}
+
+/// A path prefix of an [`Apache`] that requires one basic login.
+struct BasicAuth {
+    location: String,
+    user: String,
+    password: String,
+}
+
+/// The modules, the htpasswd file (written into `dir`, readable by the workers) and the
+/// `<Location>` block that protect `auth.location`.
+fn basic_auth_config(dir: &Path, auth: &BasicAuth) -> String {
+    require_tool("htpasswd");
+    let htpasswd = dir.join("htpasswd");
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", &auth.user, &auth.password])
+        .output()
+        .expect("run htpasswd");
+    assert!(
+        out.status.success(),
+        "htpasswd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::write(&htpasswd, &out.stdout).expect("write htpasswd");
+    set_mode(&htpasswd, 0o644);
+    let mut c = String::new();
+    for m in ["auth_basic", "authn_core", "authn_file", "authz_user"] {
+        c.push_str(&format!(
+            "LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so\n"
+        ));
+    }
+    c.push_str(&format!(
+        "<Location \"{}\">\n    AuthType Basic\n    AuthName \"test-repo\"\n    AuthBasicProvider file\n    AuthUserFile \"{}\"\n    Require valid-user\n</Location>\n",
+        auth.location,
+        htpasswd.display()
     ));
     c
 }
