@@ -248,12 +248,16 @@ pub fn install(
             bar.set_length(v.index.total_bytes());
             let mut t = targets.borrow_mut();
             let images = registry_images(v, options, oci_root.is_some())?;
-            let web_entries = v
-                .index
-                .entries
-                .iter()
-                .filter(|e| web_root::is_web_entry(e))
-                .count();
+            let mut web_entries: std::collections::BTreeMap<&str, usize> = Default::default();
+            for e in v.index.entries.iter().filter(|e| web_root::is_web_entry(e)) {
+                let what = match e.kind {
+                    EntryKind::Chart => "Helm chart(s)",
+                    EntryKind::Python => "Python package(s)",
+                    EntryKind::Deb | EntryKind::AptIndex => "apt repository file(s)",
+                    _ => "file(s)",
+                };
+                *web_entries.entry(what).or_default() += 1;
+            }
             match &root {
                 Some(root) => {
                     let receipt = receipt::receipt_rel_path(&v.index.name, &v.index.version);
@@ -274,9 +278,14 @@ pub fn install(
                     let found = web_root::preflight(root, &v.index, Layout::WebRoot, &generated)?;
                     t.web = Some(WebRootSink::new(root, Layout::WebRoot, found.in_place)?);
                 }
-                None if web_entries > 0 => {
+                None if !web_entries.is_empty() => {
+                    let listed: Vec<String> = web_entries
+                        .iter()
+                        .map(|(what, n)| format!("{n} {what}"))
+                        .collect();
                     return Err(Error::Usage(format!(
-                        "this bundle carries {web_entries} files for the web root: pass --web-root DIR (e.g. /var/www/html)"
+                        "this bundle carries {} for the web root: pass --web-root DIR (e.g. /var/www/html); nothing was installed",
+                        listed.join(", ")
                     )));
                 }
                 None => {}
