@@ -251,10 +251,10 @@ pub fn install(
             let mut web_entries: std::collections::BTreeMap<&str, usize> = Default::default();
             for e in v.index.entries.iter().filter(|e| web_root::is_web_entry(e)) {
                 let what = match e.kind {
-                    EntryKind::Chart => "Helm chart(s)",
-                    EntryKind::Python => "Python package(s)",
-                    EntryKind::Deb | EntryKind::AptIndex => "apt repository file(s)",
-                    _ => "file(s)",
+                    EntryKind::Chart => "Helm chart",
+                    EntryKind::Python => "Python package",
+                    EntryKind::Deb | EntryKind::AptIndex => "apt repository file",
+                    _ => "file",
                 };
                 *web_entries.entry(what).or_default() += 1;
             }
@@ -281,7 +281,7 @@ pub fn install(
                 None if !web_entries.is_empty() => {
                     let listed: Vec<String> = web_entries
                         .iter()
-                        .map(|(what, n)| format!("{n} {what}"))
+                        .map(|(what, n)| format!("{n} {what}{}", if *n == 1 { "" } else { "s" }))
                         .collect();
                     return Err(Error::Usage(format!(
                         "this bundle carries {} for the web root: pass --web-root DIR (e.g. /var/www/html); nothing was installed",
