@@ -24,6 +24,9 @@ pub struct InspectReport {
     pub manifest_sha256: Sha256Digest,
     pub index_sha256: Sha256Digest,
     pub volumes: Vec<Volume>,
+    /// The volume list of a split bundle (`NAME.volumes`, signed beside it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_list: Option<String>,
     pub compression: Compression,
     pub totals: Totals,
     pub kinds: BTreeMap<String, Totals>,
@@ -123,6 +126,7 @@ pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
                 size: *n,
             })
             .collect(),
+        volume_list: source.volume_list().map(|p| p.display().to_string()),
         compression: Compression {
             seekable: table.is_some(),
             frames: table.map(|t| t.len()),
@@ -152,6 +156,13 @@ impl InspectReport {
         let _ = writeln!(s, "manifest  sha256:{}", self.manifest_sha256);
         for v in &self.volumes {
             let _ = writeln!(s, "volume    {} ({})", v.path, human_bytes(v.size));
+        }
+        if let Some(list) = &self.volume_list {
+            let _ = writeln!(
+                s,
+                "volumes   {} of them, listed in {list} (check each stick: minisign -Vm {list} -p site.pub && sha256sum -c --ignore-missing {list})",
+                self.volumes.len()
+            );
         }
         let _ = writeln!(
             s,

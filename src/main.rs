@@ -68,7 +68,8 @@ enum Command {
         /// Secret key (minisign format); BUNDLE_KEY_PASSWORD unlocks an encrypted one.
         #[arg(long)]
         key: PathBuf,
-        /// Split into volumes of this size (a later release).
+        /// Split into volumes of at most SIZE bytes (K, M, G, T: powers of 1024; `4G`
+        /// fits FAT32), with a signed volume list for checking each stick on its own.
         #[arg(long, value_name = "SIZE")]
         split_size: Option<String>,
         /// Compression threads (default: one per core).
@@ -272,12 +273,11 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             threads,
             net,
         } => {
-            if let Some(size) = split_size {
-                return Err(Error::Usage(format!(
-                    "--split-size {size}: split volumes are not supported by this version yet"
-                ))
-                .with_hint("write one file and copy it to an exFAT stick"));
-            }
+            let split = split_size
+                .as_deref()
+                .map(airgap_bundle::bundle::split::parse_size)
+                .transpose()
+                .map_err(|e| Error::Usage(format!("--split-size {e}")))?;
             let secret = SecretKey::load(&key, key_password)?;
             let options = CreateOptions {
                 locked,
@@ -285,6 +285,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 fetch: net.options(),
                 threads,
                 plain_http: net.plain_http,
+                split,
             };
             let written = create(&options, &secret, reporter)?;
             if json {
@@ -295,16 +296,38 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                     "entries": written.index.entries.len(),
                     "content_bytes": written.index.total_bytes(),
                     "frames": written.frames.len(),
+                    "volumes": written.volumes.iter().map(|(p, n)| serde_json::json!({"path": p, "bytes": n})).collect::<Vec<_>>(),
+                    "volume_list": written.volume_list,
                 }))?;
             }
-            reporter.info(format!(
-                "wrote {} ({}, {} entries, {} frames) and {}",
-                written.path.display(),
-                human_bytes(written.bytes),
-                written.index.entries.len(),
-                written.frames.len(),
-                written.signature_path.display()
-            ));
+            match &written.volume_list {
+                None => reporter.info(format!(
+                    "wrote {} ({}, {} entries, {} frames) and {}",
+                    written.path.display(),
+                    human_bytes(written.bytes),
+                    written.index.entries.len(),
+                    written.frames.len(),
+                    written.signature_path.display()
+                )),
+                Some(list) => {
+                    reporter.info(format!(
+                        "wrote {} volumes {}.000 … .{:03} ({}, {} entries, {} frames), {} (the whole) and {} (+ .minisig)",
+                        written.volumes.len(),
+                        written.path.display(),
+                        written.volumes.len().saturating_sub(1),
+                        human_bytes(written.bytes),
+                        written.index.entries.len(),
+                        written.frames.len(),
+                        written.signature_path.display(),
+                        list.display()
+                    ));
+                    reporter.info(format!(
+                        "check each stick with: minisign -Vm {} -p site.pub && sha256sum -c --ignore-missing {}",
+                        list.display(),
+                        list.display()
+                    ));
+                }
+            }
             Ok(())
         }
         Command::Verify { bundle, pubkey } => {

@@ -6,6 +6,7 @@ pub mod index;
 pub mod pool;
 pub mod reader;
 pub mod signing;
+pub mod split;
 pub mod volumes;
 pub mod writer;
 

@@ -373,6 +373,21 @@ pub fn read_verified(
     on_index: &mut dyn FnMut(&VerifiedIndex) -> Result<()>,
     sink: &mut dyn EntrySink,
 ) -> Result<VerifiedIndex> {
+    source.check_volume_list(options.pubkey)?;
+    read_verified_stream(source, options, on_index, sink).map_err(|e| {
+        match (e.exit_code(), source.diagnose()) {
+            (3, Some(bad)) => e.map_message(|m| format!("{bad}: {m}")),
+            _ => e,
+        }
+    })
+}
+
+fn read_verified_stream(
+    source: &BundleSource,
+    options: ReadOptions<'_>,
+    on_index: &mut dyn FnMut(&VerifiedIndex) -> Result<()>,
+    sink: &mut dyn EntrySink,
+) -> Result<VerifiedIndex> {
     let mut metered = open_archive(source)?;
     let budget = metered.budget.clone();
     let verified = {

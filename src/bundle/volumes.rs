@@ -5,17 +5,45 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::signing::{PublicKey, Signature};
+use super::split::VolumeList;
+use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
 
 /// Where a bundle's bytes live.
 #[derive(Clone, Debug)]
 pub struct BundleSource {
     volumes: Vec<(PathBuf, u64)>,
+    /// The volume list beside split volumes (`NAME.volumes`), its bytes and where it is.
+    list: Option<ListedVolumes>,
 }
 
+#[derive(Clone, Debug)]
+struct ListedVolumes {
+    path: PathBuf,
+    text: Vec<u8>,
+    parsed: VolumeList,
+}
+
+/// `NAME.bundle.tar.zst.000` names the bundle `NAME.bundle.tar.zst`.
+fn base_of(path: &Path) -> Option<PathBuf> {
+    let s = path.to_str()?;
+    let base = s.strip_suffix(".000")?;
+    (!Path::new(base).exists()).then(|| PathBuf::from(base))
+}
+
+/// Upper bound on a volume list (a line per volume).
+const MAX_LIST_BYTES: u64 = 16 << 20;
+
 impl BundleSource {
-    /// Opens `path`, or its volumes `path.000`, `path.001`, … when `path` itself is absent.
+    /// Opens `path`, or its volumes `path.000`, `path.001`, … when `path` itself is absent
+    /// (`path` may also name the first volume). With the signed volume list beside them, every
+    /// listed volume must be there (exit 1 naming a missing one) with the size the list
+    /// gives it (exit 3 naming a truncated or wrong one), before anything is read.
     pub fn open(path: &Path) -> Result<Self> {
+        if let Some(base) = base_of(path) {
+            return BundleSource::open(&base);
+        }
         if let Ok(meta) = std::fs::metadata(path) {
             if !meta.is_file() {
                 return Err(Error::Usage(format!(
@@ -25,7 +53,24 @@ impl BundleSource {
             }
             return Ok(BundleSource {
                 volumes: vec![(path.to_path_buf(), meta.len())],
+                list: None,
             });
+        }
+        let list_path = super::split::list_path(path);
+        if let Ok(file) = File::open(&list_path) {
+            let mut text = Vec::new();
+            file.take(MAX_LIST_BYTES + 1)
+                .read_to_end(&mut text)
+                .at("cannot read", &list_path)?;
+            let parsed = std::str::from_utf8(&text)
+                .map_err(|_| "it is not text".to_string())
+                .and_then(VolumeList::parse)
+                .map_err(|why| {
+                    Error::Verify(format!("{}: {why}", list_path.display())).with_hint(
+                        "copy the volume list from the connected side again (it is signed: check it with minisign)",
+                    )
+                })?;
+            return BundleSource::from_list(path, list_path, text, parsed);
         }
         let mut volumes = Vec::new();
         for n in 0.. {
@@ -57,7 +102,106 @@ impl BundleSource {
                 path.display()
             )));
         }
-        Ok(BundleSource { volumes })
+        Ok(BundleSource {
+            volumes,
+            list: None,
+        })
+    }
+
+    fn from_list(base: &Path, path: PathBuf, text: Vec<u8>, parsed: VolumeList) -> Result<Self> {
+        let dir = match base.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut volumes = Vec::with_capacity(parsed.data.len());
+        let mut missing = Vec::new();
+        for (n, (name, _)) in parsed.data.iter().enumerate() {
+            let vol = dir.join(name);
+            match std::fs::metadata(&vol) {
+                Ok(meta) if meta.is_file() => {
+                    let want = parsed.size_of(n);
+                    if meta.len() != want {
+                        return Err(Error::Verify(format!(
+                            "volume {} is {} bytes, the volume list says {want} ({}); nothing was read",
+                            vol.display(),
+                            meta.len(),
+                            if meta.len() < want { "truncated" } else { "not this bundle's volume" }
+                        ))
+                        .with_hint("copy this volume again from the connected side and check it with `sha256sum -c --ignore-missing NAME.volumes`"));
+                    }
+                    volumes.push((vol, want));
+                }
+                _ => missing.push(vol),
+            }
+        }
+        if !missing.is_empty() {
+            let names: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+            return Err(Error::Runtime(format!(
+                "volume{} {} {} missing ({} of {} present)",
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", "),
+                if names.len() == 1 { "is" } else { "are" },
+                volumes.len(),
+                parsed.data.len()
+            ))
+            .with_hint(
+                "copy the missing volumes next to the others and run again; nothing was read",
+            ));
+        }
+        Ok(BundleSource {
+            volumes,
+            list: Some(ListedVolumes { path, text, parsed }),
+        })
+    }
+
+    /// Checks the volume list's signature (`NAME.volumes.minisig`) against `key`, when the
+    /// bundle came with one.
+    pub fn check_volume_list(&self, key: &PublicKey) -> Result<()> {
+        let Some(list) = &self.list else {
+            return Ok(());
+        };
+        let sig_path = PathBuf::from(format!("{}.minisig", list.path.display()));
+        let text = std::fs::read_to_string(&sig_path).map_err(|e| {
+            Error::Verify(format!("cannot read {}: {e}", sig_path.display()))
+                .with_hint("copy the volume list's signature from the connected side too")
+        })?;
+        Signature::parse(&text, &sig_path.display().to_string())?.verify(
+            key,
+            &list.text,
+            &list.path.display().to_string(),
+        )
+    }
+
+    /// After a verification failure: which volumes do not hash to what the signed list
+    /// says (one extra read, only on the failure path). `None` when all match or there is
+    /// no list.
+    pub fn diagnose(&self) -> Option<String> {
+        let list = self.list.as_ref()?;
+        let bad: Vec<String> = self
+            .volumes
+            .iter()
+            .zip(&list.parsed.data)
+            .filter(|((path, _), (_, want))| {
+                File::open(path)
+                    .and_then(Sha256Digest::of_reader)
+                    .map_or(true, |(got, _)| got != *want)
+            })
+            .map(|((path, _), _)| path.display().to_string())
+            .collect();
+        (!bad.is_empty()).then(|| {
+            format!(
+                "volume{} {} do{} not match the signed volume list (altered, swapped or wrong volume{})",
+                if bad.len() == 1 { "" } else { "s" },
+                bad.join(", "),
+                if bad.len() == 1 { "es" } else { "" },
+                if bad.len() == 1 { "" } else { "s" },
+            )
+        })
+    }
+
+    /// The volume list, if the bundle is split and came with one.
+    pub fn volume_list(&self) -> Option<&Path> {
+        self.list.as_ref().map(|l| l.path.as_path())
     }
 
     /// Volume files in order, with their sizes.

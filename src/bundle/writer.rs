@@ -16,6 +16,7 @@ use super::index::{
     MANIFEST_PATH,
 };
 use super::signing::{Prehasher, SecretKey};
+use super::split::{self, VolumeOutput, WrittenVolume};
 use crate::digest::{HashingReader, Sha256Digest};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{file_name_of, parent_dir, sync_dir};
@@ -76,6 +77,9 @@ pub struct BundlePlan {
 pub struct WrittenBundle {
     pub path: PathBuf,
     pub signature_path: PathBuf,
+    /// With `--split-size`: the volumes (path, bytes), and the signed volume list.
+    pub volumes: Vec<(PathBuf, u64)>,
+    pub volume_list: Option<PathBuf>,
     pub bytes: u64,
     pub frames: Vec<FrameSizes>,
     pub index: Index,
@@ -85,21 +89,25 @@ pub struct WrittenBundle {
 /// the detached signature there, so the packing thread only reads, hashes and copies.
 struct OutputSink {
     tx: Option<SyncSender<Vec<u8>>>,
-    worker: Option<JoinHandle<io::Result<(File, Prehasher, u64)>>>,
+    worker: Option<JoinHandle<io::Result<Finished>>>,
 }
 
+/// What the writer thread leaves: the volumes (each synced), the prehash of them all and
+/// the bytes written.
+type Finished = (Vec<WrittenVolume>, Prehasher, u64);
+
 impl OutputSink {
-    fn new(mut file: File) -> Self {
+    fn new(mut out: VolumeOutput) -> Self {
         let (tx, rx) = sync_channel::<Vec<u8>>(2);
         let worker = std::thread::spawn(move || {
             let mut prehash = Prehasher::default();
             let mut bytes = 0u64;
             for chunk in rx {
-                file.write_all(&chunk)?;
+                out.write_all(&chunk)?;
                 prehash.update(&chunk);
                 bytes += chunk.len() as u64;
             }
-            Ok((file, prehash, bytes))
+            Ok((out.finish()?, prehash, bytes))
         });
         OutputSink {
             tx: Some(tx),
@@ -107,13 +115,13 @@ impl OutputSink {
         }
     }
 
-    /// Waits for the writer thread: the file, the prehash and the bytes written.
-    fn finish(mut self) -> io::Result<(File, Prehasher, u64)> {
+    /// Waits for the writer thread: the volumes, the prehash and the bytes written.
+    fn finish(mut self) -> io::Result<Finished> {
         self.tx = None;
         self.join()
     }
 
-    fn join(&mut self) -> io::Result<(File, Prehasher, u64)> {
+    fn join(&mut self) -> io::Result<Finished> {
         match self.worker.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
             _ => Err(io::Error::other("the output writer thread stopped")),
@@ -203,11 +211,14 @@ impl BundlePlan {
     }
 }
 
-/// Packs, signs and writes the bundle to `out` (atomically), and `out.minisig` beside it.
+/// Packs, signs and writes the bundle to `out` (atomically), and `out.minisig` beside it;
+/// with `split`, as volumes `out.000`, `out.001`, … of at most that many bytes, with the
+/// signed volume list `out.volumes` and `out.volumes.minisig`.
 pub fn write_bundle(
     mut plan: BundlePlan,
     key: &SecretKey,
     out: &Path,
+    split: Option<u64>,
     threads: usize,
     progress: &ProgressBar,
 ) -> Result<WrittenBundle> {
@@ -225,13 +236,7 @@ pub fn write_bundle(
 
     let dir = parent_dir(out);
     let file_name = file_name_of(out)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .at("cannot create a temporary file in", dir)?;
-    let file = tmp.as_file().try_clone().at("cannot open", tmp.path())?;
-    let sink = OutputSink::new(file);
+    let sink = OutputSink::new(VolumeOutput::new(dir, &file_name, split));
     let write_err = |e: io::Error| Error::io("cannot write", out, e);
     let mut tar = tar::Builder::new(FrameWriter::new(sink, threads));
     let mtime = plan.created_epoch;
@@ -270,9 +275,7 @@ pub fn write_bundle(
     }
     let frames_out = tar.into_inner().map_err(write_err)?;
     let (sink, frames) = frames_out.finish().map_err(write_err)?;
-    let (file, prehash, bytes) = sink.finish().map_err(write_err)?;
-    file.sync_all()
-        .map_err(|e| Error::io("cannot sync", out, e))?;
+    let (volumes, prehash, bytes) = sink.finish().map_err(write_err)?;
 
     let whole = key.sign_prehashed(
         &prehash.finish(),
@@ -289,23 +292,69 @@ pub fn write_bundle(
             .to_file_string("signature from airgap-bundle secret key")
             .as_bytes(),
     )?;
-    {
+    // The signed volume list, when split.
+    let list = match split {
+        Some(size) => {
+            let listed: Vec<(String, Sha256Digest, u64)> = volumes
+                .iter()
+                .enumerate()
+                .map(|(n, v)| (format!("{file_name}.{n:03}"), v.sha256, v.size))
+                .collect();
+            let text = split::volume_list(size, &listed);
+            let list_name = format!("{file_name}.volumes");
+            let sig = key
+                .sign(
+                    text.as_bytes(),
+                    &format!(
+                        "timestamp:{}\tfile:{list_name}\tbundle:{} {}",
+                        plan.created_epoch, plan.name, plan.version
+                    ),
+                )
+                .to_file_string("signature from airgap-bundle secret key");
+            Some((
+                write_temporary(dir, &format!(".{list_name}."), text.as_bytes())?,
+                write_temporary(dir, &format!(".{list_name}.minisig."), sig.as_bytes())?,
+            ))
+        }
+        None => None,
+    };
+    for v in &volumes {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
+        v.tmp
+            .as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .at("cannot set permissions on", tmp.path())?;
+            .at("cannot set permissions on", v.tmp.path())?;
     }
-    // A signature never sits beside bytes it does not describe: the old one goes (durably)
-    // before the new bundle takes its name, and the new one arrives after it.
-    match std::fs::remove_file(&signature_path) {
-        Ok(()) => sync_dir(dir)?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("cannot replace", &signature_path, e)),
-    }
-    tmp.persist(out)
-        .map_err(|e| Error::io("cannot rename into place", out, e.error))?;
-    // The new bundle's name is durable before its signature's is.
+    // A signature never sits beside bytes it does not describe: the old ones and any
+    // earlier bundle or volumes of this name go (durably) before the new bytes take their
+    // names, and the signatures arrive after them.
+    remove_earlier(out, &signature_path)?;
     sync_dir(dir)?;
+    let mut placed = Vec::with_capacity(volumes.len());
+    let single = split.is_none();
+    for (n, v) in volumes.into_iter().enumerate() {
+        let path = if single {
+            out.to_path_buf()
+        } else {
+            split::volume_path(out, n)
+        };
+        v.tmp
+            .persist(&path)
+            .map_err(|e| Error::io("cannot rename into place", &path, e.error))?;
+        placed.push((path, v.size));
+    }
+    // The new bundle's names are durable before its signatures' are.
+    sync_dir(dir)?;
+    let mut volume_list = None;
+    if let Some((text, sig)) = list {
+        let path = split::list_path(out);
+        text.persist(&path)
+            .map_err(|e| Error::io("cannot rename into place", &path, e.error))?;
+        let sig_path = PathBuf::from(format!("{}.minisig", path.display()));
+        sig.persist(&sig_path)
+            .map_err(|e| Error::io("cannot rename into place", &sig_path, e.error))?;
+        volume_list = Some(path);
+    }
     signature
         .persist(&signature_path)
         .map_err(|e| Error::io("cannot rename into place", &signature_path, e.error))?;
@@ -316,7 +365,37 @@ pub fn write_bundle(
         bytes,
         frames,
         index,
+        volumes: if single { Vec::new() } else { placed },
+        volume_list,
     })
+}
+
+/// Removes what an earlier `create` to the same name left: the bundle, its signature, its
+/// volumes and their list.
+fn remove_earlier(out: &Path, signature_path: &Path) -> Result<()> {
+    let list = split::list_path(out);
+    let list_sig = PathBuf::from(format!("{}.minisig", list.display()));
+    let mut doomed = vec![
+        signature_path.to_path_buf(),
+        list_sig,
+        list,
+        out.to_path_buf(),
+    ];
+    for n in 0.. {
+        let v = split::volume_path(out, n);
+        if std::fs::symlink_metadata(&v).is_err() {
+            break;
+        }
+        doomed.push(v);
+    }
+    for path in doomed {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot replace", &path, e)),
+        }
+    }
+    Ok(())
 }
 
 /// A small file written and synced under a temporary name in `dir`, to be renamed into

@@ -25,6 +25,8 @@ pub struct CreateOptions {
     pub threads: usize,
     /// Speak plain HTTP to registries.
     pub plain_http: bool,
+    /// `--split-size`: volumes of at most this many bytes.
+    pub split: Option<u64>,
 }
 
 /// Checks a locked manifest and the output path before any download starts.
@@ -177,7 +179,14 @@ pub fn create(
     };
     let total_content: u64 = plan.contents.iter().map(|c| c.size).sum();
     let bar = reporter.bytes_bar(total_content, "pack");
-    let written = write_bundle(plan, key, &options.out, options.threads, &bar)?;
+    let written = write_bundle(
+        plan,
+        key,
+        &options.out,
+        options.split,
+        options.threads,
+        &bar,
+    )?;
     bar.finish_and_clear();
     Ok(written)
 }
