@@ -346,20 +346,12 @@ fn utf8_byte_order_mark_is_accepted() {
 
 #[test]
 fn unsupported_sections_are_refused_by_lock_and_create() {
-    let sections = [
-        (
-            "charts",
-            format!(
-                "charts:\n  - {{repo: 'https://charts.jetstack.io', name: cert-manager, version: v1.16.2, sha256: {HEX_A}}}\n"
-            ),
+    let sections = [(
+        "charts",
+        format!(
+            "charts:\n  - {{repo: 'https://charts.jetstack.io', name: cert-manager, version: v1.16.2, sha256: {HEX_A}}}\n"
         ),
-        (
-            "python",
-            format!(
-                "python:\n  packages:\n    - {{url: 'https://files.example.org/a-1.0-py3-none-any.whl', sha256: {HEX_A}}}\n"
-            ),
-        ),
-    ];
+    )];
     for (section, yaml) in &sections {
         let ws = Workspace::new();
         // A files entry too: the refusal comes before any download.
