@@ -3,6 +3,7 @@
 
 pub mod debs;
 pub mod images;
+pub mod python;
 
 use std::path::{Path, PathBuf};
 
@@ -140,6 +141,11 @@ pub fn create(
     }
     if !m.debs.is_empty() {
         let carried = debs::collect(m, &fetcher, artifacts.len(), reporter)?;
+        artifacts.extend(carried.artifacts);
+        contents.extend(carried.contents);
+    }
+    if m.python.is_some() {
+        let carried = python::collect(m, &fetcher, artifacts.len(), reporter)?;
         artifacts.extend(carried.artifacts);
         contents.extend(carried.contents);
     }

@@ -4,6 +4,7 @@
 pub mod debs;
 pub mod files;
 pub mod images;
+pub mod python;
 
 use crate::error::Result;
 use crate::fetch::Fetcher;
@@ -25,5 +26,6 @@ pub fn lock_manifest(
     files::lock_files(&mut locked, fetcher, reporter)?;
     images::lock_images(&mut locked, registry, reporter)?;
     debs::lock_debs(&mut locked, loaded.base_dir(), fetcher, reporter)?;
+    python::lock_python(&mut locked, loaded.base_dir(), fetcher, reporter)?;
     Ok(locked)
 }

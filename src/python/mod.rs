@@ -23,6 +23,25 @@ pub fn version(text: &str) -> Result<pep440_rs::Version> {
         .map_err(|e| Error::Usage(format!("`{text}` is not a PEP 440 version: {e}")))
 }
 
+/// Where a distribution file goes in the bundle and on the web root: `python/<file>`.
+/// The name must be one plain file name (it comes from an index or a URL).
+pub fn bundle_path(filename: &str) -> Result<String> {
+    let path = format!("python/{filename}");
+    if filename.is_empty() || filename.contains(['/', '\\']) || filename.starts_with('.') {
+        return Err(Error::Usage(format!(
+            "python file name `{}` cannot be stored safely",
+            filename.escape_debug()
+        )));
+    }
+    crate::bundle::check_entry_path(&path).map_err(|why| {
+        Error::Usage(format!(
+            "python file name `{}` cannot be stored safely: {why}",
+            filename.escape_debug()
+        ))
+    })?;
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -33,6 +52,13 @@ mod tests {
             "zope-interface"
         );
         assert!(super::normalize("bad name").is_err());
+        assert_eq!(
+            super::bundle_path("a-1.0.tar.gz").unwrap(),
+            "python/a-1.0.tar.gz"
+        );
+        for bad in ["", "..", "a/b.whl", ".hidden", "a\\b"] {
+            assert!(super::bundle_path(bad).is_err(), "{bad}");
+        }
         assert_eq!(
             super::version("1.0").unwrap(),
             super::version("1.0.0").unwrap()
