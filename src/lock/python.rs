@@ -46,9 +46,10 @@ impl Index<'_> {
     /// The files of project `name` (normalised), with the page URL they came from.
     fn files(&mut self, name: &str) -> Result<&(String, Vec<IndexFile>)> {
         if !self.pages.contains_key(name) {
-            let canonical: SourceUrl = format!("{}/{name}/", self.base.as_str().trim_end_matches('/'))
-                .parse()
-                .map_err(Error::Usage)?;
+            let canonical: SourceUrl =
+                format!("{}/{name}/", self.base.as_str().trim_end_matches('/'))
+                    .parse()
+                    .map_err(Error::Usage)?;
             let from = self.manifest.fetch_url(&canonical)?;
             let page = self
                 .fetcher
@@ -96,7 +97,10 @@ pub fn lock_python(
     let mut out: Vec<PythonPackage> = Vec::new();
     if named {
         let target = target_of(&section, locked)?;
-        let base = match (&section.index, requirements.as_ref().and_then(|r| r.index_url.as_ref())) {
+        let base = match (
+            &section.index,
+            requirements.as_ref().and_then(|r| r.index_url.as_ref()),
+        ) {
             (Some(url), _) => url.clone(),
             (None, Some(url)) => url.parse().map_err(|e: String| {
                 Error::Usage(format!("{requirements_file}: --index-url: {e}"))
@@ -122,7 +126,10 @@ pub fn lock_python(
             let (Some(name), Some(version)) = (&p.name, &p.version) else {
                 return Err(Error::Usage(format!(
                     "python.packages[{i}]{}: give either {{url, sha256}} or {{name, version}}",
-                    p.name.as_ref().map(|n| format!(" `{n}`")).unwrap_or_default()
+                    p.name
+                        .as_ref()
+                        .map(|n| format!(" `{n}`"))
+                        .unwrap_or_default()
                 )));
             };
             let wanted = Wanted {
@@ -229,7 +236,8 @@ fn resolve(
         .filter(|(_, d)| d.version == wanted.version)
         .collect();
     if of_version.is_empty() {
-        let versions: BTreeSet<&pep440_rs::Version> = parsed.iter().map(|(_, d)| &d.version).collect();
+        let versions: BTreeSet<&pep440_rs::Version> =
+            parsed.iter().map(|(_, d)| &d.version).collect();
         let versions: Vec<&pep440_rs::Version> = versions.into_iter().collect();
         let at = versions.partition_point(|v| **v < wanted.version);
         let nearest: Vec<String> = versions[at.saturating_sub(3)..(at + 3).min(versions.len())]
@@ -240,7 +248,11 @@ fn resolve(
             "{}: version {} is not in the index ({page}); nearest available: {}",
             wanted.what,
             wanted.version,
-            if nearest.is_empty() { "none".to_string() } else { nearest.join(", ") }
+            if nearest.is_empty() {
+                "none".to_string()
+            } else {
+                nearest.join(", ")
+            }
         ))
         .with_hint("pin one of the versions the index has"));
     }
@@ -256,7 +268,10 @@ fn resolve(
         if let Some(hashes) = wanted.hashes
             && !file.sha256.is_some_and(|d| hashes.contains(&d))
         {
-            seen.push(format!("{} (sha256 not among the --hash values)", file.filename));
+            seen.push(format!(
+                "{} (sha256 not among the --hash values)",
+                file.filename
+            ));
             continue;
         }
         let priority = platform.wheel_priority(dist);
@@ -273,7 +288,9 @@ fn resolve(
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 // Two sdists: the .tar.gz (PEP 625's format) over a .zip.
-                (None, None) => file.filename.ends_with(".tar.gz") && !b.filename.ends_with(".tar.gz"),
+                (None, None) => {
+                    file.filename.ends_with(".tar.gz") && !b.filename.ends_with(".tar.gz")
+                }
             },
         };
         if better {
@@ -327,7 +344,8 @@ fn by_url(
     for (i, p) in section.packages.iter().enumerate() {
         let Some(url) = &p.url else { continue };
         let file = p.filename.clone().unwrap_or_else(|| file_name_of(url));
-        bundle_path(&file).map_err(|e| e.map_message(|m| format!("python.packages[{i}] {url}: {m}")))?;
+        bundle_path(&file)
+            .map_err(|e| e.map_message(|m| format!("python.packages[{i}] {url}: {m}")))?;
         let project = p.name.as_deref().map(normalize).transpose()?;
         let dist = filename::parse(&file, project.as_deref()).map_err(|why| {
             Error::Usage(format!(
@@ -336,7 +354,11 @@ fn by_url(
         })?;
         let mut locked = p.clone();
         locked.name = Some(dist.name.clone());
-        locked.version = Some(p.version.clone().unwrap_or_else(|| dist.version.to_string()));
+        locked.version = Some(
+            p.version
+                .clone()
+                .unwrap_or_else(|| dist.version.to_string()),
+        );
         locked.filename = Some(file);
         if p.sha256.is_none() {
             downloads.push(Download {
@@ -393,7 +415,10 @@ pub fn fold(mut packages: Vec<PythonPackage>) -> Result<Vec<PythonPackage>> {
     let mut out: Vec<PythonPackage> = Vec::with_capacity(packages.len());
     let mut by_file: BTreeMap<String, usize> = BTreeMap::new();
     for p in packages {
-        if out.iter().any(|o| o.sha256.is_some() && o.sha256 == p.sha256) {
+        if out
+            .iter()
+            .any(|o| o.sha256.is_some() && o.sha256 == p.sha256)
+        {
             continue;
         }
         let file = p.filename.clone().unwrap_or_default();
