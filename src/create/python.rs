@@ -30,7 +30,13 @@ pub fn collect(
         return Ok(carried);
     };
     // A hand-edited lock may name a file twice, or two contents under one name.
-    let packages = fold(section.packages.clone())?;
+    let mut packages = section.packages.clone();
+    for p in &mut packages {
+        if let (None, Some(url)) = (&p.filename, &p.url) {
+            p.filename = Some(file_name_of(url));
+        }
+    }
+    let packages = fold(packages)?;
     let mut planned = Vec::new();
     for p in &packages {
         let (Some(url), Some(sha256)) = (&p.url, p.sha256) else {

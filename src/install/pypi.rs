@@ -11,7 +11,7 @@ use crate::bundle::index::{EntryKind, Index};
 use crate::error::{Error, Result};
 use crate::fs::RootDir;
 use crate::manifest::Manifest;
-use crate::python::index::parse_html;
+use crate::python::index::{links, parse_html};
 
 /// The snippet for `/etc/pip.conf` (or `~/.config/pip/pip.conf`), at the web root.
 pub const PIP_CONF: &str = "pip.conf";
@@ -96,9 +96,8 @@ pub fn pages(
     let mut all_projects: BTreeSet<String> = projects.keys().cloned().collect();
     if let Some(existing) = root.read_small(TOP_INDEX, MAX_PAGE_BYTES) {
         let text = String::from_utf8_lossy(&existing);
-        for link in parse_html(&text, &base) {
+        for link in links(&text, &base) {
             if let Some(p) = link
-                .url
                 .path()
                 .strip_prefix("/simple/")
                 .and_then(|p| p.strip_suffix('/'))

@@ -101,27 +101,8 @@ pub fn parse_json(text: &str, page: &url::Url) -> Result<Vec<IndexFile>, String>
 /// PEP 503's HTML form: every `<a href>`; the file name is the URL's last path segment,
 /// as pip takes it. Anchors that are not files (no path segment) are skipped.
 pub fn parse_html(text: &str, page: &url::Url) -> Vec<IndexFile> {
-    let Ok(dom) = tl::parse(text, tl::ParserOptions::default()) else {
-        return Vec::new();
-    };
-    let attr = |tag: &tl::HTMLTag<'_>, name: &str| -> Option<String> {
-        let raw = tag.attributes().get(name)??;
-        Some(html_escape::decode_html_entities(&raw.as_utf8_str()).into_owned())
-    };
-    let tags = || dom.nodes().iter().filter_map(|n| n.as_tag());
-    let base = tags()
-        .find(|t| t.name().as_utf8_str().eq_ignore_ascii_case("base"))
-        .and_then(|t| attr(t, "href"))
-        .and_then(|href| page.join(&href).ok())
-        .unwrap_or_else(|| page.clone());
     let mut out = Vec::new();
-    for tag in tags().filter(|t| t.name().as_utf8_str().eq_ignore_ascii_case("a")) {
-        let Some(href) = attr(tag, "href") else {
-            continue;
-        };
-        let Ok(mut url) = base.join(&href) else {
-            continue;
-        };
+    for (mut url, requires_python) in anchors(text, page) {
         let sha256 = url
             .fragment()
             .and_then(|f| f.strip_prefix("sha256="))
@@ -143,11 +124,42 @@ pub fn parse_html(text: &str, page: &url::Url) -> Vec<IndexFile> {
             filename,
             url,
             sha256,
-            requires_python: attr(tag, "data-requires-python").filter(|r| !r.trim().is_empty()),
+            requires_python,
             size: None,
         });
     }
     out
+}
+
+/// Every link of an HTML page (a repository's project list, say), resolved.
+pub fn links(text: &str, page: &url::Url) -> Vec<url::Url> {
+    anchors(text, page).into_iter().map(|(u, _)| u).collect()
+}
+
+/// `<a href>` targets, resolved against the page (or its `<base href>`), with their
+/// `data-requires-python`; attribute values entity-decoded.
+fn anchors(text: &str, page: &url::Url) -> Vec<(url::Url, Option<String>)> {
+    let Ok(dom) = tl::parse(text, tl::ParserOptions::default()) else {
+        return Vec::new();
+    };
+    let attr = |tag: &tl::HTMLTag<'_>, name: &str| -> Option<String> {
+        let raw = tag.attributes().get(name)??;
+        Some(html_escape::decode_html_entities(&raw.as_utf8_str()).into_owned())
+    };
+    let tags = || dom.nodes().iter().filter_map(|n| n.as_tag());
+    let base = tags()
+        .find(|t| t.name().as_utf8_str().eq_ignore_ascii_case("base"))
+        .and_then(|t| attr(t, "href"))
+        .and_then(|href| page.join(&href).ok())
+        .unwrap_or_else(|| page.clone());
+    tags()
+        .filter(|t| t.name().as_utf8_str().eq_ignore_ascii_case("a"))
+        .filter_map(|tag| {
+            let url = base.join(&attr(tag, "href")?).ok()?;
+            let requires = attr(tag, "data-requires-python").filter(|r| !r.trim().is_empty());
+            Some((url, requires))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -218,9 +230,7 @@ mod tests {
         assert_eq!(files[0].requires_python.as_deref(), Some(">=3.7"));
         let old = r#"{"meta": {"api-version": "2.0"}, "files": []}"#;
         assert!(parse_json(old, &page()).unwrap_err().contains("2.0"));
-        let bad = format!(
-            r#"{{"meta": {{"api-version": "1.0"}}, "files": [{{"filename": "a", "url": "a", "hashes": {{"sha256": "zz"}}}}]}}"#
-        );
-        assert!(parse_json(&bad, &page()).is_err());
+        let bad = r#"{"meta": {"api-version": "1.0"}, "files": [{"filename": "a", "url": "a", "hashes": {"sha256": "zz"}}]}"#;
+        assert!(parse_json(bad, &page()).is_err());
     }
 }

@@ -245,7 +245,7 @@ mod tests {
                 "not pinned",
             ),
             ("-r other.txt\n", "r.txt:1:", "not supported"),
-            (&format!("six==1 --hash=sha256:zz\n"), "r.txt:1:", "sha256"),
+            ("six==1 --hash=sha256:zz\n", "r.txt:1:", "sha256"),
             (
                 &format!("six==1 --global-option=x --hash=sha256:{A}\n"),
                 "r.txt:1:",

@@ -12,6 +12,7 @@
 pub mod apt;
 pub mod install;
 pub mod net;
+pub mod pypi;
 pub mod registry;
 pub mod tamper;
 
@@ -601,6 +602,12 @@ impl Apache {
     /// Starts Apache with `doc_root` as its `DocumentRoot` and waits until it
     /// answers HTTP. Panics (with the error log) if it does not come up.
     pub fn start(doc_root: &Path) -> Apache {
+        Apache::start_with_config(doc_root, "")
+    }
+
+    /// [`Apache::start`] with `extra` appended to the generated config (a `<Directory>`
+    /// block, an `AddType`, a module to load).
+    pub fn start_with_config(doc_root: &Path, extra: &str) -> Apache {
         require_tool(APACHE_BIN);
         let root = doc_root
             .canonicalize()
@@ -608,7 +615,7 @@ impl Apache {
         check_world_traversable(&root);
         let mut last = String::new();
         for attempt in 1..=4 {
-            match Apache::try_start(&root) {
+            match Apache::try_start(&root, extra) {
                 Ok(a) => return a,
                 Err(StartError::PortTaken(log)) => {
                     last = format!("attempt {attempt}: port taken\n{log}");
@@ -619,7 +626,7 @@ impl Apache {
         panic!("apache failed to start: port taken on every attempt\n{last}")
     }
 
-    fn try_start(root: &Path) -> Result<Apache, StartError> {
+    fn try_start(root: &Path, extra: &str) -> Result<Apache, StartError> {
         let dir = tempfile::Builder::new()
             .prefix("airgap-bundle-apache-")
             .tempdir_in(std::env::temp_dir())
@@ -628,7 +635,7 @@ impl Apache {
         let d = dir.path();
         let port = free_port();
         let conf = d.join("httpd.conf");
-        fs::write(&conf, apache_config(d, root, port)).expect("write httpd.conf");
+        fs::write(&conf, apache_config(d, root, port) + extra).expect("write httpd.conf");
 
         let stdout = fs::File::create(d.join("stdout.log")).expect("create stdout.log");
         let stderr = fs::File::create(d.join("stderr.log")).expect("create stderr.log");
