@@ -227,6 +227,17 @@ fn resolve(
     wanted: &Wanted<'_>,
 ) -> Result<PythonPackage> {
     let (page, files) = index.files(&wanted.name)?;
+    pick(page, files, target, platform, wanted)
+}
+
+/// Picks the file of `wanted` for one platform among the files of its project page.
+fn pick(
+    page: &str,
+    files: &[IndexFile],
+    target: &Target,
+    platform: &TargetPlatform,
+    wanted: &Wanted<'_>,
+) -> Result<PythonPackage> {
     let parsed: Vec<(&IndexFile, DistFilename)> = files
         .iter()
         .filter_map(|f| Some((f, filename::parse(&f.filename, Some(&wanted.name)).ok()?)))
@@ -438,4 +449,102 @@ pub fn fold(mut packages: Vec<PythonPackage>) -> Result<Vec<PythonPackage>> {
         out.push(p);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, sha: char, requires: Option<&str>) -> IndexFile {
+        IndexFile {
+            filename: name.to_string(),
+            url: format!("https://files.example.org/p/{name}")
+                .parse()
+                .unwrap(),
+            sha256: Some(sha.to_string().repeat(64).parse().unwrap()),
+            requires_python: requires.map(String::from),
+            size: None,
+        }
+    }
+
+    fn chosen(
+        files: &[IndexFile],
+        platform: &str,
+        hashes: Option<&[crate::digest::Sha256Digest]>,
+    ) -> Result<String> {
+        let target = Target::new("3.11", &[platform.to_string()], None).unwrap();
+        let wanted = Wanted {
+            what: "python.packages[0] m==1.0".into(),
+            name: "m".into(),
+            version: crate::python::version("1.0").unwrap(),
+            hashes,
+        };
+        pick(
+            "https://pypi.example.org/simple/m/",
+            files,
+            &target,
+            &target.platforms[0],
+            &wanted,
+        )
+        .map(|p| p.filename.unwrap())
+    }
+
+    #[test]
+    fn wheels_before_sdists_and_tar_gz_before_zip() {
+        let files = [
+            file("m-1.0.zip", 'a', None),
+            file("m-1.0.tar.gz", 'b', None),
+            file("m-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", 'c', None),
+            file("m-1.0-py3-none-any.whl", 'd', None),
+            file("m-0.9-cp311-cp311-win_amd64.whl", 'e', None),
+        ];
+        assert_eq!(
+            chosen(&files, "manylinux2014_x86_64", None).unwrap(),
+            "m-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"
+        );
+        assert_eq!(
+            chosen(&files, "win_amd64", None).unwrap(),
+            "m-1.0-py3-none-any.whl"
+        );
+        assert_eq!(
+            chosen(&files[..3], "win_amd64", None).unwrap(),
+            "m-1.0.tar.gz"
+        );
+        assert_eq!(chosen(&files[..1], "win_amd64", None).unwrap(), "m-1.0.zip");
+    }
+
+    #[test]
+    fn requires_python_and_hashes_narrow_the_choice() {
+        let files = [
+            file(
+                "m-1.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+                'c',
+                Some(">=3.12"),
+            ),
+            file("m-1.0-py3-none-any.whl", 'd', Some(">=3.7")),
+            file("m-1.0.tar.gz", 'b', None),
+        ];
+        assert_eq!(
+            chosen(&files, "manylinux2014_x86_64", None).unwrap(),
+            "m-1.0-py3-none-any.whl"
+        );
+        let only_sdist: Vec<crate::digest::Sha256Digest> = vec!["b".repeat(64).parse().unwrap()];
+        assert_eq!(
+            chosen(&files, "manylinux2014_x86_64", Some(&only_sdist)).unwrap(),
+            "m-1.0.tar.gz"
+        );
+        let e = chosen(&files[..1], "manylinux2014_x86_64", None).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("(requires-python >=3.12)"), "{e}");
+        let e = chosen(
+            &[
+                file("m-2.0-py3-none-any.whl", 'a', None),
+                file("m-0.1.tar.gz", 'b', None),
+            ],
+            "any",
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("nearest available: 0.1, 2.0"), "{e}");
+    }
 }
