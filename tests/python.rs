@@ -403,6 +403,59 @@ fn stock_pip_installs_from_the_installed_mirror_with_matching_hashes() {
             "{f} not fetched from the site:\n{log}"
         );
     }
+
+    // Stock uv accepts the same tree (it checks the #sha256 fragments and the hashes).
+    pypi::venv(&ws.path("uv-venv"));
+    let python = ws.path("uv-venv/bin/python");
+    let out = pypi::uv(
+        &[
+            "pip",
+            "install",
+            "--python",
+            python.to_str().unwrap(),
+            "--index-url",
+            &simple,
+            "--require-hashes",
+            "-r",
+            ws.path("requirements.txt").to_str().unwrap(),
+        ],
+        ws.root(),
+    );
+    assert!(
+        out.status.success(),
+        "uv pip install -r:\n{}",
+        show_output(&out)
+    );
+    let out = pypi::uv(
+        &[
+            "pip",
+            "install",
+            "--python",
+            python.to_str().unwrap(),
+            "--index-url",
+            &simple,
+            "six==1.16.0",
+        ],
+        ws.root(),
+    );
+    assert!(
+        out.status.success(),
+        "uv pip install six:\n{}",
+        show_output(&out)
+    );
+    let out = pypi::uv(
+        &["pip", "freeze", "--python", python.to_str().unwrap()],
+        ws.root(),
+    );
+    let listed = String::from_utf8(out.stdout).unwrap();
+    for pinned in [
+        "jmespath==1.0.1",
+        "netaddr==1.3.0",
+        "passlib==1.7.4",
+        "six==1.16.0",
+    ] {
+        assert!(listed.contains(pinned), "{listed}");
+    }
 }
 
 #[test]

@@ -273,3 +273,54 @@ pub fn venv(dir: &Path) -> PathBuf {
     output_ok(Command::new("python3").args(["-m", "venv"]).arg(dir));
     dir.join("bin/pip")
 }
+
+/// Stock `uv` (Astral's installer), fetched once with stock pip from the machine's
+/// configured index into `$CARGO_TARGET_TMPDIR/uv-tool/`; the path of its binary.
+pub fn cached_uv() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("uv-tool");
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    let lock = fs::File::create(dir.join(".lock")).expect("create lock file");
+    lock.lock().expect("lock the uv cache");
+    let bin = dir.join("pkg/bin/uv");
+    if !bin.is_file() {
+        let _ = fs::remove_dir_all(dir.join("pkg"));
+        let out = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+            ])
+            .arg("--target")
+            .arg(dir.join("pkg"))
+            .arg("uv==0.13.9")
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn pip install uv");
+        assert!(
+            out.status.success(),
+            "pip install uv (from the machine's configured index) failed:\n{}",
+            show_output(&out)
+        );
+    }
+    assert!(bin.is_file(), "pip install uv gave no {}", bin.display());
+    bin
+}
+
+/// `uv ARGS` with no configuration file, no cache and none of the machine's `UV_*` or
+/// `PIP_*` variables: only what `args` name.
+pub fn uv(args: &[&str], cwd: &Path) -> Output {
+    let mut cmd = Command::new(cached_uv());
+    cmd.args(args)
+        .args(["--no-config", "--no-cache"])
+        .current_dir(cwd)
+        .stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("UV_") || k.starts_with("PIP_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().expect("spawn uv")
+}
