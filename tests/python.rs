@@ -680,3 +680,50 @@ fn bad_python_input_is_exit_2_naming_what_is_wrong() {
         .assert_stderr_contains(&format!("two files are named `{}`", pypi::JMESPATH));
     assert!(!ws.path("two.bundle.tar.zst").exists());
 }
+
+#[test]
+fn through_a_mirror_the_lock_and_bundle_keep_the_canonical_urls() {
+    let ws = Workspace::new();
+    let index = PyIndex::build(&ws, "up", Api::Negotiated, &[pypi::SIX, pypi::JMESPATH]);
+    // The canonical index is unreachable; only the mirror answers.
+    let canonical = format!("http://127.0.0.1:{}/", free_port());
+    ws.write(
+        "m.yaml",
+        format!(
+            "{HEAD}name: mirrored\npython:\n  index: {canonical}simple\n  python-version: '3.11'\n  platforms: [manylinux2014_x86_64]\n  packages:\n    - {{name: six, version: 1.16.0}}\n    - {{url: {canonical}packages/{}}}\nmirrors:\n  - {{prefix: '{canonical}', url: '{}'}}\n",
+            pypi::JMESPATH,
+            index.apache.url("")
+        ),
+    );
+    lock(&ws, "m.yaml", "m.lock.yaml", "cache", &[]).assert_ok();
+    let packages = locked_python(&ws.path("m.lock.yaml"));
+    assert_eq!(files_of(&packages), vec![pypi::JMESPATH, pypi::SIX]);
+    for p in &packages {
+        assert_eq!(
+            field(p, "url"),
+            format!("{canonical}packages/{}", field(p, "filename"))
+        );
+    }
+    site_keygen(&ws);
+    create(&ws, "m.lock.yaml", "m.bundle.tar.zst", "fresh", &[]).assert_ok();
+    let report = common::net::inspect_json(&ws, "m.bundle.tar.zst");
+    let sources: Vec<&str> = report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "python")
+        .map(|a| a["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sources,
+        vec![
+            format!("{canonical}packages/{}", pypi::JMESPATH),
+            format!("{canonical}packages/{}", pypi::SIX)
+        ]
+    );
+    let log = index.apache.access_log();
+    assert!(
+        log.contains(&format!("GET /packages/{} ", pypi::SIX)),
+        "{log}"
+    );
+}
