@@ -281,6 +281,10 @@ pub struct PythonPackage {
     /// `data-requires-python` on the site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires_python: Option<String>,
+    /// The sha256 of the file's core metadata (`<url>.metadata`, PEP 658), carried and
+    /// served beside it when the index offers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_sha256: Option<Sha256Digest>,
 }
 
 /// Fetch URLs starting with `prefix` from `url` instead; the canonical URL is kept

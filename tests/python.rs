@@ -145,6 +145,11 @@ fn lock_picks_files_through_pep691_json_and_pep503_html() {
             assert_eq!(field(&packages[0], "name"), "markupsafe");
             assert_eq!(field(&packages[1], "version"), "1.16.0");
             assert_eq!(field(&packages[0], "requires-python"), ">=3.7");
+            // Both APIs offer the core metadata's digest (PEP 658 / 714).
+            assert_eq!(
+                field(&packages[1], "metadata-sha256"),
+                sha256_bytes(pypi::core_metadata(&cache.join(pypi::SIX)))
+            );
             // Deterministic: the same upstream gives the same bytes.
             let again = format!("{dir}-{platform}.again.yaml");
             lock(&ws, &manifest, &again, "cache", &[]).assert_ok();
@@ -311,11 +316,19 @@ fn stock_pip_installs_from_the_installed_mirror_with_matching_hashes() {
         );
     }
     let page = fs::read_to_string(www.join("simple/jmespath/index.html")).unwrap();
+    let metadata = www
+        .join("python")
+        .join(format!("{}.metadata", pypi::JMESPATH));
+    assert_eq!(
+        fs::read(&metadata).unwrap(),
+        pypi::core_metadata(&pypi::cached_wheels().join(pypi::JMESPATH))
+    );
     assert!(
         page.contains(&format!(
-            "<a href=\"../../python/{}#sha256={}\" data-requires-python=\"&gt;=3.7\">",
+            "<a href=\"../../python/{}#sha256={}\" data-requires-python=\"&gt;=3.7\" data-dist-info-metadata=\"sha256={2}\" data-core-metadata=\"sha256={2}\">",
             pypi::JMESPATH,
-            sha256_file(www.join("python").join(pypi::JMESPATH))
+            sha256_file(www.join("python").join(pypi::JMESPATH)),
+            sha256_file(&metadata)
         )),
         "{page}"
     );
@@ -395,7 +408,8 @@ fn stock_pip_installs_from_the_installed_mirror_with_matching_hashes() {
     ] {
         assert!(listed.contains(pinned), "{listed}");
     }
-    // Every file pip fetched came from the installed mirror.
+    // Every file pip fetched came from the installed mirror, and pip read the core
+    // metadata served beside each wheel (PEP 658) while resolving.
     let log = site.access_log();
     for f in [pypi::JMESPATH, pypi::NETADDR, pypi::PASSLIB, pypi::SIX] {
         assert!(
@@ -403,6 +417,10 @@ fn stock_pip_installs_from_the_installed_mirror_with_matching_hashes() {
             "{f} not fetched from the site:\n{log}"
         );
     }
+    assert!(
+        log.contains(&format!("GET /python/{}.metadata ", pypi::SIX)),
+        "pip did not use the core metadata:\n{log}"
+    );
 
     // Stock uv accepts the same tree (it checks the #sha256 fragments and the hashes).
     pypi::venv(&ws.path("uv-venv"));

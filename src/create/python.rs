@@ -1,5 +1,6 @@
 //! Python wheels and sdists into the bundle: each locked file downloaded (through
-//! `mirrors`), checked against its sha256 and carried as `python/<file>`, one artifact per
+//! `mirrors`), checked against its sha256 and carried as `python/<file>` (with its core
+//! metadata as `python/<file>.metadata` when the lock pins one, PEP 658), one artifact per
 //! file bound for `simple/<project>/` on the site.
 
 use crate::bundle::index::{Artifact, EntryKind};
@@ -54,6 +55,26 @@ pub fn collect(
                 })?
                 .name,
         };
+        // PEP 658: the core metadata beside the file, when the lock pinned it.
+        let metadata = match p.metadata_sha256 {
+            Some(digest) => {
+                let canonical: crate::manifest::SourceUrl =
+                    format!("{url}.metadata").parse().map_err(Error::Usage)?;
+                Some((
+                    Download {
+                        from: m.fetch_url(&canonical)?,
+                        canonical,
+                        expected_sha256: Some(digest),
+                        expected_size: None,
+                        authorization: None,
+                        label: None,
+                        pinned_by: None,
+                    },
+                    format!("{path}.metadata"),
+                ))
+            }
+            None => None,
+        };
         planned.push((
             Download {
                 canonical: url.clone(),
@@ -66,14 +87,25 @@ pub fn collect(
             },
             path,
             project,
+            metadata,
         ));
     }
-    let downloads: Vec<Download> = planned.iter().map(|(d, _, _)| d.clone()).collect();
+    let downloads: Vec<Download> = planned
+        .iter()
+        .map(|(d, _, _, _)| d.clone())
+        .chain(
+            planned
+                .iter()
+                .filter_map(|(_, _, _, m)| Some(m.as_ref()?.0.clone())),
+        )
+        .collect();
     let total = downloads.iter().filter_map(|d| d.expected_size).sum();
     let bar = reporter.bytes_bar(total, "python");
     let fetched = fetcher.fetch_all(&downloads, &bar)?;
     bar.finish_and_clear();
-    for ((d, path, project), f) in planned.into_iter().zip(fetched) {
+    let (files, metadata) = fetched.split_at(planned.len());
+    let mut metadata = metadata.iter();
+    for ((d, path, project, meta), f) in planned.into_iter().zip(files) {
         reporter.detail(format!(
             "{} {} -> {path}",
             if f.from_cache { "cached " } else { "fetched" },
@@ -97,6 +129,19 @@ pub fn collect(
             artifacts: vec![artifact],
             origin: d.canonical.to_string(),
         });
+        if let Some((md, mpath)) = meta
+            && let Some(mf) = metadata.next()
+        {
+            carried.contents.push(ContentEntry {
+                path: mpath,
+                kind: EntryKind::Python,
+                source: ContentSource::File(mf.path.clone()),
+                size: mf.size,
+                sha256: mf.sha256,
+                artifacts: vec![artifact],
+                origin: md.canonical.to_string(),
+            });
+        }
     }
     Ok(carried)
 }

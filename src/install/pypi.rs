@@ -1,6 +1,6 @@
 //! The site's PEP 503 simple repository: `simple/index.html` listing every project and
-//! `simple/<project>/index.html` linking each file under `python/` with its `#sha256=` and
-//! `data-requires-python`, merged with what earlier installs listed (their anchors are
+//! `simple/<project>/index.html` linking each file under `python/` with its `#sha256=`,
+//! `data-requires-python` and, where its `.metadata` is carried, `data-core-metadata`, merged with what earlier installs listed (their anchors are
 //! kept; a file this bundle carries again takes its new anchor), plus a `pip.conf` for the
 //! nodes. Pages are rendered deterministically, so an identical re-install finds them
 //! byte-for-byte in place and stages nothing.
@@ -26,14 +26,34 @@ const PAGE_BASE: &str = "http://site.invalid/simple/";
 struct Anchor {
     sha256: Option<crate::digest::Sha256Digest>,
     requires_python: Option<String>,
+    /// The sha256 of `<file>.metadata` beside it (PEP 658).
+    metadata: Option<crate::digest::Sha256Digest>,
 }
 
-/// The projects and files this bundle carries: project → file name → sha256.
-fn carried(
-    index: &Index,
-) -> Result<BTreeMap<String, BTreeMap<String, crate::digest::Sha256Digest>>> {
+/// A file this bundle carries: its sha256 and that of its core metadata, if carried.
+type Carried = (
+    crate::digest::Sha256Digest,
+    Option<crate::digest::Sha256Digest>,
+);
+
+/// The projects and files this bundle carries: project → file name → sha256s. A
+/// `<file>.metadata` beside a carried `<file>` is its core metadata, not a file of its own.
+fn carried(index: &Index) -> Result<BTreeMap<String, BTreeMap<String, Carried>>> {
+    let python: BTreeMap<&str, crate::digest::Sha256Digest> = index
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Python)
+        .map(|e| (e.path.as_str(), e.sha256))
+        .collect();
+    let metadata_of = |path: &str| python.get(format!("{path}.metadata").as_str()).copied();
     let mut out: BTreeMap<String, BTreeMap<String, _>> = BTreeMap::new();
-    for entry in index.entries.iter().filter(|e| e.kind == EntryKind::Python) {
+    for entry in index.entries.iter().filter(|e| {
+        e.kind == EntryKind::Python
+            && !e
+                .path
+                .strip_suffix(".metadata")
+                .is_some_and(|stem| python.contains_key(stem))
+    }) {
         let Some(file) = entry
             .path
             .strip_prefix("python/")
@@ -59,7 +79,7 @@ fn carried(
             })?;
         out.entry(project.to_string())
             .or_default()
-            .insert(file.to_string(), entry.sha256);
+            .insert(file.to_string(), (entry.sha256, metadata_of(&entry.path)));
     }
     Ok(out)
 }
@@ -126,17 +146,19 @@ pub fn pages(
                         Anchor {
                             sha256: link.sha256,
                             requires_python: link.requires_python,
+                            metadata: link.metadata_sha256,
                         },
                     );
                 }
             }
         }
-        for (file, sha256) in files {
+        for (file, (sha256, metadata)) in files {
             anchors.insert(
                 file.clone(),
                 Anchor {
                     sha256: Some(*sha256),
                     requires_python: requires_python.get(file).cloned(),
+                    metadata: *metadata,
                 },
             );
         }
@@ -203,8 +225,18 @@ fn project_page(project: &str, anchors: &BTreeMap<String, Anchor>) -> String {
             .as_deref()
             .map(|r| format!(" data-requires-python=\"{}\"", attr(r)))
             .unwrap_or_default();
+        // Both names: PEP 714's, and PEP 658's that pip before 23.3 reads.
+        let metadata = anchor
+            .metadata
+            .map(|d| {
+                format!(
+                    " data-dist-info-metadata=\"sha256={0}\" data-core-metadata=\"sha256={0}\"",
+                    d.hex()
+                )
+            })
+            .unwrap_or_default();
         out.push_str(&format!(
-            "    <a href=\"{}\"{requires}>{}</a><br/>\n",
+            "    <a href=\"{}\"{requires}{metadata}>{}</a><br/>\n",
             attr(&href),
             text(file)
         ));
@@ -274,6 +306,7 @@ mod tests {
             Anchor {
                 sha256: Some(d),
                 requires_python: Some(">=3.7,<4\"".into()),
+                metadata: Some(d),
             },
         );
         let page = project_page("a", &anchors);
@@ -287,6 +320,7 @@ mod tests {
         assert_eq!(links[0].url.path(), "/python/a-1.0+local-py3-none-any.whl");
         assert_eq!(links[0].sha256, Some(d));
         assert_eq!(links[0].requires_python.as_deref(), Some(">=3.7,<4\""));
+        assert_eq!(links[0].metadata_sha256, Some(d));
     }
 
     #[test]

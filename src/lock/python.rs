@@ -338,6 +338,7 @@ fn pick(
         sha256: Some(sha256),
         size: file.size,
         requires_python: file.requires_python.clone(),
+        metadata_sha256: file.metadata_sha256,
     })
 }
 
@@ -464,6 +465,7 @@ mod tests {
             sha256: Some(sha.to_string().repeat(64).parse().unwrap()),
             requires_python: requires.map(String::from),
             size: None,
+            metadata_sha256: None,
         }
     }
 

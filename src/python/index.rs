@@ -20,6 +20,9 @@ pub struct IndexFile {
     pub sha256: Option<Sha256Digest>,
     pub requires_python: Option<String>,
     pub size: Option<u64>,
+    /// The sha256 of the file's core metadata served beside it as `<url>.metadata`
+    /// (PEP 658 / PEP 714), when the index offers it with a hash.
+    pub metadata_sha256: Option<Sha256Digest>,
 }
 
 /// Parses a project page served with `content_type` from `page` (the URL relative hrefs
@@ -63,6 +66,10 @@ struct JsonFile {
     requires_python: Option<String>,
     #[serde(default)]
     size: Option<u64>,
+    #[serde(rename = "core-metadata", default)]
+    core_metadata: Option<serde_json::Value>,
+    #[serde(rename = "dist-info-metadata", default)]
+    dist_info_metadata: Option<serde_json::Value>,
 }
 
 /// PEP 691's JSON form (API version 1.x).
@@ -87,12 +94,19 @@ pub fn parse_json(text: &str, page: &url::Url) -> Result<Vec<IndexFile>, String>
             ),
             None => None,
         };
+        // PEP 714's name first, PEP 658's as a fallback: `true` or `{"sha256": …}`.
+        let metadata_sha256 = f
+            .core_metadata
+            .as_ref()
+            .or(f.dist_info_metadata.as_ref())
+            .and_then(|v| v.get("sha256")?.as_str()?.parse().ok());
         out.push(IndexFile {
             filename: f.filename,
             url,
             sha256,
             requires_python: f.requires_python.filter(|r| !r.trim().is_empty()),
             size: f.size,
+            metadata_sha256,
         });
     }
     Ok(out)
@@ -102,7 +116,12 @@ pub fn parse_json(text: &str, page: &url::Url) -> Result<Vec<IndexFile>, String>
 /// as pip takes it. Anchors that are not files (no path segment) are skipped.
 pub fn parse_html(text: &str, page: &url::Url) -> Vec<IndexFile> {
     let mut out = Vec::new();
-    for (mut url, requires_python) in anchors(text, page) {
+    for Anchor {
+        mut url,
+        requires_python,
+        metadata_sha256,
+    } in anchors(text, page)
+    {
         let sha256 = url
             .fragment()
             .and_then(|f| f.strip_prefix("sha256="))
@@ -126,6 +145,7 @@ pub fn parse_html(text: &str, page: &url::Url) -> Vec<IndexFile> {
             sha256,
             requires_python,
             size: None,
+            metadata_sha256,
         });
     }
     out
@@ -133,12 +153,19 @@ pub fn parse_html(text: &str, page: &url::Url) -> Vec<IndexFile> {
 
 /// Every link of an HTML page (a repository's project list, say), resolved.
 pub fn links(text: &str, page: &url::Url) -> Vec<url::Url> {
-    anchors(text, page).into_iter().map(|(u, _)| u).collect()
+    anchors(text, page).into_iter().map(|a| a.url).collect()
+}
+
+/// One `<a>` of a page.
+struct Anchor {
+    url: url::Url,
+    requires_python: Option<String>,
+    metadata_sha256: Option<Sha256Digest>,
 }
 
 /// `<a href>` targets, resolved against the page (or its `<base href>`), with their
 /// `data-requires-python`; attribute values entity-decoded.
-fn anchors(text: &str, page: &url::Url) -> Vec<(url::Url, Option<String>)> {
+fn anchors(text: &str, page: &url::Url) -> Vec<Anchor> {
     let Ok(dom) = tl::parse(text, tl::ParserOptions::default()) else {
         return Vec::new();
     };
@@ -156,8 +183,16 @@ fn anchors(text: &str, page: &url::Url) -> Vec<(url::Url, Option<String>)> {
         .filter(|t| t.name().as_utf8_str().eq_ignore_ascii_case("a"))
         .filter_map(|tag| {
             let url = base.join(&attr(tag, "href")?).ok()?;
-            let requires = attr(tag, "data-requires-python").filter(|r| !r.trim().is_empty());
-            Some((url, requires))
+            let requires_python =
+                attr(tag, "data-requires-python").filter(|r| !r.trim().is_empty());
+            let metadata_sha256 = attr(tag, "data-core-metadata")
+                .or_else(|| attr(tag, "data-dist-info-metadata"))
+                .and_then(|v| v.strip_prefix("sha256=")?.parse().ok());
+            Some(Anchor {
+                url,
+                requires_python,
+                metadata_sha256,
+            })
         })
         .collect()
 }
@@ -177,7 +212,7 @@ mod tests {
         let html = format!(
             "<!DOCTYPE html><html><body>\n\
              <a href=\"../../packages/six-1.16.0-py2.py3-none-any.whl#sha256={HEX}\" \
-                data-requires-python=\"&gt;=2.7, !=3.0.*\">six-1.16.0-py2.py3-none-any.whl</a><br/>\n\
+                data-requires-python=\"&gt;=2.7, !=3.0.*\" data-dist-info-metadata=\"sha256={HEX}\">six-1.16.0-py2.py3-none-any.whl</a><br/>\n\
              <a href='https://files.example.org/p/six-1.15.0.tar.gz'>six-1.15.0.tar.gz</a>\n\
              <a href=\"six-1.0%2Blocal-py3-none-any.whl\">x</a>\n\
              </body></html>"
@@ -191,7 +226,9 @@ mod tests {
         );
         assert_eq!(files[0].sha256.unwrap().hex(), HEX);
         assert_eq!(files[0].requires_python.as_deref(), Some(">=2.7, !=3.0.*"));
+        assert_eq!(files[0].metadata_sha256.unwrap().hex(), HEX);
         assert_eq!(files[1].sha256, None);
+        assert_eq!(files[1].metadata_sha256, None);
         assert_eq!(files[1].url.host_str(), Some("files.example.org"));
         assert_eq!(files[2].filename, "six-1.0+local-py3-none-any.whl");
     }
@@ -214,7 +251,7 @@ mod tests {
                 "files": [{{"filename": "six-1.16.0-py2.py3-none-any.whl",
                            "url": "../../packages/six-1.16.0-py2.py3-none-any.whl",
                            "hashes": {{"sha256": "{HEX}"}}, "requires-python": ">=3.7",
-                           "size": 11053, "yanked": false}}]}}"#
+                           "size": 11053, "yanked": false, "core-metadata": {{"sha256": "{HEX}"}}}}]}}"#
         );
         let files = parse_page(
             json.as_bytes(),
@@ -227,6 +264,7 @@ mod tests {
             "/packages/six-1.16.0-py2.py3-none-any.whl"
         );
         assert_eq!(files[0].size, Some(11053));
+        assert_eq!(files[0].metadata_sha256.unwrap().hex(), HEX);
         assert_eq!(files[0].requires_python.as_deref(), Some(">=3.7"));
         let old = r#"{"meta": {"api-version": "2.0"}, "files": []}"#;
         assert!(parse_json(old, &page()).unwrap_err().contains("2.0"));

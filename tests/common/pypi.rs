@@ -100,20 +100,26 @@ pub fn cached_wheels() -> PathBuf {
     cache
 }
 
-/// The `Requires-Python` a wheel declares in its own METADATA (what PyPI serves as
-/// `data-requires-python`), read with Python's zipfile.
-pub fn requires_python(wheel: &Path) -> Option<String> {
+/// A wheel's core metadata (its `.dist-info/METADATA`, what an index serves as
+/// `<file>.metadata`, PEP 658), read with Python's zipfile.
+pub fn core_metadata(wheel: &Path) -> Vec<u8> {
     let script = r#"
 import sys, zipfile
 z = zipfile.ZipFile(sys.argv[1])
 name = [n for n in z.namelist() if n.endswith('.dist-info/METADATA')][0]
-for line in z.read(name).decode().splitlines():
-    if line.startswith('Requires-Python:'):
-        print(line.split(':', 1)[1].strip())
+sys.stdout.buffer.write(z.read(name))
 "#;
-    let out = output_ok(Command::new("python3").arg("-c").arg(script).arg(wheel));
-    let text = String::from_utf8(out).unwrap().trim().to_string();
-    (!text.is_empty()).then_some(text)
+    output_ok(Command::new("python3").arg("-c").arg(script).arg(wheel))
+}
+
+/// The `Requires-Python` of a wheel's metadata (what PyPI serves as
+/// `data-requires-python`).
+pub fn requires_python(metadata: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(metadata)
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix("Requires-Python:"))
+        .map(|v| v.trim().to_string())
 }
 
 /// PEP 503 normalisation, for the fixture's directory names.
@@ -141,7 +147,8 @@ pub enum Api {
 }
 
 /// An upstream simple repository on 127.0.0.1: `simple/<project>/` pages linking
-/// `packages/<file>` with `#sha256=` and `data-requires-python`.
+/// `packages/<file>` with `#sha256=`, `data-requires-python` and the file's core metadata
+/// (`packages/<file>.metadata`, PEP 658), as PyPI serves them.
 pub struct PyIndex {
     pub apache: Apache,
     pub root: PathBuf,
@@ -169,7 +176,14 @@ impl PyIndex {
             for f in files {
                 let path = root.join("packages").join(f);
                 let sha = sha256_file(&path);
-                let rp = requires_python(&path);
+                let metadata = core_metadata(&path);
+                let metadata_sha = super::sha256_bytes(&metadata);
+                fs::write(
+                    root.join("packages").join(format!("{f}.metadata")),
+                    &metadata,
+                )
+                .unwrap();
+                let rp = requires_python(&metadata);
                 let attr = rp
                     .as_deref()
                     .map(|r| {
@@ -182,7 +196,7 @@ impl PyIndex {
                     })
                     .unwrap_or_default();
                 html.push_str(&format!(
-                    "<a href=\"../../packages/{f}#sha256={sha}\"{attr}>{f}</a><br/>\n"
+                    "<a href=\"../../packages/{f}#sha256={sha}\"{attr} data-dist-info-metadata=\"sha256={metadata_sha}\">{f}</a><br/>\n"
                 ));
                 json_files.push(serde_json::json!({
                     "filename": f,
@@ -191,6 +205,7 @@ impl PyIndex {
                     "requires-python": rp,
                     "size": fs::metadata(&path).unwrap().len(),
                     "yanked": false,
+                    "core-metadata": {"sha256": metadata_sha},
                 }));
             }
             html.push_str("</body></html>\n");
