@@ -4,7 +4,8 @@
 # tar, GNU time, coreutils, curl, openssl; for images docker-registry (CNCF
 # distribution), skopeo and umoci; for debs apt (`apt-get download` of real
 # .debs), dpkg-dev, apt-utils (apt-ftparchive), gnupg and gpg-agent (a throwaway
-# signing key), xz-utils and gzip (compressed Packages indexes). Idempotent: a
+# signing key), xz-utils and gzip (compressed Packages indexes); for python, pip and
+# venv when python3 lacks them. Idempotent: a
 # re-run with everything present does nothing but report, and never touches the
 # package index.
 set -euo pipefail
@@ -47,6 +48,18 @@ for pkg in "${packages[@]}"; do
         missing+=("$pkg")
     fi
 done
+
+# python: stock pip (`pip download` of real wheels, `pip install --index-url` against the
+# installed mirror) and venv. Whatever python3 is first on PATH (pyenv's, say) will do;
+# Debian's packages only when it lacks either.
+if python3 -m pip --version >/dev/null 2>&1 && python3 -m venv --help >/dev/null 2>&1; then
+    echo "ok: python3 has pip and venv ($(command -v python3))"
+else
+    echo "missing: python3 pip/venv"
+    missing+=(python3-pip python3-venv)
+    wanted[python3-pip]=pip3
+    wanted[python3-venv]=python3
+fi
 
 if ((${#missing[@]} == 0)); then
     echo "done: nothing to install"

@@ -17,6 +17,7 @@ pub mod install;
 pub mod lock;
 pub mod manifest;
 pub mod progress;
+pub mod python;
 pub mod registry;
 pub mod timefmt;
 

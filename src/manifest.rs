@@ -289,30 +289,61 @@ impl ChartEntry {
     }
 }
 
-/// Python wheels and sdists for a PEP 503 mirror.
+/// Python wheels and sdists for a PEP 503 mirror, picked for one target interpreter.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PythonSection {
+    /// The PEP 503 / PEP 691 index `{name, version}` entries are resolved through
+    /// (`https://pypi.example.org/simple`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<SourceUrl>,
+    /// The target interpreter, `3.11`: wheels, `requires-python` and markers are judged
+    /// for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_version: Option<String>,
+    /// Wheel platform tags of the target (`manylinux2014_x86_64`); one file is carried
+    /// for each. Default: from the manifest's `platforms` (`linux/amd64` →
+    /// `manylinux2014_x86_64`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// The target's ABI tag (default `cp<XY>` of `python-version`; `cp<XY>t` for a
+    /// free-threaded build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<PythonPackage>,
+    /// A hash-pinned `requirements.txt`, relative to the manifest's directory; `lock`
+    /// expands it into `packages` and drops this key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirements: Option<String>,
 }
 
-/// One Python distribution: `{url, sha256}` or `{name, version}`.
+/// One Python distribution: `{url, sha256}` or `{name, version}` in a loose manifest;
+/// `lock` writes every field it knows.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PythonPackage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The wheel or sdist file name (`six-1.16.0-py2.py3-none-any.whl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<SourceUrl>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<Sha256Digest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub size: Option<u64>,
+    /// The index's `requires-python` for the file, served again as
+    /// `data-requires-python` on the site.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+    pub requires_python: Option<String>,
+    /// The sha256 of the file's core metadata (`<url>.metadata`, PEP 658), carried and
+    /// served beside it when the index offers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_sha256: Option<Sha256Digest>,
 }
 
 /// Fetch URLs starting with `prefix` from `url` instead; the canonical URL is kept
@@ -743,19 +774,19 @@ impl Manifest {
         if let Some(py) = &self.python {
             for (i, p) in py.packages.iter().enumerate() {
                 if p.url.is_none() || p.sha256.is_none() {
-                    out.push(format!("python.packages[{i}] has no url/sha256"));
+                    let what = match (&p.name, &p.version) {
+                        (Some(n), Some(v)) => format!(" {n}=={v}"),
+                        (Some(n), None) => format!(" {n}"),
+                        _ => String::new(),
+                    };
+                    out.push(format!("python.packages[{i}]{what} has no url/sha256"));
                 }
             }
-        }
-        out
-    }
-
-    /// Sections this version of the tool cannot carry yet (each lands with its own issue).
-    pub fn unsupported_sections(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-
-        if self.python.is_some() {
-            out.push("python");
+            if let Some(file) = &py.requirements {
+                out.push(format!(
+                    "python.requirements {file} is not expanded into packages"
+                ));
+            }
         }
         out
     }
@@ -792,20 +823,6 @@ impl Manifest {
             }
         }
         Ok(())
-    }
-
-    /// Fails with a usage error when the manifest has sections this build cannot carry.
-    pub fn require_supported(&self) -> Result<()> {
-        let unsupported = self.unsupported_sections();
-        if unsupported.is_empty() {
-            return Ok(());
-        }
-        Err(Error::Usage(format!(
-            "this manifest has {} entries, which this version of airgap-bundle cannot carry yet \
-             (supported: files, images, debs)",
-            unsupported.join(", "),
-        ))
-        .with_hint("move them to another manifest for now"))
     }
 
     /// The `files/<host>/<path>` of every file entry, in order; two URLs that map to the

@@ -345,35 +345,6 @@ fn utf8_byte_order_mark_is_accepted() {
 }
 
 #[test]
-fn unsupported_sections_are_refused_by_lock_and_create() {
-    let sections = [(
-        "python",
-        format!(
-            "python:\n  packages:\n    - {{url: 'https://files.example.org/a-1.0-py3-none-any.whl', sha256: {HEX_A}}}\n"
-        ),
-    )];
-    for (section, yaml) in &sections {
-        let ws = Workspace::new();
-        // A files entry too: the refusal comes before any download.
-        ws.write(
-            "m.yaml",
-            format!(
-                "{HEAD}files:\n  - url: http://127.0.0.1:{}/a\n    sha256: {HEX_A}\n    size: 1\n{yaml}",
-                free_port()
-            ),
-        );
-        for run in [lock(&ws, "m.yaml"), create(&ws, "m.yaml")] {
-            run.assert_code(2)
-                .assert_stderr_contains("error: ")
-                .assert_stderr_contains(section)
-                .assert_stderr_contains("cannot carry yet");
-        }
-        assert!(!ws.path("out.lock.yaml").exists());
-        assert!(!ws.path("out.bundle.tar.zst").exists());
-    }
-}
-
-#[test]
 fn malformed_chart_entries_are_refused_before_any_download() {
     let cases = [
         (

@@ -4,6 +4,7 @@
 pub mod charts;
 pub mod debs;
 pub mod images;
+pub mod python;
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +35,6 @@ pub struct CreateOptions {
 fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<String>)> {
     let loaded = manifest::load(&options.locked)?;
     let m = &loaded.manifest;
-    m.require_supported()?;
     m.check_image_names()?;
     m.check_charts()?;
     let unpinned = m.unpinned_entries();
@@ -166,6 +166,11 @@ pub fn create(
     }
     if !m.debs.is_empty() {
         let carried = debs::collect(m, &fetcher, artifacts.len(), reporter)?;
+        artifacts.extend(carried.artifacts);
+        contents.extend(carried.contents);
+    }
+    if m.python.is_some() {
+        let carried = python::collect(m, &fetcher, artifacts.len(), reporter)?;
         artifacts.extend(carried.artifacts);
         contents.extend(carried.contents);
     }

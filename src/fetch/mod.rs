@@ -101,6 +101,14 @@ pub struct Fetched {
     pub from_cache: bool,
 }
 
+/// A small document fetched fresh ([`Fetcher::fetch_page`]).
+pub struct Page {
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+    /// Where the body came from in the end (after redirects).
+    pub url: url::Url,
+}
+
 pub struct Fetcher {
     client: Client,
     cache: Cache,
@@ -415,12 +423,28 @@ impl Fetcher {
     /// from the cache, at most `limit` bytes, with the usual retries; `None` when the
     /// server says it does not exist (404 or 410).
     pub fn fetch_small(&self, url: &SourceUrl, limit: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.fetch_page(url, None, limit)?.map(|page| page.body))
+    }
+
+    /// [`Fetcher::fetch_small`] with an `Accept` header, telling what came back: a
+    /// simple repository's project page, whose content type says JSON or HTML and whose
+    /// final URL (after redirects) is what relative links resolve against.
+    pub fn fetch_page(
+        &self,
+        url: &SourceUrl,
+        accept: Option<&str>,
+        limit: u64,
+    ) -> Result<Option<Page>> {
         let mut last = String::new();
         for attempt in 0..=self.retries {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(250 << (attempt - 1).min(5)));
             }
-            let response = match self.get(url, None).send() {
+            let mut request = self.get(url, None);
+            if let Some(accept) = accept {
+                request = request.header(reqwest::header::ACCEPT, accept);
+            }
+            let response = match request.send() {
                 Ok(r) => r,
                 Err(e) => {
                     last = describe(&e);
@@ -444,6 +468,12 @@ impl Fetcher {
                     message: format!("HTTP {status}"),
                 });
             }
+            let content_type = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            let final_url = response.url().clone();
             let mut body = Vec::new();
             match response.take(limit + 1).read_to_end(&mut body) {
                 Ok(_) if body.len() as u64 > limit => {
@@ -451,7 +481,13 @@ impl Fetcher {
                         "{url}: larger than the {limit} bytes such a file may have"
                     )));
                 }
-                Ok(_) => return Ok(Some(body)),
+                Ok(_) => {
+                    return Ok(Some(Page {
+                        body,
+                        content_type,
+                        url: final_url,
+                    }));
+                }
                 Err(e) => last = self.describe_read(&e),
             }
         }

@@ -103,6 +103,8 @@ pub struct SiteContent<'a> {
     pub helm_repo: bool,
     /// The registry charts were pushed to as OCI artifacts (`--chart-registry`).
     pub chart_registry: Option<&'a str>,
+    /// The PEP 503 mirror's URL (`<base>/simple/`), when python packages were installed.
+    pub pypi: Option<String>,
 }
 
 /// Renders the variables file for what every bundle installed so far carried. The
@@ -173,6 +175,11 @@ pub fn render(base_url: &str, site: &SiteContent<'_>, provenance: &str) -> Resul
             "containerd_registries_mirrors".into(),
             Value::Sequence(vec![Value::Mapping(entry)]),
         );
+    }
+    if let Some(url) = &site.pypi {
+        // Kubespray names no variable for it: for `pip install -r requirements.txt
+        // --index-url {{ pypi_index_url }}` on the Ansible host (or pip.conf on the nodes).
+        vars.insert("pypi_index_url".into(), url.as_str().into());
     }
     let mut unmapped = Vec::new();
     for host in hosts {
@@ -245,6 +252,19 @@ mod tests {
         assert!(!text.contains("get_helm_url"));
         assert!(!text.contains("registry_host"));
         assert_eq!(host_of("files/dl.k8s.io/release/x"), Some("dl.k8s.io"));
+    }
+
+    #[test]
+    fn notes_the_pypi_mirror_when_python_packages_are_installed() {
+        let site = SiteContent {
+            pypi: Some("http://web.local/simple/".into()),
+            ..SiteContent::default()
+        };
+        let text = render("http://web.local/", &site, "from test").unwrap();
+        let vars: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(vars["pypi_index_url"], "http://web.local/simple/");
+        let none = render("http://web.local/", &SiteContent::default(), "t").unwrap();
+        assert!(!none.contains("pypi_index_url"));
     }
 
     #[test]

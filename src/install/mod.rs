@@ -10,6 +10,7 @@ pub mod apt_sources;
 pub mod helm_repo;
 pub mod kubespray;
 pub mod oci_dir;
+pub mod pypi;
 pub mod receipt;
 pub mod registry;
 pub mod web_root;
@@ -270,11 +271,13 @@ pub fn install(
                         .map(|a| format!("{}.sources", a.dest))
                         .collect();
                     check_shared_apt_repos(root, &v.index)?;
+                    let pypi_pages = pypi::generated_paths(&v.index)?;
                     let mut generated: Vec<&str> = vec![&receipt, VARS_PATH];
                     if v.index.entries.iter().any(|e| e.kind == EntryKind::Chart) {
                         generated.push(helm_repo::INDEX_PATH);
                     }
                     generated.extend(snippets.iter().map(String::as_str));
+                    generated.extend(pypi_pages.iter().map(String::as_str));
                     let found = web_root::preflight(root, &v.index, Layout::WebRoot, &generated)?;
                     t.web = Some(WebRootSink::new(root, Layout::WebRoot, found.in_place)?);
                 }
@@ -367,9 +370,24 @@ pub fn install(
         }
         report.oci_dir = Some(oci_root.path().to_path_buf());
     }
-    let (Some(root), Some(sink)) = (root, web) else {
+    let (Some(root), Some(mut sink)) = (root, web) else {
         return Ok(report);
     };
+    // The PEP 503 pages, merged with the web root's, land with the content.
+    let pypi_pages = pypi::pages(
+        &root,
+        index,
+        locked_manifest.as_deref(),
+        &web_base_url(options),
+    );
+    let staged = pypi_pages.and_then(|pages| {
+        pages
+            .iter()
+            .try_for_each(|(path, bytes)| sink.stage_generated(path, bytes))
+    });
+    if let Err(e) = staged {
+        return Err(undo_tags(&mut registries, e));
+    }
     let carries_debs = verified
         .index
         .artifacts
@@ -580,6 +598,11 @@ fn commit_web_root(
             .flat_map(|r| r.files.iter())
             .any(|f| f.path == helm_repo::INDEX_PATH || f.path.starts_with("charts/")),
         chart_registry: chart_registry_host.as_deref(),
+        pypi: receipts
+            .iter()
+            .flat_map(|r| r.files.iter())
+            .any(|f| f.path.starts_with("python/"))
+            .then(|| pypi::index_url(&base_url)),
     };
     let vars = kubespray::render(
         &base_url,

@@ -5,6 +5,7 @@ pub mod charts;
 pub mod debs;
 pub mod files;
 pub mod images;
+pub mod python;
 
 use crate::error::Result;
 use crate::fetch::Fetcher;
@@ -20,7 +21,6 @@ pub fn lock_manifest(
     reporter: &Reporter,
 ) -> Result<Manifest> {
     let manifest = &loaded.manifest;
-    manifest.require_supported()?;
     manifest.check_image_names()?;
     manifest.check_charts()?;
     let mut locked = manifest.clone();
@@ -28,5 +28,6 @@ pub fn lock_manifest(
     images::lock_images(&mut locked, registry, reporter)?;
     debs::lock_debs(&mut locked, loaded.base_dir(), fetcher, reporter)?;
     charts::lock_charts(&mut locked, fetcher, registry, reporter)?;
+    python::lock_python(&mut locked, loaded.base_dir(), fetcher, reporter)?;
     Ok(locked)
 }

@@ -13,6 +13,7 @@ pub mod apt;
 pub mod helm;
 pub mod install;
 pub mod net;
+pub mod pypi;
 pub mod registry;
 pub mod tamper;
 
@@ -602,7 +603,7 @@ impl Apache {
     /// Starts Apache with `doc_root` as its `DocumentRoot` and waits until it
     /// answers HTTP. Panics (with the error log) if it does not come up.
     pub fn start(doc_root: &Path) -> Apache {
-        Apache::start_with(doc_root, None)
+        Apache::start_with(doc_root, None, "")
     }
 
     /// Like [`Apache::start`], with HTTP basic auth (mod_auth_basic, an `htpasswd -B` file
@@ -619,10 +620,16 @@ impl Apache {
             user: user.to_string(),
             password: password.to_string(),
         };
-        Apache::start_with(doc_root, Some(&auth))
+        Apache::start_with(doc_root, Some(&auth), "")
     }
 
-    fn start_with(doc_root: &Path, auth: Option<&BasicAuth>) -> Apache {
+    /// [`Apache::start`] with `extra` appended to the generated config (a `<Directory>`
+    /// block, an `AddType`, a module to load).
+    pub fn start_with_config(doc_root: &Path, extra: &str) -> Apache {
+        Apache::start_with(doc_root, None, extra)
+    }
+
+    fn start_with(doc_root: &Path, auth: Option<&BasicAuth>, extra: &str) -> Apache {
         require_tool(APACHE_BIN);
         let root = doc_root
             .canonicalize()
@@ -630,7 +637,7 @@ impl Apache {
         check_world_traversable(&root);
         let mut last = String::new();
         for attempt in 1..=4 {
-            match Apache::try_start(&root, auth) {
+            match Apache::try_start(&root, auth, extra) {
                 Ok(a) => return a,
                 Err(StartError::PortTaken(log)) => {
                     last = format!("attempt {attempt}: port taken\n{log}");
@@ -641,7 +648,7 @@ impl Apache {
         panic!("apache failed to start: port taken on every attempt\n{last}")
     }
 
-    fn try_start(root: &Path, auth: Option<&BasicAuth>) -> Result<Apache, StartError> {
+    fn try_start(root: &Path, auth: Option<&BasicAuth>, extra: &str) -> Result<Apache, StartError> {
         let dir = tempfile::Builder::new()
             .prefix("airgap-bundle-apache-")
             .tempdir_in(std::env::temp_dir())
@@ -654,6 +661,7 @@ impl Apache {
         if let Some(auth) = auth {
             config.push_str(&basic_auth_config(d, auth));
         }
+        config.push_str(extra);
         fs::write(&conf, config).expect("write httpd.conf");
 
         let stdout = fs::File::create(d.join("stdout.log")).expect("create stdout.log");

@@ -1,0 +1,147 @@
+//! Python wheels and sdists into the bundle: each locked file downloaded (through
+//! `mirrors`), checked against its sha256 and carried as `python/<file>` (with its core
+//! metadata as `python/<file>.metadata` when the lock pins one, PEP 658), one artifact per
+//! file bound for `simple/<project>/` on the site.
+
+use crate::bundle::index::{Artifact, EntryKind};
+use crate::bundle::writer::{ContentEntry, ContentSource};
+use crate::error::{Error, Result};
+use crate::fetch::{Download, Fetcher};
+use crate::lock::python::{file_name_of, fold};
+use crate::manifest::Manifest;
+use crate::progress::Reporter;
+use crate::python::{bundle_path, filename, normalize};
+
+/// What the python section adds to a bundle plan.
+#[derive(Default)]
+pub struct CarriedPython {
+    pub artifacts: Vec<Artifact>,
+    pub contents: Vec<ContentEntry>,
+}
+
+/// Collects `m.python`; `first` is the index of the first artifact.
+pub fn collect(
+    m: &Manifest,
+    fetcher: &Fetcher,
+    first: usize,
+    reporter: &Reporter,
+) -> Result<CarriedPython> {
+    let mut carried = CarriedPython::default();
+    let Some(section) = &m.python else {
+        return Ok(carried);
+    };
+    // A hand-edited lock may name a file twice, or two contents under one name.
+    let mut packages = section.packages.clone();
+    for p in &mut packages {
+        if let (None, Some(url)) = (&p.filename, &p.url) {
+            p.filename = Some(file_name_of(url));
+        }
+    }
+    let packages = fold(packages)?;
+    let mut planned = Vec::new();
+    for p in &packages {
+        let (Some(url), Some(sha256)) = (&p.url, p.sha256) else {
+            continue; // refused by create's pre-flight (unpinned)
+        };
+        let file = p.filename.clone().unwrap_or_else(|| file_name_of(url));
+        let path = bundle_path(&file)?;
+        let project = match &p.name {
+            Some(n) => normalize(n)?,
+            None => filename::parse(&file, None)
+                .map_err(|why| {
+                    Error::Usage(format!(
+                        "python package {url}: `{file}` is not a wheel or sdist file name: {why}"
+                    ))
+                })?
+                .name,
+        };
+        // PEP 658: the core metadata beside the file, when the lock pinned it.
+        let metadata = match p.metadata_sha256 {
+            Some(digest) => {
+                let canonical: crate::manifest::SourceUrl =
+                    format!("{url}.metadata").parse().map_err(Error::Usage)?;
+                Some((
+                    Download {
+                        from: m.fetch_url(&canonical)?,
+                        canonical,
+                        expected_sha256: Some(digest),
+                        expected_size: None,
+                        authorization: None,
+                        label: None,
+                        pinned_by: None,
+                    },
+                    format!("{path}.metadata"),
+                ))
+            }
+            None => None,
+        };
+        planned.push((
+            Download {
+                canonical: url.clone(),
+                from: m.fetch_url(url)?,
+                expected_sha256: Some(sha256),
+                expected_size: p.size,
+                authorization: None,
+                label: None,
+                pinned_by: None,
+            },
+            path,
+            project,
+            metadata,
+        ));
+    }
+    let downloads: Vec<Download> = planned
+        .iter()
+        .map(|(d, _, _, _)| d.clone())
+        .chain(
+            planned
+                .iter()
+                .filter_map(|(_, _, _, m)| Some(m.as_ref()?.0.clone())),
+        )
+        .collect();
+    let total = downloads.iter().filter_map(|d| d.expected_size).sum();
+    let bar = reporter.bytes_bar(total, "python");
+    let fetched = fetcher.fetch_all(&downloads, &bar)?;
+    bar.finish_and_clear();
+    let (files, metadata) = fetched.split_at(planned.len());
+    let mut metadata = metadata.iter();
+    for ((d, path, project, meta), f) in planned.into_iter().zip(files) {
+        reporter.detail(format!(
+            "{} {} -> {path}",
+            if f.from_cache { "cached " } else { "fetched" },
+            d.canonical
+        ));
+        let artifact = first + carried.artifacts.len();
+        carried.artifacts.push(Artifact {
+            kind: EntryKind::Python,
+            source: d.canonical.to_string(),
+            dest: format!("simple/{project}/"),
+            sha256: Some(f.sha256),
+            size: f.size,
+            external: Vec::new(),
+        });
+        carried.contents.push(ContentEntry {
+            path,
+            kind: EntryKind::Python,
+            source: ContentSource::File(f.path.clone()),
+            size: f.size,
+            sha256: f.sha256,
+            artifacts: vec![artifact],
+            origin: d.canonical.to_string(),
+        });
+        if let Some((md, mpath)) = meta
+            && let Some(mf) = metadata.next()
+        {
+            carried.contents.push(ContentEntry {
+                path: mpath,
+                kind: EntryKind::Python,
+                source: ContentSource::File(mf.path.clone()),
+                size: mf.size,
+                sha256: mf.sha256,
+                artifacts: vec![artifact],
+                origin: md.canonical.to_string(),
+            });
+        }
+    }
+    Ok(carried)
+}
