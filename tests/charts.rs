@@ -1504,3 +1504,48 @@ fn an_existing_charts_index_that_is_not_a_helm_index_is_refused_before_data_move
     assert!(text.contains("kept-0.0.1.tgz"), "{text}");
     assert!(text.contains("demo-1.2.5.tgz"), "{text}");
 }
+
+#[test]
+fn an_http_and_an_oci_chart_that_would_share_a_registry_name_are_refused_at_create() {
+    let ws = Workspace::new();
+    let repo = helm_repo(&ws, "up", None);
+    let upstream = Registry::start(&ws.path("upstream-registry"), None);
+    let up = upstream.host();
+    // The very chart the HTTP repository serves, pushed as a Helm OCI artifact under the
+    // name the site's chart registry gives HTTP charts (`charts/<name>:<version>`).
+    let tgz = repo.tgz("demo", "1.2.5").to_path_buf();
+    push_oci_chart(
+        upstream.port,
+        "charts/demo",
+        "1.2.5",
+        &tgz,
+        &chart_meta(&tgz),
+    );
+    ws.write(
+        "both.yaml",
+        manifest(
+            "both",
+            &[
+                http_chart(&repo.url(), "demo", "1.2.5"),
+                oci_chart(&format!("oci://{up}/charts/demo:1.2.5")),
+            ],
+        ),
+    );
+    lock(&ws, "both.yaml", "both.lock.yaml", &["--plain-http"], &[]).assert_ok();
+    let run = create(
+        &ws,
+        "both.lock.yaml",
+        "both.bundle.tar.zst",
+        "cache",
+        &["--plain-http"],
+        &[],
+    );
+    run.assert_code(2)
+        .assert_stderr_contains("charts/demo:1.2.5");
+    assert!(
+        run.stderr.contains(&repo.url()) && run.stderr.contains(&format!("oci://{up}")),
+        "the message names both charts:\n{}",
+        run.stderr
+    );
+    assert!(!ws.path("both.bundle.tar.zst").exists());
+}
