@@ -1549,3 +1549,114 @@ fn an_http_and_an_oci_chart_that_would_share_a_registry_name_are_refused_at_crea
     );
     assert!(!ws.path("both.bundle.tar.zst").exists());
 }
+
+#[test]
+fn images_and_charts_reach_the_registry_the_chart_registry_and_the_oci_dir_at_once() {
+    require_tool("skopeo");
+    let ws = Workspace::new();
+    let repo = helm_repo(&ws, "up", None);
+    let upstream = Registry::start(&ws.path("upstream-registry"), None);
+    let up = upstream.host();
+    let layout = ws.path("oci-src");
+    common::registry::build_image(&layout, "v1", "app\n");
+    upstream.push(&layout, "v1", "test/app", None);
+    let image_raw = upstream.raw_manifest("test/app", "v1");
+    let pkg = ws.mkdir("pkg");
+    let tgz = package_chart(&pkg, "app", "0.1.0", "1.0.0", "");
+    push_oci_chart(
+        upstream.port,
+        "charts/app",
+        "0.1.0",
+        &tgz,
+        &chart_meta(&tgz),
+    );
+    let chart_raw = upstream.raw_manifest("charts/app", "0.1.0");
+    let mut m = manifest(
+        "all",
+        &[
+            http_chart(&repo.url(), "demo", "1.2.5"),
+            oci_chart(&format!("oci://{up}/charts/app:0.1.0")),
+        ],
+    );
+    m.push_str(&format!("images:\n  - ref: '{up}/test/app:v1'\n"));
+    ws.write("all.yaml", m);
+    lock(&ws, "all.yaml", "all.lock.yaml", &["--plain-http"], &[]).assert_ok();
+    create(
+        &ws,
+        "all.lock.yaml",
+        "all.bundle.tar.zst",
+        "cache",
+        &["--plain-http"],
+        &[],
+    )
+    .assert_ok();
+
+    let images = Registry::start(&ws.path("site-images"), None);
+    let charts = Registry::start(&ws.path("site-charts"), None);
+    let www = ws.mkdir("www");
+    let oci = ws.path("oci-out");
+    let (ih, ch) = (images.host(), charts.host());
+    let args = [
+        "--base-url",
+        "http://web.example.org/",
+        "--registry",
+        ih.as_str(),
+        "--chart-registry",
+        ch.as_str(),
+        "--oci-dir",
+        oci.to_str().unwrap(),
+        "--plain-http",
+    ];
+    install(&ws, "all.bundle.tar.zst", Some(&www), &args).assert_ok();
+
+    // Each registry got its own artifacts, byte for byte, and nothing else.
+    assert_eq!(images.raw_manifest("test/app", "v1"), image_raw);
+    for l in common::registry::layers(&image_raw) {
+        let hex = l.trim_start_matches("sha256:");
+        assert_eq!(images.blob_status("test/app", hex), 200, "{l}");
+    }
+    assert_eq!(images.tags("charts/app"), Vec::<String>::new());
+    assert_eq!(images.tags("charts/demo"), Vec::<String>::new());
+    assert_eq!(charts.raw_manifest("charts/app", "0.1.0"), chart_raw);
+    assert_eq!(charts.tags("test/app"), Vec::<String>::new());
+    let demo = repo.tgz("demo", "1.2.5");
+    let raw = charts.raw_manifest("charts/demo", "1.2.5");
+    let (config_type, _, layers) = helm_manifest_parts(&raw);
+    assert_eq!(config_type, HELM_CONFIG);
+    assert_eq!(layers, vec![(HELM_LAYER.to_string(), sha256_file(demo))]);
+    assert_eq!(
+        registry_blob(charts.port, "charts/demo", &sha256_file(demo)),
+        fs::read(demo).unwrap()
+    );
+    assert_eq!(
+        registry_blob(charts.port, "charts/app", &sha256_file(&tgz)),
+        fs::read(&tgz).unwrap()
+    );
+    // The OCI directory holds all three, readable by skopeo.
+    for (name, raw) in [
+        (format!("{up}/test/app:v1"), &image_raw),
+        ("charts/demo:1.2.5".to_string(), &raw),
+    ] {
+        let out = output_ok(
+            Command::new("skopeo")
+                .arg("inspect")
+                .arg("--raw")
+                .arg(format!("oci:{}:{name}", oci.display())),
+        );
+        assert_eq!(&out, raw, "{name}");
+    }
+    let index = fs::read_to_string(oci.join("index.json")).unwrap();
+    assert!(index.contains(&sha256_bytes(&chart_raw)), "{index}");
+    // The web root has both charts.
+    assert!(www.join("charts/demo-1.2.5.tgz").is_file());
+    assert!(www.join("charts/app-0.1.0.tgz").is_file());
+
+    // Again: nothing written anywhere.
+    let (seen_i, seen_c) = (images.access_log("").len(), charts.access_log("").len());
+    let (www_before, oci_before) = (tree_snapshot(www.join("charts")), tree_snapshot(&oci));
+    install(&ws, "all.bundle.tar.zst", Some(&www), &args).assert_ok();
+    assert!(writes(&images.access_log("")[seen_i..]).is_empty());
+    assert!(writes(&charts.access_log("")[seen_c..]).is_empty());
+    assert_eq!(tree_snapshot(www.join("charts")), www_before);
+    assert_eq!(tree_snapshot(&oci), oci_before);
+}
