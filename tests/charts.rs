@@ -1243,3 +1243,420 @@ fn a_bundle_with_charts_needs_a_web_root() {
     .assert_ok();
     assert!(www.join("charts/index.yaml").is_file());
 }
+
+// ---------------------------------------------------------------------------
+// 10. Hostile input: upstream files, existing web-root files, colliding charts
+// ---------------------------------------------------------------------------
+
+/// Runs `bundle ARGS` in the workspace (`HOME` there) with its address space capped at
+/// 4 GiB and a deadline, so that a memory or time bomb fails the test instead of the
+/// machine. `None` when it was killed (by the deadline or a failed allocation's abort).
+fn run_limited(ws: &Workspace, args: &[&str], deadline_s: u64) -> Option<Run> {
+    let out = Command::new("timeout")
+        .arg("-s")
+        .arg("KILL")
+        .arg(deadline_s.to_string())
+        .arg("sh")
+        .arg("-c")
+        .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
+        .arg(bundle_bin())
+        .args(args)
+        .current_dir(ws.root())
+        .env("HOME", ws.root())
+        .env("NO_COLOR", "1")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("spawn timeout sh bundle");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    match out.status.code() {
+        // 137: killed by the deadline; 134: aborted on a failed allocation.
+        Some(code) if code != 137 && code != 134 && code != 124 => Some(Run {
+            code,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        }),
+        _ => {
+            eprintln!("bundle {args:?} was killed: {:?}\n{stderr}", out.status);
+            None
+        }
+    }
+}
+
+/// `HEAD` then the anchor `bomb: &a [x, x, …]` (`n` items): what follows names it `n`
+/// times (`*a`), a few dozen KB that a naive YAML reader expands to `n`² nodes.
+fn alias_bomb(n: usize, head: &str) -> String {
+    format!("{head}bomb: &a [{}]\n", "x,".repeat(n))
+}
+
+#[test]
+fn yaml_alias_bombs_upstream_cost_little_at_lock() {
+    let ws = Workspace::new();
+    let repo = helm_repo(&ws, "up", None);
+    let n = 16_000;
+
+    // An index.yaml of ~450 KB whose `urls` lists are all one 16 000-item alias.
+    let mut index = alias_bomb(n, "apiVersion: v1\n");
+    index.push_str("entries:\n  demo:\n");
+    for i in 0..n {
+        index.push_str(&format!("  - {{version: '0.0.{i}', urls: *a}}\n"));
+    }
+    fs::write(repo.dir.join("index.yaml"), &index).unwrap();
+    ws.write(
+        "bomb.yaml",
+        manifest("bomb", &[http_chart(&repo.url(), "demo", "1.2.5")]),
+    );
+    let run = run_limited(
+        &ws,
+        &[
+            "lock",
+            "bomb.yaml",
+            "-o",
+            "bomb.lock.yaml",
+            "--cache",
+            "cache",
+        ],
+        60,
+    )
+    .expect("lock of an alias-bomb index.yaml blew up instead of refusing it");
+    run.assert_code(3).assert_stderr_contains("index.yaml");
+    assert!(run.stderr.contains("alias"), "{}", run.stderr);
+    assert!(!ws.path("bomb.lock.yaml").exists());
+
+    // A chart whose Chart.yaml (~80 KB) is the bomb, listed with its true digest (packaged
+    // with stock tar and indexed by hand: the fixtures would read the bomb themselves).
+    let mut chart_yaml = alias_bomb(n, "apiVersion: v2\nname: demo\nversion: 9.0.0\n");
+    chart_yaml.push_str("maintainers: [");
+    chart_yaml.push_str(&"*a,".repeat(n));
+    chart_yaml.push_str("]\n");
+    ws.write("pkg/demo/Chart.yaml", chart_yaml);
+    let tgz = repo.dir.join("demo-9.0.0.tgz");
+    output_ok(
+        Command::new("tar")
+            .arg("czf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(ws.path("pkg"))
+            .arg("demo"),
+    );
+    fs::write(
+        repo.dir.join("index.yaml"),
+        format!(
+            "apiVersion: v1\nentries:\n  demo:\n  - name: demo\n    version: 9.0.0\n    digest: {}\n    urls: [demo-9.0.0.tgz]\n",
+            sha256_file(&tgz)
+        ),
+    )
+    .unwrap();
+    make_world_readable(&repo.dir);
+    let run = run_limited(
+        &ws,
+        &[
+            "lock",
+            "bomb.yaml",
+            "-o",
+            "bomb.lock.yaml",
+            "--cache",
+            "cache",
+        ],
+        60,
+    );
+    // The manifest asks for 1.2.5, which is no longer listed: exit 2 before any download.
+    run.expect("lock blew up").assert_code(2);
+    ws.write(
+        "bomb.yaml",
+        manifest("bomb", &[http_chart(&repo.url(), "demo", "9.0.0")]),
+    );
+    let run = run_limited(
+        &ws,
+        &[
+            "lock",
+            "bomb.yaml",
+            "-o",
+            "bomb.lock.yaml",
+            "--cache",
+            "cache",
+        ],
+        60,
+    )
+    .expect("lock of a chart whose Chart.yaml is an alias bomb blew up instead of refusing it");
+    run.assert_code(3).assert_stderr_contains("Chart.yaml");
+    assert!(run.stderr.contains("alias"), "{}", run.stderr);
+    assert!(!ws.path("bomb.lock.yaml").exists());
+}
+
+/// A web root holding charts/index.yaml as `bytes` (written by someone else) refuses an
+/// install of `bundle` with exit 1 naming the file, before any data moves: the web root
+/// and `site` (a chart registry) are left as they were.
+#[track_caller]
+fn refuses_existing_index(
+    ws: &Workspace,
+    bundle: &str,
+    site: &Registry,
+    tag: &str,
+    plant: impl Fn(&Path),
+) {
+    let www = ws.mkdir(format!("www-{tag}"));
+    fs::create_dir_all(www.join("charts")).unwrap();
+    plant(&www.join("charts/index.yaml"));
+    let before = tree_snapshot(&www);
+    let seen = site.access_log("").len();
+    let host = site.host();
+    let run = run_limited(
+        ws,
+        &[
+            "install",
+            bundle,
+            "--pubkey",
+            "site.pub",
+            "--web-root",
+            www.to_str().unwrap(),
+            "--base-url",
+            "http://web.example.org/",
+            "--chart-registry",
+            &host,
+            "--plain-http",
+        ],
+        60,
+    )
+    .unwrap_or_else(|| panic!("{tag}: install blew up on the existing charts/index.yaml"));
+    run.assert_code(1)
+        .assert_stderr_contains("charts/index.yaml");
+    assert!(!run.stderr.contains("panicked"), "{tag}: {}", run.stderr);
+    let after = tree_snapshot(&www);
+    assert_eq!(before, after, "{tag}: {}", snapshot_diff(&before, &after));
+    let log = site.access_log("")[seen..].to_vec();
+    assert_eq!(
+        writes(&log),
+        Vec::<&(String, u16)>::new(),
+        "{tag}: the chart registry was written to before the refusal"
+    );
+    assert_eq!(site.tags("charts/demo"), Vec::<String>::new(), "{tag}");
+}
+
+#[test]
+fn an_existing_charts_index_that_is_not_a_helm_index_is_refused_before_data_moves() {
+    let ws = Workspace::new();
+    let repo = helm_repo(&ws, "up", None);
+    let b = bundle_charts(&ws, "b", &[http_chart(&repo.url(), "demo", "~1.2")], &[]);
+    let site = Registry::start(&ws.path("site-registry"), None);
+
+    // Not YAML at all.
+    refuses_existing_index(&ws, &b, &site, "garbage", |p| {
+        fs::write(p, "entries: [unclosed\n\t: :\n").unwrap()
+    });
+    // YAML, but no Helm index: replacing it would destroy someone's file.
+    refuses_existing_index(&ws, &b, &site, "not-an-index", |p| {
+        fs::write(p, "just a note somebody left here\n").unwrap()
+    });
+    // A 30 KB alias bomb (billions of nodes once expanded).
+    refuses_existing_index(&ws, &b, &site, "bomb", |p| {
+        let n = 12_000;
+        let mut y = alias_bomb(n, "apiVersion: v1\n");
+        y.push_str("entries:\n  demo: [");
+        y.push_str(&"*a,".repeat(n));
+        y.push_str("]\n");
+        fs::write(p, y).unwrap()
+    });
+    // Larger than any index the install would read (sparse: no disk used): replacing it
+    // with this bundle's charts alone would drop every earlier entry.
+    refuses_existing_index(&ws, &b, &site, "huge", |p| {
+        let f = fs::File::create(p).unwrap();
+        f.set_len((128 << 20) + 1).unwrap();
+    });
+    // A symlink (to a file outside the web root) and a symlink at charts/.
+    let outside = ws.write("outside-index.yaml", "apiVersion: v1\nentries: {}\n");
+    refuses_existing_index(&ws, &b, &site, "symlink", |p| {
+        std::os::unix::fs::symlink(&outside, p).unwrap()
+    });
+    assert_eq!(
+        fs::read_to_string(&outside).unwrap(),
+        "apiVersion: v1\nentries: {}\n"
+    );
+    let www = ws.mkdir("www-charts-link");
+    let elsewhere = ws.mkdir("elsewhere");
+    std::os::unix::fs::symlink(&elsewhere, www.join("charts")).unwrap();
+    install(
+        &ws,
+        &b,
+        Some(&www),
+        &["--base-url", "http://web.example.org/"],
+    )
+    .assert_code(1)
+    .assert_stderr_contains("charts");
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+
+    // A genuine index from elsewhere is merged into, its entries kept.
+    let www = ws.mkdir("www-genuine");
+    fs::create_dir_all(www.join("charts")).unwrap();
+    fs::write(
+        www.join("charts/index.yaml"),
+        "apiVersion: v1\nentries:\n  kept:\n  - name: kept\n    version: 0.0.1\n    urls: [kept-0.0.1.tgz]\n    digest: 00\ngenerated: \"2020-01-01T00:00:00Z\"\n",
+    )
+    .unwrap();
+    install(
+        &ws,
+        &b,
+        Some(&www),
+        &["--base-url", "http://web.example.org/"],
+    )
+    .assert_ok();
+    let text = fs::read_to_string(www.join("charts/index.yaml")).unwrap();
+    assert!(text.contains("kept-0.0.1.tgz"), "{text}");
+    assert!(text.contains("demo-1.2.5.tgz"), "{text}");
+}
+
+#[test]
+fn an_http_and_an_oci_chart_that_would_share_a_registry_name_are_refused_at_create() {
+    let ws = Workspace::new();
+    let repo = helm_repo(&ws, "up", None);
+    let upstream = Registry::start(&ws.path("upstream-registry"), None);
+    let up = upstream.host();
+    // The very chart the HTTP repository serves, pushed as a Helm OCI artifact under the
+    // name the site's chart registry gives HTTP charts (`charts/<name>:<version>`).
+    let tgz = repo.tgz("demo", "1.2.5").to_path_buf();
+    push_oci_chart(
+        upstream.port,
+        "charts/demo",
+        "1.2.5",
+        &tgz,
+        &chart_meta(&tgz),
+    );
+    ws.write(
+        "both.yaml",
+        manifest(
+            "both",
+            &[
+                http_chart(&repo.url(), "demo", "1.2.5"),
+                oci_chart(&format!("oci://{up}/charts/demo:1.2.5")),
+            ],
+        ),
+    );
+    lock(&ws, "both.yaml", "both.lock.yaml", &["--plain-http"], &[]).assert_ok();
+    let run = create(
+        &ws,
+        "both.lock.yaml",
+        "both.bundle.tar.zst",
+        "cache",
+        &["--plain-http"],
+        &[],
+    );
+    run.assert_code(2)
+        .assert_stderr_contains("charts/demo:1.2.5");
+    assert!(
+        run.stderr.contains(&repo.url()) && run.stderr.contains(&format!("oci://{up}")),
+        "the message names both charts:\n{}",
+        run.stderr
+    );
+    assert!(!ws.path("both.bundle.tar.zst").exists());
+}
+
+#[test]
+fn images_and_charts_reach_the_registry_the_chart_registry_and_the_oci_dir_at_once() {
+    require_tool("skopeo");
+    let ws = Workspace::new();
+    let repo = helm_repo(&ws, "up", None);
+    let upstream = Registry::start(&ws.path("upstream-registry"), None);
+    let up = upstream.host();
+    let layout = ws.path("oci-src");
+    common::registry::build_image(&layout, "v1", "app\n");
+    upstream.push(&layout, "v1", "test/app", None);
+    let image_raw = upstream.raw_manifest("test/app", "v1");
+    let pkg = ws.mkdir("pkg");
+    let tgz = package_chart(&pkg, "app", "0.1.0", "1.0.0", "");
+    push_oci_chart(
+        upstream.port,
+        "charts/app",
+        "0.1.0",
+        &tgz,
+        &chart_meta(&tgz),
+    );
+    let chart_raw = upstream.raw_manifest("charts/app", "0.1.0");
+    let mut m = manifest(
+        "all",
+        &[
+            http_chart(&repo.url(), "demo", "1.2.5"),
+            oci_chart(&format!("oci://{up}/charts/app:0.1.0")),
+        ],
+    );
+    m.push_str(&format!("images:\n  - ref: '{up}/test/app:v1'\n"));
+    ws.write("all.yaml", m);
+    lock(&ws, "all.yaml", "all.lock.yaml", &["--plain-http"], &[]).assert_ok();
+    create(
+        &ws,
+        "all.lock.yaml",
+        "all.bundle.tar.zst",
+        "cache",
+        &["--plain-http"],
+        &[],
+    )
+    .assert_ok();
+
+    let images = Registry::start(&ws.path("site-images"), None);
+    let charts = Registry::start(&ws.path("site-charts"), None);
+    let www = ws.mkdir("www");
+    let oci = ws.path("oci-out");
+    let (ih, ch) = (images.host(), charts.host());
+    let args = [
+        "--base-url",
+        "http://web.example.org/",
+        "--registry",
+        ih.as_str(),
+        "--chart-registry",
+        ch.as_str(),
+        "--oci-dir",
+        oci.to_str().unwrap(),
+        "--plain-http",
+    ];
+    install(&ws, "all.bundle.tar.zst", Some(&www), &args).assert_ok();
+
+    // Each registry got its own artifacts, byte for byte, and nothing else.
+    assert_eq!(images.raw_manifest("test/app", "v1"), image_raw);
+    for l in common::registry::layers(&image_raw) {
+        let hex = l.trim_start_matches("sha256:");
+        assert_eq!(images.blob_status("test/app", hex), 200, "{l}");
+    }
+    assert_eq!(images.tags("charts/app"), Vec::<String>::new());
+    assert_eq!(images.tags("charts/demo"), Vec::<String>::new());
+    assert_eq!(charts.raw_manifest("charts/app", "0.1.0"), chart_raw);
+    assert_eq!(charts.tags("test/app"), Vec::<String>::new());
+    let demo = repo.tgz("demo", "1.2.5");
+    let raw = charts.raw_manifest("charts/demo", "1.2.5");
+    let (config_type, _, layers) = helm_manifest_parts(&raw);
+    assert_eq!(config_type, HELM_CONFIG);
+    assert_eq!(layers, vec![(HELM_LAYER.to_string(), sha256_file(demo))]);
+    assert_eq!(
+        registry_blob(charts.port, "charts/demo", &sha256_file(demo)),
+        fs::read(demo).unwrap()
+    );
+    assert_eq!(
+        registry_blob(charts.port, "charts/app", &sha256_file(&tgz)),
+        fs::read(&tgz).unwrap()
+    );
+    // The OCI directory holds all three, readable by skopeo.
+    for (name, raw) in [
+        (format!("{up}/test/app:v1"), &image_raw),
+        ("charts/demo:1.2.5".to_string(), &raw),
+    ] {
+        let out = output_ok(
+            Command::new("skopeo")
+                .arg("inspect")
+                .arg("--raw")
+                .arg(format!("oci:{}:{name}", oci.display())),
+        );
+        assert_eq!(&out, raw, "{name}");
+    }
+    let index = fs::read_to_string(oci.join("index.json")).unwrap();
+    assert!(index.contains(&sha256_bytes(&chart_raw)), "{index}");
+    // The web root has both charts.
+    assert!(www.join("charts/demo-1.2.5.tgz").is_file());
+    assert!(www.join("charts/app-0.1.0.tgz").is_file());
+
+    // Again: nothing written anywhere.
+    let (seen_i, seen_c) = (images.access_log("").len(), charts.access_log("").len());
+    let (www_before, oci_before) = (tree_snapshot(www.join("charts")), tree_snapshot(&oci));
+    install(&ws, "all.bundle.tar.zst", Some(&www), &args).assert_ok();
+    assert!(writes(&images.access_log("")[seen_i..]).is_empty());
+    assert!(writes(&charts.access_log("")[seen_c..]).is_empty());
+    assert_eq!(tree_snapshot(www.join("charts")), www_before);
+    assert_eq!(tree_snapshot(&oci), oci_before);
+}

@@ -260,6 +260,27 @@ pub fn collect(
     }
     debug_assert_eq!(first + oci_count, first + carried.artifacts.len());
     carried.artifacts.extend(extra);
+    check_registry_names(&carried.artifacts)?;
     carried.contents.extend(tgz_entries);
     Ok(carried)
+}
+
+/// Two charts that a chart registry would hold under one name (`charts/<name>:<version>`
+/// of an HTTP chart, an OCI chart's upstream path and tag) with different manifests are
+/// refused (exit 2, naming both): `install --chart-registry` could push only one of them.
+fn check_registry_names(artifacts: &[Artifact]) -> Result<()> {
+    let mut named: std::collections::HashMap<&str, &Artifact> = std::collections::HashMap::new();
+    for a in artifacts.iter().filter(|a| a.kind == EntryKind::OciChart) {
+        match named.insert(&a.dest, a) {
+            Some(other) if other.sha256 != a.sha256 => {
+                return Err(Error::Usage(format!(
+                    "charts `{}` and `{}` would both be `{}` on a chart registry, as different artifacts",
+                    other.source, a.source, a.dest
+                ))
+                .with_hint("keep only one of them in the manifest"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

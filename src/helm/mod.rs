@@ -24,6 +24,107 @@ const MAX_CHART_YAML: u64 = 1 << 20;
 /// (`helm package` writes it first; a gzip bomb stops here).
 const MAX_SCAN_BYTES: u64 = 256 << 20;
 
+/// YAML from outside (an upstream `index.yaml`, a chart's `Chart.yaml`, the `index.yaml`
+/// already in a web root) as `T`, refused when its aliases expand it beyond twice its own
+/// size: a few KB of anchors and aliases (`*a` repeated, each naming a long list) would
+/// otherwise cost gigabytes. Genuine Helm files have no aliases; a document without them
+/// has fewer nodes than bytes. The nodes are counted first, without building anything.
+pub fn from_yaml<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, String> {
+    let budget = std::cell::Cell::new(2 * bytes.len() as u64 + 1024);
+    serde::de::DeserializeSeed::deserialize(
+        CountNodes(&budget),
+        serde_yaml_ng::Deserializer::from_slice(bytes),
+    )
+    .map_err(|e| e.to_string())?;
+    serde_yaml_ng::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// Counts the nodes of a YAML document (aliases expanded), failing once `budget` is spent.
+struct CountNodes<'b>(&'b std::cell::Cell<u64>);
+
+impl CountNodes<'_> {
+    fn tick<E: serde::de::Error>(&self) -> std::result::Result<(), E> {
+        match self.0.get().checked_sub(1) {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(
+                "its aliases expand it to more than twice its size (a YAML alias bomb?)",
+            )),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for CountNodes<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CountNodes<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a YAML document")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        self.tick()?;
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<(), A::Error> {
+        self.tick()?;
+        while seq.next_element_seed(CountNodes(self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
+        self.tick()?;
+        while map.next_key_seed(CountNodes(self.0))?.is_some() {
+            map.next_value_seed(CountNodes(self.0))?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(
+        self,
+        data: A,
+    ) -> std::result::Result<(), A::Error> {
+        // A tagged node (`!tag value`).
+        self.tick()?;
+        let ((), variant) = data.variant_seed(CountNodes(self.0))?;
+        serde::de::VariantAccess::newtype_variant_seed(variant, CountNodes(self.0))
+    }
+}
+
 /// A chart's metadata as its `Chart.yaml` states it; the fields Helm copies into a
 /// repository index and into an OCI config. Field order is Helm's (`chart.Metadata`), so
 /// the config JSON matches what `helm push` writes.
@@ -135,7 +236,7 @@ pub fn metadata_from_reader(reader: impl Read, what: &str) -> Result<ChartMetada
             .read_to_string(&mut text)
             .map_err(|e| bad(format!("{}: {e}", path.display())))?;
         let meta: ChartMetadata =
-            serde_yaml_ng::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            from_yaml(text.as_bytes()).map_err(|e| bad(format!("{}: {e}", path.display())))?;
         for (field, value) in [("name", &meta.name), ("version", &meta.version)] {
             if !is_safe_component(value) {
                 return Err(bad(format!(
@@ -254,6 +355,18 @@ mod tests {
             config.starts_with(r#"{"name":"demo","version":"1.2.5""#),
             "{config}"
         );
+    }
+
+    #[test]
+    fn yaml_aliases_may_not_expand_a_document_beyond_twice_its_size() {
+        let n = 2_000;
+        let bomb = format!("a: &a [{}]\nb: [{}]\n", "x,".repeat(n), "*a,".repeat(n));
+        let e = from_yaml::<serde_yaml_ng::Value>(bomb.as_bytes()).unwrap_err();
+        assert!(e.contains("alias"), "{e}");
+        // A few aliases of small nodes are still read.
+        let fine: serde_yaml_ng::Value =
+            from_yaml(b"a: &a [1, 2]\nb: *a\nc: !tag {d: *a}\n").unwrap();
+        assert_eq!(fine["b"], fine["a"]);
     }
 
     #[test]

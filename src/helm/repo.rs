@@ -44,7 +44,7 @@ pub fn versions_of(
     name: &str,
     origin: &str,
 ) -> Result<Option<Vec<IndexVersion>>> {
-    let parsed: UpstreamIndex = serde_yaml_ng::from_slice(index_yaml).map_err(|e| {
+    let parsed: UpstreamIndex = super::from_yaml(index_yaml).map_err(|e| {
         Error::Verify(format!("{origin}: not a Helm repository index: {e}"))
             .with_hint("the repo URL must be the directory holding index.yaml")
     })?;
@@ -203,25 +203,44 @@ fn field<'v>(entry: &'v Value, key: &str) -> Option<&'v str> {
     entry.get(key).and_then(Value::as_str)
 }
 
-/// The site's `charts/index.yaml`: the one already there (`existing`, from earlier
-/// installs) with this install's charts added or replaced by name and version. An entry
-/// whose digest did not change is kept as it was (its `created` too), so an identical
-/// re-install renders the same bytes. Versions are listed newest first, as Helm does.
-pub fn site_index(existing: Option<&[u8]>, charts: &[SiteChart<'_>]) -> Result<Vec<u8>> {
-    let mut entries: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    if let Some(bytes) = existing {
-        let parsed: Value = serde_yaml_ng::from_slice(bytes).map_err(|e| {
-            Error::Runtime(format!("charts/index.yaml in the web root is not a Helm index: {e}"))
-                .with_hint("move it away (the install rebuilds it from this bundle's charts), then install again")
-        })?;
-        if let Some(Value::Mapping(map)) = parsed.get("entries") {
+/// The entries of the site's `charts/index.yaml` as earlier installs left it. Anything
+/// but a Helm index (a mapping whose `entries`, if any, map names to lists) is refused
+/// rather than replaced: it is someone else's file.
+pub fn existing_entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<Value>>> {
+    let not_an_index = |why: String| {
+        Error::Runtime(format!("not a Helm index: {why}"))
+        .with_hint(
+            "move it away (the install rebuilds it from this bundle's charts), then install again; nothing was installed",
+        )
+    };
+    let parsed: Value = super::from_yaml(bytes).map_err(not_an_index)?;
+    let Value::Mapping(top) = parsed else {
+        return Err(not_an_index("not a YAML mapping".into()));
+    };
+    let mut entries = BTreeMap::new();
+    match top.get("entries") {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(map)) => {
             for (name, list) in map {
                 if let (Value::String(name), Value::Sequence(list)) = (name, list) {
                     entries.insert(name.clone(), list.clone());
                 }
             }
         }
+        Some(_) => return Err(not_an_index("`entries` is not a mapping".into())),
     }
+    Ok(entries)
+}
+
+/// The site's `charts/index.yaml`: the one already there (`existing`, from earlier
+/// installs) with this install's charts added or replaced by name and version. An entry
+/// whose digest did not change is kept as it was (its `created` too), so an identical
+/// re-install renders the same bytes. Versions are listed newest first, as Helm does.
+pub fn site_index(existing: Option<&[u8]>, charts: &[SiteChart<'_>]) -> Result<Vec<u8>> {
+    let mut entries = match existing {
+        Some(bytes) => existing_entries(bytes)?,
+        None => BTreeMap::new(),
+    };
     for chart in charts {
         let list = entries.entry(chart.meta.name.clone()).or_default();
         let digest = chart.digest.hex();

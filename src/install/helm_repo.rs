@@ -5,8 +5,8 @@
 
 use crate::bundle::index::IndexEntry;
 use crate::digest::Sha256Digest;
-use crate::error::Result;
-use crate::fs::RootDir;
+use crate::error::{Error, Result};
+use crate::fs::{DirCursor, RootDir, open_file_at, split_parent};
 use crate::helm::{self, ChartMetadata, repo};
 
 /// The site index, relative to the web root.
@@ -23,7 +23,7 @@ pub struct CarriedChart {
 pub fn carried_chart(entry: &IndexEntry, tgz: std::fs::File) -> Result<CarriedChart> {
     let meta = helm::metadata_from_reader(std::io::BufReader::new(tgz), &entry.path)?;
     if format!("charts/{}", meta.file_name()) != entry.path {
-        return Err(crate::error::Error::Verify(format!(
+        return Err(Error::Verify(format!(
             "{}: its Chart.yaml names it {} {}",
             entry.path, meta.name, meta.version
         )));
@@ -43,7 +43,7 @@ pub fn index_update(
     if charts.is_empty() {
         return Ok(None);
     }
-    let existing = root.read_small(INDEX_PATH, repo::MAX_INDEX_BYTES);
+    let existing = existing_index(root)?;
     let site: Vec<repo::SiteChart<'_>> = charts
         .iter()
         .map(|c| repo::SiteChart {
@@ -54,4 +54,44 @@ pub fn index_update(
         .collect();
     let rendered = repo::site_index(existing.as_deref(), &site)?;
     Ok((existing.as_deref() != Some(rendered.as_slice())).then_some(rendered))
+}
+
+/// The `charts/index.yaml` already in the web root (`None` when there is none), checked to
+/// be a Helm index this install can merge into: pre-flight calls it so that one which is
+/// not (malformed, oversize, an alias bomb) stops the install before any data moves
+/// (exit 1, naming it) instead of being replaced or read at any cost. A symlink or other
+/// non-file in its place is refused by the web root's own pre-flight.
+pub fn existing_index(root: &RootDir) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let shown = root.path().join(INDEX_PATH);
+    let (parent, name) = split_parent(INDEX_PATH);
+    let mut cursor = DirCursor::new(root.clone());
+    let Some(dir) = cursor
+        .existing_dir(parent)
+        .map_err(|e| e.into_error(root.path(), root.role()))?
+    else {
+        return Ok(None);
+    };
+    let file = match open_file_at(dir, name) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("cannot read", shown, e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(repo::MAX_INDEX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("cannot read", shown.clone(), e))?;
+    if bytes.len() as u64 > repo::MAX_INDEX_BYTES {
+        return Err(Error::Runtime(format!(
+            "{}: larger than the {} bytes a Helm index this install merges into may have",
+            shown.display(),
+            repo::MAX_INDEX_BYTES
+        ))
+        .with_hint(
+            "move it away (the install rebuilds it from this bundle's charts), then install again; nothing was installed",
+        ));
+    }
+    repo::existing_entries(&bytes)
+        .map_err(|e| e.map_message(|m| format!("{}: {m}", shown.display())))?;
+    Ok(Some(bytes))
 }

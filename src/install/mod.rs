@@ -279,6 +279,9 @@ pub fn install(
                     generated.extend(snippets.iter().map(String::as_str));
                     generated.extend(pypi_pages.iter().map(String::as_str));
                     let found = web_root::preflight(root, &v.index, Layout::WebRoot, &generated)?;
+                    if generated.contains(&helm_repo::INDEX_PATH) {
+                        helm_repo::existing_index(root)?;
+                    }
                     t.web = Some(WebRootSink::new(root, Layout::WebRoot, found.in_place)?);
                 }
                 None if !web_entries.is_empty() => {
