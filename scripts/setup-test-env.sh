@@ -33,11 +33,12 @@ declare -A wanted=(
     [gpg-agent]=gpg-agent
     [xz-utils]=xz
     [gzip]=gzip
+    [file]=file
 )
 
 missing=()
 packages=(apache2 apache2-utils minisign zstd tar time coreutils curl openssl docker-registry skopeo umoci
-    apt dpkg-dev apt-utils gnupg gpg-agent xz-utils gzip)
+    apt dpkg-dev apt-utils gnupg gpg-agent xz-utils gzip file)
 for pkg in "${packages[@]}"; do
     cmd=${wanted[$pkg]}
     if command -v "$cmd" >/dev/null 2>&1 \

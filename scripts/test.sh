@@ -12,3 +12,5 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test
+echo "== scripts/check-static.sh (static release binary, --include-tool, verify in an empty chroot)"
+bash scripts/check-static.sh

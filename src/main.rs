@@ -72,6 +72,10 @@ enum Command {
         /// fits FAT32), with a signed volume list for checking each stick on its own.
         #[arg(long, value_name = "SIZE")]
         split_size: Option<String>,
+        /// Also write this binary beside the bundle as `bundle`, with its own detached
+        /// signature `bundle.minisig`, for the offline side to check with stock minisign.
+        #[arg(long)]
+        include_tool: bool,
         /// Compression threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -270,6 +274,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             output,
             key,
             split_size,
+            include_tool,
             threads,
             net,
         } => {
@@ -286,6 +291,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 threads,
                 plain_http: net.plain_http,
                 split,
+                include_tool,
             };
             let written = create(&options, &secret, reporter)?;
             if json {
@@ -298,6 +304,8 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                     "frames": written.frames.len(),
                     "volumes": written.volumes.iter().map(|(p, n)| serde_json::json!({"path": p, "bytes": n})).collect::<Vec<_>>(),
                     "volume_list": written.volume_list,
+                    "tool": written.tool.as_ref().map(|(t, _)| t),
+                    "tool_signature": written.tool.as_ref().map(|(_, s)| s),
                 }))?;
             }
             match &written.volume_list {
@@ -327,6 +335,14 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                         list.display()
                     ));
                 }
+            }
+            if let Some((tool, sig)) = &written.tool {
+                reporter.info(format!(
+                    "wrote {} and {}: check it on the offline side with `minisign -Vm {} -p site.pub`",
+                    tool.display(),
+                    sig.display(),
+                    tool.display()
+                ));
             }
             Ok(())
         }

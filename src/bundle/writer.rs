@@ -80,6 +80,8 @@ pub struct WrittenBundle {
     /// With `--split-size`: the volumes (path, bytes), and the signed volume list.
     pub volumes: Vec<(PathBuf, u64)>,
     pub volume_list: Option<PathBuf>,
+    /// With `--include-tool`: the binary beside the bundle and its signature.
+    pub tool: Option<(PathBuf, PathBuf)>,
     pub bytes: u64,
     pub frames: Vec<FrameSizes>,
     pub index: Index,
@@ -92,9 +94,9 @@ struct OutputSink {
     worker: Option<JoinHandle<io::Result<Finished>>>,
 }
 
-/// What the writer thread leaves: the volumes (each synced), the prehash of them all and
-/// the bytes written.
-type Finished = (Vec<WrittenVolume>, Prehasher, u64);
+/// What the writer thread leaves: the volume output (its last volume not synced yet), the
+/// prehash of all the bytes and their count.
+type Finished = (VolumeOutput, Prehasher, u64);
 
 impl OutputSink {
     fn new(mut out: VolumeOutput) -> Self {
@@ -107,7 +109,7 @@ impl OutputSink {
                 prehash.update(&chunk);
                 bytes += chunk.len() as u64;
             }
-            Ok((out.finish()?, prehash, bytes))
+            Ok((out, prehash, bytes))
         });
         OutputSink {
             tx: Some(tx),
@@ -275,7 +277,10 @@ pub fn write_bundle(
     }
     let frames_out = tar.into_inner().map_err(write_err)?;
     let (sink, frames) = frames_out.finish().map_err(write_err)?;
-    let (volumes, prehash, bytes) = sink.finish().map_err(write_err)?;
+    let (output, prehash, bytes) = sink.finish().map_err(write_err)?;
+    let volumes: Vec<WrittenVolume> = output
+        .finish()
+        .map_err(|e| Error::io("cannot sync", out, e))?;
 
     let whole = key.sign_prehashed(
         &prehash.finish(),
@@ -367,6 +372,7 @@ pub fn write_bundle(
         index,
         volumes: if single { Vec::new() } else { placed },
         volume_list,
+        tool: None,
     })
 }
 
@@ -413,4 +419,62 @@ fn write_temporary(dir: &Path, prefix: &str, bytes: &[u8]) -> Result<tempfile::N
         .at("cannot set permissions on", tmp.path())?;
     tmp.as_file().sync_all().at("cannot sync", tmp.path())?;
     Ok(tmp)
+}
+
+/// The tool that travels with its bundle (`create --include-tool`): the running binary,
+/// copied to `dir/bundle` with a detached signature `dir/bundle.minisig`, so the offline
+/// side checks it with stock `minisign -Vm bundle -p site.pub` before running it. Both are
+/// synced and renamed into place, the signature last. Returns the two paths.
+pub fn include_tool(dir: &Path, key: &SecretKey, created_epoch: u64) -> Result<(PathBuf, PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Runtime(format!("cannot find the running binary: {e}")))?;
+    let mut source = File::open(&exe).at("cannot read", &exe)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".bundle.")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .at("cannot create a temporary file in", dir)?;
+    let mut prehash = Prehasher::default();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = source.read(&mut buf).at("cannot read", &exe)?;
+        if n == 0 {
+            break;
+        }
+        tmp.write_all(&buf[..n]).at("cannot write", tmp.path())?;
+        prehash.update(&buf[..n]);
+    }
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o755))
+        .at("cannot set permissions on", tmp.path())?;
+    tmp.as_file().sync_all().at("cannot sync", tmp.path())?;
+    let signature = key.sign_prehashed(
+        &prehash.finish(),
+        &format!(
+            "timestamp:{created_epoch}\tfile:bundle\ttool:airgap-bundle {}",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    let tool = dir.join("bundle");
+    let sig_path = dir.join("bundle.minisig");
+    let sig = write_temporary(
+        dir,
+        ".bundle.minisig.",
+        signature
+            .to_file_string("signature from airgap-bundle secret key")
+            .as_bytes(),
+    )?;
+    match std::fs::remove_file(&sig_path) {
+        Ok(()) => sync_dir(dir)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("cannot replace", &sig_path, e)),
+    }
+    tmp.persist(&tool)
+        .map_err(|e| Error::io("cannot rename into place", &tool, e.error))?;
+    sync_dir(dir)?;
+    sig.persist(&sig_path)
+        .map_err(|e| Error::io("cannot rename into place", &sig_path, e.error))?;
+    sync_dir(dir)?;
+    Ok((tool, sig_path))
 }

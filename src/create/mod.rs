@@ -28,6 +28,8 @@ pub struct CreateOptions {
     pub plain_http: bool,
     /// `--split-size`: volumes of at most this many bytes.
     pub split: Option<u64>,
+    /// `--include-tool`: the running binary and its signature beside the bundle.
+    pub include_tool: bool,
 }
 
 /// Checks a locked manifest and the output path before any download starts.
@@ -184,7 +186,7 @@ pub fn create(
     };
     let total_content: u64 = plan.contents.iter().map(|c| c.size).sum();
     let bar = reporter.bytes_bar(total_content, "pack");
-    let written = write_bundle(
+    let mut written = write_bundle(
         plan,
         key,
         &options.out,
@@ -193,5 +195,13 @@ pub fn create(
         &bar,
     )?;
     bar.finish_and_clear();
+    if options.include_tool {
+        let dir = crate::fs::parent_dir(&options.out);
+        written.tool = Some(crate::bundle::writer::include_tool(
+            dir,
+            key,
+            created_epoch,
+        )?);
+    }
     Ok(written)
 }
