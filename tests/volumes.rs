@@ -1071,11 +1071,9 @@ fn bad_split_sizes_are_usage_errors_naming_the_value() {
 /// must refuse too (SPEC §3: a volume whose bytes do not match the signed list is exit 3
 /// naming it), with the web root unchanged.
 ///
-/// FAILS today: the volumes are hashed against the list only after a verification failure
-/// (`BundleSource::diagnose`); a stream that verifies on its own is installed although none
-/// of its volumes is the one the signed list names.
+/// The reader hashes each volume as it streams in order (and the rest after the stream
+/// verified), so this is caught even though the volumes form a valid bundle.
 #[test]
-#[ignore = "bug: volumes are checked against the signed list only when the stream fails to verify"]
 fn a_complete_set_of_volumes_from_another_build_is_refused_by_the_list() {
     let site = Site::new("small", &small_content());
     let listed = site.create(

@@ -374,12 +374,14 @@ pub fn read_verified(
     sink: &mut dyn EntrySink,
 ) -> Result<VerifiedIndex> {
     source.check_volume_list(options.pubkey)?;
-    read_verified_stream(source, options, on_index, sink).map_err(|e| {
+    let verified = read_verified_stream(source, options, on_index, sink).map_err(|e| {
         match (e.exit_code(), source.diagnose()) {
             (3, Some(bad)) => e.map_message(|m| format!("{bad}: {m}")),
             _ => e,
         }
-    })
+    })?;
+    source.check_unread_volumes()?;
+    Ok(verified)
 }
 
 fn read_verified_stream(

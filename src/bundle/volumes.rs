@@ -4,6 +4,9 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
 
 use super::signing::{PublicKey, Signature};
 use super::split::VolumeList;
@@ -16,6 +19,8 @@ pub struct BundleSource {
     volumes: Vec<(PathBuf, u64)>,
     /// The volume list beside split volumes (`NAME.volumes`), its bytes and where it is.
     list: Option<ListedVolumes>,
+    /// Which volumes a reader hashed whole, in order, and found as listed.
+    matched: Arc<Mutex<Vec<bool>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +59,7 @@ impl BundleSource {
             return Ok(BundleSource {
                 volumes: vec![(path.to_path_buf(), meta.len())],
                 list: None,
+                matched: Arc::default(),
             });
         }
         let list_path = super::split::list_path(path);
@@ -105,6 +111,7 @@ impl BundleSource {
         Ok(BundleSource {
             volumes,
             list: None,
+            matched: Arc::default(),
         })
     }
 
@@ -149,6 +156,7 @@ impl BundleSource {
             ));
         }
         Ok(BundleSource {
+            matched: Arc::new(Mutex::new(vec![false; volumes.len()])),
             volumes,
             list: Some(ListedVolumes { path, text, parsed }),
         })
@@ -199,6 +207,40 @@ impl BundleSource {
         })
     }
 
+    /// After a read that verified: every listed volume that was not hashed whole in order
+    /// while it streamed (the last one, whose tail is the seek table, usually) is hashed
+    /// now, so a full set of volumes that is not the one the signed list names is refused
+    /// (exit 3 naming the volumes) even when its bytes form a valid bundle.
+    pub fn check_unread_volumes(&self) -> Result<()> {
+        let Some(list) = &self.list else {
+            return Ok(());
+        };
+        let matched = self.matched.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut bad = Vec::new();
+        for (n, ((path, _), (_, want))) in self.volumes.iter().zip(&list.parsed.data).enumerate() {
+            if matched.get(n).copied().unwrap_or(false) {
+                continue;
+            }
+            let got = File::open(path)
+                .and_then(Sha256Digest::of_reader)
+                .at("cannot read", path)?;
+            if got.0 != *want {
+                bad.push(path.display().to_string());
+            }
+        }
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Verify(format!(
+            "volume{} {} do{} not match the signed volume list {} (volumes of another build?); nothing was installed",
+            if bad.len() == 1 { "" } else { "s" },
+            bad.join(", "),
+            if bad.len() == 1 { "es" } else { "" },
+            list.path.display()
+        ))
+        .with_hint("copy the volumes and the volume list of one `create` run; check each stick with `sha256sum -c --ignore-missing NAME.volumes`"))
+    }
+
     /// The volume list, if the bundle is split and came with one.
     pub fn volume_list(&self) -> Option<&Path> {
         self.list.as_ref().map(|l| l.path.as_path())
@@ -222,6 +264,12 @@ impl BundleSource {
             volumes: self.volumes.clone(),
             pos: 0,
             open: None,
+            listed: self
+                .list
+                .as_ref()
+                .map(|l| l.parsed.data.iter().map(|(_, d)| *d).collect()),
+            matched: self.matched.clone(),
+            hashing: None,
         })
     }
 }
@@ -251,9 +299,54 @@ pub struct ConcatReader {
     volumes: Vec<(PathBuf, u64)>,
     pos: u64,
     open: Option<(usize, File)>,
+    /// With a volume list: each volume's listed sha256, and which volumes were read whole,
+    /// in order, and matched (shared with the [`BundleSource`] for the final check).
+    listed: Option<Vec<Sha256Digest>>,
+    matched: Arc<Mutex<Vec<bool>>>,
+    /// The volume being hashed as it is read in order: (volume, hasher, bytes hashed).
+    hashing: Option<(usize, Sha256, u64)>,
 }
 
 impl ConcatReader {
+    /// Hashes bytes read from `vol` at `offset` when they continue an in-order read of it;
+    /// at the volume's end, compares with the signed list (exit 3 naming the volume).
+    fn hash_in_order(&mut self, vol: usize, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let Some(listed) = &self.listed else {
+            return Ok(());
+        };
+        if offset == 0 {
+            self.hashing = Some((vol, Sha256::new(), 0));
+        }
+        let Some((v, hasher, done)) = self.hashing.as_mut() else {
+            return Ok(());
+        };
+        if *v != vol || *done != offset {
+            self.hashing = None;
+            return Ok(());
+        }
+        hasher.update(bytes);
+        *done += bytes.len() as u64;
+        if *done < self.volumes[vol].1 {
+            return Ok(());
+        }
+        let (_, hasher, _) = self.hashing.take().expect("checked above");
+        let got = Sha256Digest::from_hasher(hasher);
+        if got != listed[vol] {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "volume {} does not match the signed volume list (sha256 {got}, listed {})",
+                    self.volumes[vol].0.display(),
+                    listed[vol]
+                ),
+            ));
+        }
+        if let Ok(mut m) = self.matched.lock() {
+            m[vol] = true;
+        }
+        Ok(())
+    }
+
     fn locate(&self, pos: u64) -> Option<(usize, u64)> {
         let mut start = 0;
         for (i, (_, len)) in self.volumes.iter().enumerate() {
@@ -286,6 +379,7 @@ impl Read for ConcatReader {
             ));
         }
         self.pos += n as u64;
+        self.hash_in_order(vol, offset, &buf[..n])?;
         Ok(n)
     }
 }
