@@ -387,12 +387,19 @@ fn remove_earlier(out: &Path, signature_path: &Path) -> Result<()> {
         list,
         out.to_path_buf(),
     ];
-    for n in 0.. {
-        let v = split::volume_path(out, n);
-        if std::fs::symlink_metadata(&v).is_err() {
-            break;
+    // Every `NAME.NNN` beside it, gaps or not.
+    let dir = parent_dir(out);
+    let prefix = format!("{}.", file_name_of(out)?);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(digits) = name.strip_prefix(&prefix)
+                && digits.len() == 3
+                && digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                doomed.push(dir.join(name));
+            }
         }
-        doomed.push(v);
     }
     for path in doomed {
         match std::fs::remove_file(&path) {
