@@ -295,6 +295,18 @@ measure install_limit "rm -rf '$X'; mkdir -p '$X'" bash -c \
     'set -euo pipefail; zstd -dc "$1" | tar -x -C "$2"' _ "$TOOL_BUNDLE" "$X"
 rm -rf "$X"
 
+# f. split volumes (64 MiB): create straight into volumes, and install from them, each
+# beside the unsplit run above (the volumes are hashed against the signed list as they
+# stream, so the target is <= 1.05x)
+SPLIT_DIR=$OUT/split
+mkdir -p "$SPLIT_DIR"
+measure create_split "rm -f '$SPLIT_DIR'/full.bundle*" \
+    "$BUNDLE" create "$B/full.lock.yaml" -o "$SPLIT_DIR/full.bundle" --key "$B/key.key" --cache "$CACHE" --split-size 64M --quiet
+SPLIT_VOLUMES=$(find "$SPLIT_DIR" -name 'full.bundle.[0-9][0-9][0-9]' | wc -l)
+measure install_volumes "rm -rf '$X'; mkdir -p '$X'" \
+    "$BUNDLE" install "$SPLIT_DIR/full.bundle" --pubkey "$B/key.pub" --web-root "$X" --quiet
+rm -rf "$X" "$SPLIT_DIR"
+
 # components: where the time goes
 if [[ $COMPONENTS == 1 ]]; then
     log "components"
@@ -789,6 +801,12 @@ printf '  %-6s %10s MiB content  %8s MiB bundle  %7s s  peak RSS %7s MiB\n' \
 printf '  %-6s %10s MiB content  %8s MiB bundle  %7s s  peak RSS %7s MiB\n' \
     half "$(mib "$HALF_BYTES")" "$(mib "$HALF_BUNDLE_BYTES")" "${WALL[create_half]}" "$(kib_mib "${RSS[create_half]}")"
 echo "install wrote $INSTALLED_FILES files under the web root (data has $N_FILES)"
+echo
+echo "split volumes (--split-size 64M, $SPLIT_VOLUMES volumes):"
+printf '  create into volumes  %8s s  vs unsplit %8s s  ratio %5s  peak RSS %7s MiB\n' \
+    "${WALL[create_split]}" "${WALL[create]}" "$(ratio "${WALL[create_split]}" "${WALL[create]}")" "$(kib_mib "${RSS[create_split]}")"
+printf '  install from volumes %8s s  vs unsplit %8s s  ratio %5s  peak RSS %7s MiB  (target <= 1.05)\n' \
+    "${WALL[install_volumes]}" "${WALL[install]}" "$(ratio "${WALL[install_volumes]}" "${WALL[install]}")" "$(kib_mib "${RSS[install_volumes]}")"
 if [[ $COMPONENTS == 1 ]]; then
     echo
     echo "components (same data):"
