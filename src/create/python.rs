@@ -45,16 +45,20 @@ pub fn collect(
         };
         let file = p.filename.clone().unwrap_or_else(|| file_name_of(url));
         let path = bundle_path(&file)?;
-        let project = match &p.name {
-            Some(n) => normalize(n)?,
-            None => filename::parse(&file, None)
-                .map_err(|why| {
-                    Error::Usage(format!(
-                        "python package {url}: `{file}` is not a wheel or sdist file name: {why}"
-                    ))
-                })?
-                .name,
-        };
+        // The page it is listed on is its own project's: pip skips another project's files.
+        let named = p.name.as_deref().map(normalize).transpose()?;
+        let project = filename::parse(&file, named.as_deref())
+            .map_err(|why| {
+                Error::Usage(format!(
+                    "python package {url}: `{file}` is not a wheel or sdist file name{}: {why}",
+                    named
+                        .as_deref()
+                        .map(|p| format!(" of `{p}`"))
+                        .unwrap_or_default()
+                ))
+                .with_hint("a hand-edited lock? lock the manifest again")
+            })?
+            .name;
         // PEP 658: the core metadata beside the file, when the lock pinned it.
         let metadata = match p.metadata_sha256 {
             Some(digest) => {
@@ -99,7 +103,11 @@ pub fn collect(
                 .filter_map(|(_, _, _, m)| Some(m.as_ref()?.0.clone())),
         )
         .collect();
-    let total = downloads.iter().filter_map(|d| d.expected_size).sum();
+    // The sizes come from the index's pages, unchecked until the bytes arrive.
+    let total = downloads
+        .iter()
+        .filter_map(|d| d.expected_size)
+        .fold(0u64, u64::saturating_add);
     let bar = reporter.bytes_bar(total, "python");
     let fetched = fetcher.fetch_all(&downloads, &bar)?;
     bar.finish_and_clear();

@@ -264,10 +264,16 @@ impl Fetcher {
                 format!(" (fetched from {})", d.from)
             };
             let what = d.label.clone().unwrap_or_else(|| d.canonical.to_string());
-            return Err(Error::Verify(format!(
-                "{what}{via}: sha256 mismatch: {} pins {expected}, the download is {sha256} ({size} bytes)",
-                d.pinned_by.unwrap_or("the lock"),
-            ))
+            let pins = d.pinned_by.unwrap_or("the lock");
+            let message = match d.expected_size {
+                Some(expected_size) if expected == sha256 => format!(
+                    "{what}{via}: size mismatch: {pins} pins {expected_size} bytes, the download has {size}"
+                ),
+                _ => format!(
+                    "{what}{via}: sha256 mismatch: {pins} pins {expected}, the download is {sha256} ({size} bytes)"
+                ),
+            };
+            return Err(Error::Verify(message)
             .with_hint(
                 "the upstream content changed or is damaged: check it, then run `bundle lock` again",
             ));

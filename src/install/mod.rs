@@ -282,6 +282,7 @@ pub fn install(
                     if generated.contains(&helm_repo::INDEX_PATH) {
                         helm_repo::existing_index(root)?;
                     }
+                    pypi::check_existing(root, &v.index)?;
                     t.web = Some(WebRootSink::new(root, Layout::WebRoot, found.in_place)?);
                 }
                 None if !web_entries.is_empty() => {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::bundle::index::{EntryKind, Index};
 use crate::error::{Error, Result};
-use crate::fs::RootDir;
+use crate::fs::{DirCursor, RootDir, open_file_at, split_parent};
 use crate::manifest::Manifest;
 use crate::python::index::{links, parse_html};
 
@@ -96,6 +96,50 @@ pub fn generated_paths(index: &Index) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// An existing page of the simple repository: `None` when there is none, an error when
+/// one is there that cannot be read in full (merging only part of it, or none, would
+/// drop what earlier installs listed).
+fn existing_page(root: &RootDir, rel: &str) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let shown = root.path().join(rel);
+    let (parent, name) = split_parent(rel);
+    let mut cursor = DirCursor::new(root.clone());
+    let Some(dir) = cursor
+        .existing_dir(parent)
+        .map_err(|e| e.into_error(root.path(), root.role()))?
+    else {
+        return Ok(None);
+    };
+    let file = match open_file_at(dir, name) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("cannot read", shown, e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_PAGE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("cannot read", shown.clone(), e))?;
+    if bytes.len() as u64 > MAX_PAGE_BYTES {
+        return Err(Error::Runtime(format!(
+            "{}: larger than the {MAX_PAGE_BYTES} bytes a simple repository page this install merges into may have",
+            shown.display()
+        ))
+        .with_hint("move it away (the install rebuilds it from this bundle's files), then install again; nothing was installed"));
+    }
+    Ok(Some(bytes))
+}
+
+/// Pre-flight: every page the install will merge into can be read in full.
+pub fn check_existing(root: &RootDir, index: &Index) -> Result<()> {
+    for page in generated_paths(index)?
+        .iter()
+        .filter(|p| p.as_str() != PIP_CONF)
+    {
+        existing_page(root, page)?;
+    }
+    Ok(())
+}
+
 /// The pages and `pip.conf` to stage: `(path below the web root, bytes)`, only those
 /// whose bytes differ from what the web root holds.
 pub fn pages(
@@ -114,7 +158,7 @@ pub fn pages(
         .map_err(|e| Error::Runtime(format!("{e}")))?;
     let mut out = Vec::new();
     let mut all_projects: BTreeSet<String> = projects.keys().cloned().collect();
-    if let Some(existing) = root.read_small(TOP_INDEX, MAX_PAGE_BYTES) {
+    if let Some(existing) = existing_page(root, TOP_INDEX)? {
         let text = String::from_utf8_lossy(&existing);
         for link in links(&text, &base) {
             if let Some(p) = link
@@ -130,7 +174,7 @@ pub fn pages(
     for (project, files) in &projects {
         let path = format!("simple/{project}/index.html");
         let mut anchors: BTreeMap<String, Anchor> = BTreeMap::new();
-        if let Some(existing) = root.read_small(&path, MAX_PAGE_BYTES) {
+        if let Some(existing) = existing_page(root, &path)? {
             let page = base
                 .join(&format!("{project}/"))
                 .map_err(|e| Error::Runtime(e.to_string()))?;

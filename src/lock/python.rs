@@ -361,7 +361,11 @@ fn by_url(
         let project = p.name.as_deref().map(normalize).transpose()?;
         let dist = filename::parse(&file, project.as_deref()).map_err(|why| {
             Error::Usage(format!(
-                "python.packages[{i}] {url}: `{file}` is not a wheel or sdist file name: {why}"
+                "python.packages[{i}] {url}: `{file}` is not a wheel or sdist file name{}: {why}",
+                project
+                    .as_deref()
+                    .map(|p| format!(" of `{p}`"))
+                    .unwrap_or_default()
             ))
         })?;
         let mut locked = p.clone();

@@ -35,11 +35,16 @@ impl DistFilename {
 const SDIST_SUFFIXES: &[&str] = &[".tar.gz", ".zip"];
 
 /// Parses `filename`; `project` (normalised), when known, settles where an sdist's name
-/// ends (old sdists have dashes in the name: `python-dateutil-2.8.2.tar.gz`).
-/// `Err` says why the name is not a distribution.
+/// ends (old sdists have dashes in the name: `python-dateutil-2.8.2.tar.gz`) and is the
+/// only project a wheel may name (pip skips another project's files on a page).
+/// `Err` says why the name is not a distribution (of `project`).
 pub fn parse(filename: &str, project: Option<&str>) -> Result<DistFilename, String> {
     if let Some(stem) = filename.strip_suffix(".whl") {
-        return parse_wheel(stem);
+        let wheel = parse_wheel(stem)?;
+        return match project {
+            Some(p) if wheel.name != p => Err(format!("a wheel of `{}`, not of `{p}`", wheel.name)),
+            _ => Ok(wheel),
+        };
     }
     let Some(stem) = SDIST_SUFFIXES.iter().find_map(|s| filename.strip_suffix(s)) else {
         return Err("neither a wheel (.whl) nor an sdist (.tar.gz, .zip)".into());
@@ -135,6 +140,9 @@ mod tests {
         assert!(parse("pkg-1.0-x-py3-none-any.whl", None).is_err());
         assert!(parse("pkg-1.0-py3-none.whl", None).is_err());
         assert!(parse("pkg-1.0-py3-none-nonsense_tag.whl", None).is_err());
+        assert!(parse("Pkg-1.0-py3-none-any.whl", Some("pkg")).is_ok());
+        let e = parse("evil-1.0-py3-none-any.whl", Some("pkg")).unwrap_err();
+        assert!(e.contains("`evil`") && e.contains("`pkg`"), "{e}");
     }
 
     #[test]

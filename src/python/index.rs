@@ -25,6 +25,13 @@ pub struct IndexFile {
     pub metadata_sha256: Option<Sha256Digest>,
 }
 
+/// The HTML tags a project page may have (each file is an `<a>`, its `</a>` and a `<br/>`).
+const MAX_HTML_TAGS: usize = 1_000_000;
+
+fn bytecount(bytes: &[u8], b: u8) -> usize {
+    bytes.iter().filter(|&&x| x == b).count()
+}
+
 /// Parses a project page served with `content_type` from `page` (the URL relative hrefs
 /// resolve against). `Err` says why the page is not one.
 pub fn parse_page(
@@ -39,6 +46,11 @@ pub fn parse_page(
     let text = std::str::from_utf8(bytes).map_err(|_| "the page is not UTF-8".to_string())?;
     if mime == "application/vnd.pypi.simple.v1+json" || mime == "application/json" {
         parse_json(text, page)
+    } else if bytecount(bytes, b'<') > MAX_HTML_TAGS {
+        // The HTML parser holds a few hundred bytes per tag: bound it before it runs.
+        Err(format!(
+            "more than {MAX_HTML_TAGS} HTML tags, far more than a project page holds"
+        ))
     } else {
         Ok(parse_html(text, page))
     }
@@ -270,5 +282,14 @@ mod tests {
         assert!(parse_json(old, &page()).unwrap_err().contains("2.0"));
         let bad = r#"{"meta": {"api-version": "1.0"}, "files": [{"filename": "a", "url": "a", "hashes": {"sha256": "zz"}}]}"#;
         assert!(parse_json(bad, &page()).is_err());
+    }
+
+    #[test]
+    fn a_page_of_millions_of_tags_is_refused_before_it_is_parsed() {
+        let html = "<a href=a>".repeat(MAX_HTML_TAGS + 1);
+        let e = parse_page(html.as_bytes(), Some("text/html"), &page()).unwrap_err();
+        assert!(e.contains("HTML tags"), "{e}");
+        let html = "<div>".repeat(100_000) + "<a href=\"six-1.0.tar.gz\">x</a>";
+        assert_eq!(parse_page(html.as_bytes(), None, &page()).unwrap().len(), 1);
     }
 }

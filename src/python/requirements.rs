@@ -127,6 +127,22 @@ pub fn parse(text: &str, file: &str) -> Result<Requirements> {
                 None => return Err(at(format!("--hash `{value}`: expected sha256:<hex>"))),
             }
         }
+        // The PEP 508 parser descends once per parenthesis, and its marker algebra can
+        // grow exponentially with the number of `and`/`or`: bound both before it runs.
+        if nesting(spec) > MAX_NESTING {
+            return Err(at(format!(
+                "the requirement nests parentheses more than {MAX_NESTING} deep"
+            )));
+        }
+        let connectives = spec
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .filter(|w| *w == "and" || *w == "or")
+            .count();
+        if connectives > MAX_CONNECTIVES {
+            return Err(at(format!(
+                "the requirement's markers join more than {MAX_CONNECTIVES} conditions with and/or"
+            )));
+        }
         let requirement = Requirement::<pep508_rs::VerbatimUrl>::from_str(spec)
             .map_err(|e| at(format!("`{spec}` is not a requirement: {e}")))?;
         let version = match &requirement.version_or_url {
@@ -158,6 +174,27 @@ pub fn parse(text: &str, file: &str) -> Result<Requirements> {
         });
     }
     Ok(out)
+}
+
+/// How deep a requirement's markers may nest parentheses; compilers write one or two levels.
+const MAX_NESTING: usize = 32;
+/// How many `and`/`or` a requirement's markers may hold; compilers write a handful.
+const MAX_CONNECTIVES: usize = 24;
+
+/// The deepest nesting of parentheses in `text`.
+fn nesting(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in text.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The line without its comment: `#` at the start or after whitespace (a `#` inside a
@@ -255,6 +292,26 @@ mod tests {
                 &format!("six @ https://files.example.org/six.whl --hash=sha256:{A}\n"),
                 "r.txt:1:",
                 "not pinned",
+            ),
+            (
+                &format!(
+                    "six==1 ; {}python_version > '3'{} --hash=sha256:{A}\n",
+                    "(".repeat(100_000),
+                    ")".repeat(100_000)
+                ),
+                "r.txt:1:",
+                "parentheses",
+            ),
+            (
+                &format!(
+                    "six==1 ; {} --hash=sha256:{A}\n",
+                    (0..40)
+                        .map(|i| format!("(extra == 'a{i}' and extra == 'b{i}')"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+                "r.txt:1:",
+                "and/or",
             ),
         ];
         for (text, at, why) in cases {
