@@ -384,6 +384,15 @@ impl FromStr for SourceUrl {
         if url.host_str().is_none_or(str::is_empty) {
             return Err(format!("`{s}`: URL has no host"));
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            let mut shown = url.clone();
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            return Err(format!(
+                "`{shown}` is written with a login: secrets never go in a manifest or a lock; \
+                 put the login in a netrc file ($NETRC or ~/.netrc: `machine HOST login USER password PASS`)"
+            ));
+        }
         Ok(SourceUrl(url))
     }
 }

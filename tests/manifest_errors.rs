@@ -345,6 +345,20 @@ fn utf8_byte_order_mark_is_accepted() {
 }
 
 #[test]
+fn a_url_with_a_login_is_refused_without_echoing_the_password() {
+    let (ws, run) = lock_text(
+        "m.yaml",
+        format!("{HEAD}files:\n  - url: https://alice:s3cret@example.org/a\n"),
+    );
+    run.assert_code(2)
+        .assert_stderr_contains("m.yaml:5:")
+        .assert_stderr_contains("https://example.org/a")
+        .assert_stderr_contains("netrc");
+    assert!(!run.stderr.contains("s3cret"), "{}", run.stderr);
+    assert!(!ws.path("out.lock.yaml").exists());
+}
+
+#[test]
 fn malformed_chart_entries_are_refused_before_any_download() {
     let cases = [
         (
