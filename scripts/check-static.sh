@@ -14,9 +14,12 @@ BIN=$PWD/target/$TARGET/release/bundle
 echo "== $(file -b "$BIN")"
 file -b "$BIN" | grep -Eq 'statically linked|static-pie linked' \
     || { echo "check-static: $BIN is not statically linked" >&2; exit 1; }
-if ldd "$BIN" >/dev/null 2>&1; then
-    echo "check-static: ldd lists shared libraries for $BIN:" >&2; ldd "$BIN" >&2; exit 1
+# ldd says "statically linked" (static-pie) or "not a dynamic executable"; never a library.
+LDD=$(ldd "$BIN" 2>&1 || true)
+if grep -q '=>' <<<"$LDD" || ! grep -Eq 'statically linked|not a dynamic executable' <<<"$LDD"; then
+    echo "check-static: ldd lists shared libraries for $BIN:" >&2; echo "$LDD" >&2; exit 1
 fi
+echo "== ldd: $(echo $LDD)"
 
 T=$(mktemp -d /tmp/airgap-static.XXXXXX)
 trap 'rm -rf "$T"' EXIT

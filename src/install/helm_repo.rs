@@ -6,7 +6,7 @@
 use crate::bundle::index::IndexEntry;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::fs::{DirCursor, RootDir, open_file_at, split_parent};
+use crate::fs::RootDir;
 use crate::helm::{self, ChartMetadata, repo};
 
 /// The site index, relative to the web root.
@@ -62,35 +62,17 @@ pub fn index_update(
 /// (exit 1, naming it) instead of being replaced or read at any cost. A symlink or other
 /// non-file in its place is refused by the web root's own pre-flight.
 pub fn existing_index(root: &RootDir) -> Result<Option<Vec<u8>>> {
-    use std::io::Read;
     let shown = root.path().join(INDEX_PATH);
-    let (parent, name) = split_parent(INDEX_PATH);
-    let mut cursor = DirCursor::new(root.clone());
-    let Some(dir) = cursor
-        .existing_dir(parent)
-        .map_err(|e| e.into_error(root.path(), root.role()))?
+    let Some(bytes) = super::web_root::existing_generated(
+        root,
+        INDEX_PATH,
+        repo::MAX_INDEX_BYTES,
+        "a Helm index",
+        "this bundle's charts",
+    )?
     else {
         return Ok(None);
     };
-    let file = match open_file_at(dir, name) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("cannot read", shown, e)),
-    };
-    let mut bytes = Vec::new();
-    file.take(repo::MAX_INDEX_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io("cannot read", shown.clone(), e))?;
-    if bytes.len() as u64 > repo::MAX_INDEX_BYTES {
-        return Err(Error::Runtime(format!(
-            "{}: larger than the {} bytes a Helm index this install merges into may have",
-            shown.display(),
-            repo::MAX_INDEX_BYTES
-        ))
-        .with_hint(
-            "move it away (the install rebuilds it from this bundle's charts), then install again; nothing was installed",
-        ));
-    }
     repo::existing_entries(&bytes)
         .map_err(|e| e.map_message(|m| format!("{}: {m}", shown.display())))?;
     Ok(Some(bytes))

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::bundle::index::{EntryKind, Index};
 use crate::error::{Error, Result};
-use crate::fs::{DirCursor, RootDir, open_file_at, split_parent};
+use crate::fs::RootDir;
 use crate::manifest::Manifest;
 use crate::python::index::{links, parse_html};
 
@@ -100,33 +100,13 @@ pub fn generated_paths(index: &Index) -> Result<Vec<String>> {
 /// one is there that cannot be read in full (merging only part of it, or none, would
 /// drop what earlier installs listed).
 fn existing_page(root: &RootDir, rel: &str) -> Result<Option<Vec<u8>>> {
-    use std::io::Read;
-    let shown = root.path().join(rel);
-    let (parent, name) = split_parent(rel);
-    let mut cursor = DirCursor::new(root.clone());
-    let Some(dir) = cursor
-        .existing_dir(parent)
-        .map_err(|e| e.into_error(root.path(), root.role()))?
-    else {
-        return Ok(None);
-    };
-    let file = match open_file_at(dir, name) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("cannot read", shown, e)),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_PAGE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io("cannot read", shown.clone(), e))?;
-    if bytes.len() as u64 > MAX_PAGE_BYTES {
-        return Err(Error::Runtime(format!(
-            "{}: larger than the {MAX_PAGE_BYTES} bytes a simple repository page this install merges into may have",
-            shown.display()
-        ))
-        .with_hint("move it away (the install rebuilds it from this bundle's files), then install again; nothing was installed"));
-    }
-    Ok(Some(bytes))
+    super::web_root::existing_generated(
+        root,
+        rel,
+        MAX_PAGE_BYTES,
+        "a simple repository page",
+        "this bundle's files",
+    )
 }
 
 /// Pre-flight: every page the install will merge into can be read in full.

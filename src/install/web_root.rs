@@ -546,3 +546,47 @@ pub fn remove_stale_staging(root: &RootDir) {
         let _ = remove_tree_at(root.fd(), name);
     }
 }
+
+/// A file the install regenerates by merging into what earlier installs left (a Helm
+/// index, a simple-repository page): `None` when there is none; an error (exit 1, naming
+/// it, with a hint) when one is there that cannot be read in full within `limit` bytes,
+/// since merging part of it, or none, would drop what earlier installs listed. `what`
+/// names the file in the error ("a Helm index"), `rebuilt_from` what replaces it ("this
+/// bundle's charts").
+pub fn existing_generated(
+    root: &RootDir,
+    rel: &str,
+    limit: u64,
+    what: &str,
+    rebuilt_from: &str,
+) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let shown = root.path().join(rel);
+    let (parent, name) = split_parent(rel);
+    let mut cursor = DirCursor::new(root.clone());
+    let Some(dir) = cursor
+        .existing_dir(parent)
+        .map_err(|e| walk_error(root, e))?
+    else {
+        return Ok(None);
+    };
+    let file = match open_file_at(dir, name) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("cannot read", shown, e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("cannot read", shown.clone(), e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::Runtime(format!(
+            "{}: larger than the {limit} bytes {what} this install merges into may have",
+            shown.display()
+        ))
+        .with_hint(format!(
+            "move it away (the install rebuilds it from {rebuilt_from}), then install again; nothing was installed"
+        )));
+    }
+    Ok(Some(bytes))
+}
