@@ -161,7 +161,6 @@ pub fn collect(
         reporter.detail(format!("chart {what} -> charts/{}", meta.file_name()));
         chart_artifacts.push((what, meta, layer_digest, path, size));
     }
-    let oci_count = carried.artifacts.len();
     let mut extra = Vec::new();
     for (what, meta, digest, path, size) in chart_artifacts {
         let idx = next_artifact(&carried, &extra);
@@ -258,7 +257,6 @@ pub fn collect(
             meta.file_name()
         ));
     }
-    debug_assert_eq!(first + oci_count, first + carried.artifacts.len());
     carried.artifacts.extend(extra);
     check_registry_names(&carried.artifacts)?;
     carried.contents.extend(tgz_entries);

@@ -374,24 +374,9 @@ pub fn install(
         }
         report.oci_dir = Some(oci_root.path().to_path_buf());
     }
-    let (Some(root), Some(mut sink)) = (root, web) else {
+    let (Some(root), Some(sink)) = (root, web) else {
         return Ok(report);
     };
-    // The PEP 503 pages, merged with the web root's, land with the content.
-    let pypi_pages = pypi::pages(
-        &root,
-        index,
-        locked_manifest.as_deref(),
-        &web_base_url(options),
-    );
-    let staged = pypi_pages.and_then(|pages| {
-        pages
-            .iter()
-            .try_for_each(|(path, bytes)| sink.stage_generated(path, bytes))
-    });
-    if let Err(e) = staged {
-        return Err(undo_tags(&mut registries, e));
-    }
     let carries_debs = verified
         .index
         .artifacts
@@ -404,7 +389,11 @@ pub fn install(
             repos: Vec::new(),
         },
     };
-    let site = SiteUpdates { apt, charts };
+    let site = SiteUpdates {
+        apt,
+        charts,
+        locked_manifest,
+    };
     match commit_web_root(options, &root, sink, &verified, site, &mut report, reporter) {
         Ok(()) => Ok(report),
         Err(e) => Err(undo_tags(&mut registries, e)),
@@ -493,6 +482,8 @@ fn registry_images(
 struct SiteUpdates {
     apt: apt_sources::AptOnSite,
     charts: Vec<helm_repo::CarriedChart>,
+    /// The bundle's locked manifest (the PEP 503 pages' `requires-python` and metadata).
+    locked_manifest: Option<Vec<u8>>,
 }
 
 /// Stages the receipt and the Kubespray variables beside the content and commits the web
@@ -506,7 +497,11 @@ fn commit_web_root(
     report: &mut InstallReport,
     reporter: &Reporter,
 ) -> Result<()> {
-    let SiteUpdates { apt, charts } = site_updates;
+    let SiteUpdates {
+        apt,
+        charts,
+        locked_manifest,
+    } = site_updates;
     let index = &verified.index;
     report.bytes_written = sink.bytes_written();
 
@@ -618,6 +613,10 @@ fn commit_web_root(
     }
     if let Some(bytes) = helm_repo::index_update(root, &charts, &index.created)? {
         sink.stage_generated(helm_repo::INDEX_PATH, &bytes)?;
+    }
+    // The PEP 503 pages, merged with the web root's, land with the content.
+    for (path, bytes) in pypi::pages(root, index, locked_manifest.as_deref(), &base_url)? {
+        sink.stage_generated(&path, &bytes)?;
     }
     sink.stage_generated(&receipt_rel, &receipt_json)?;
     if root.read_small(VARS_PATH, 16 << 20).as_deref() != Some(vars.as_bytes()) {

@@ -14,13 +14,13 @@ use crate::progress::Reporter;
 use crate::registry::RegistryClient;
 
 /// The repository URL as a base for relative chart URLs (Helm adds the trailing slash).
-pub fn repo_base(repo: &SourceUrl) -> Result<url::Url> {
+fn repo_base(repo: &SourceUrl) -> url::Url {
     let mut base = repo.as_url().clone();
     if !base.path().ends_with('/') {
         base.set_path(&format!("{}/", base.path()));
     }
     base.set_query(None);
-    Ok(base)
+    base
 }
 
 fn parse_url(s: &str, what: &str) -> Result<SourceUrl> {
@@ -54,7 +54,7 @@ pub fn lock_charts(
                 name,
                 version,
             } => {
-                let base = repo_base(repo)?;
+                let base = repo_base(repo);
                 let index_url = parse_url(
                     base.join("index.yaml")
                         .map_err(|e| Error::Usage(format!("{repo}: {e}")))?
