@@ -157,6 +157,28 @@ fn table_mismatch(why: impl std::fmt::Display) -> Error {
     Error::Verify(format!("the seek table does not match the frames: {why}"))
 }
 
+/// What a seek table's footer (its last [`FOOTER_LEN`] bytes) declares: the number of
+/// frames, the bytes per table entry and the whole table's length. `Ok(None)` when the
+/// footer is not a seek table's.
+fn parse_footer(footer: &[u8], total: u64) -> Result<Option<(u64, u64, u64)>> {
+    if u32_at(footer, 5) != SEEKABLE_MAGIC {
+        return Ok(None);
+    }
+    let count = u64::from(u32_at(footer, 0));
+    let descriptor = footer[4];
+    if descriptor & 0x7c != 0 {
+        return Err(table_mismatch("reserved descriptor bits are set"));
+    }
+    let entry_len = if descriptor & 0x80 != 0 { 12 } else { 8 };
+    let table_len = 8 + count * entry_len + FOOTER_LEN;
+    if table_len > total || count > total / 9 {
+        return Err(table_mismatch(format!(
+            "it declares {count} frames, more than the stream can hold"
+        )));
+    }
+    Ok(Some((count, entry_len, table_len)))
+}
+
 /// Reads and checks the seek table at the end of a stream of `total` bytes. `Ok(None)` when
 /// the stream has no seek table (recompressed by stock zstd).
 pub fn read_seek_table<R: Read + Seek>(
@@ -172,27 +194,35 @@ pub fn read_seek_table<R: Read + Seek>(
         .seek(SeekFrom::Start(total - FOOTER_LEN))
         .map_err(io_err)?;
     source.read_exact(&mut footer).map_err(io_err)?;
-    if u32_at(&footer, 5) != SEEKABLE_MAGIC {
+    let Some((_, _, table_len)) = parse_footer(&footer, total)? else {
         return Ok(None);
-    }
-    let count = u64::from(u32_at(&footer, 0));
-    let descriptor = footer[4];
-    if descriptor & 0x7c != 0 {
-        return Err(table_mismatch("reserved descriptor bits are set"));
-    }
-    let entry_len = if descriptor & 0x80 != 0 { 12 } else { 8 };
-    let table_len = 8 + count * entry_len + FOOTER_LEN;
-    if table_len > total || count > total / 9 {
-        return Err(table_mismatch(format!(
-            "it declares {count} frames, more than the stream can hold"
-        )));
-    }
+    };
     let mut table = vec![0u8; table_len as usize];
     source
         .seek(SeekFrom::Start(total - table_len))
         .map_err(io_err)?;
     source.read_exact(&mut table).map_err(io_err)?;
-    if u32_at(&table, 0) != SKIPPABLE_MAGIC || u64::from(u32_at(&table, 4)) != table_len - 8 {
+    parse_table(&table, total - table_len).map(Some)
+}
+
+/// Checks a whole seek table (skippable-frame header to footer) that closes `data_len`
+/// bytes of frames, and returns the frames' sizes.
+fn parse_table(table: &[u8], data_len: u64) -> Result<Vec<FrameSizes>> {
+    let total = data_len + table.len() as u64;
+    if table.len() < 8 + FOOTER_LEN as usize {
+        return Err(table_mismatch(
+            "it is shorter than its own header and footer",
+        ));
+    }
+    let Some((count, entry_len, table_len)) =
+        parse_footer(&table[table.len() - FOOTER_LEN as usize..], total)?
+    else {
+        return Err(table_mismatch("its footer lacks the seekable-format magic"));
+    };
+    if table_len != table.len() as u64
+        || u32_at(table, 0) != SKIPPABLE_MAGIC
+        || u64::from(u32_at(table, 4)) != table_len - 8
+    {
         return Err(table_mismatch("its skippable-frame header is wrong"));
     }
     let mut frames = Vec::with_capacity(count as usize);
@@ -200,8 +230,8 @@ pub fn read_seek_table<R: Read + Seek>(
     for i in 0..count as usize {
         let at = 8 + i * entry_len as usize;
         let f = FrameSizes {
-            compressed: u32_at(&table, at),
-            decompressed: u32_at(&table, at + 4),
+            compressed: u32_at(table, at),
+            decompressed: u32_at(table, at + 4),
         };
         if f.decompressed > MAX_FRAME_BYTES || f.compressed == 0 {
             return Err(table_mismatch(format!(
@@ -220,13 +250,12 @@ pub fn read_seek_table<R: Read + Seek>(
         sum += u64::from(f.compressed);
         frames.push(f);
     }
-    if sum != total - table_len {
+    if sum != data_len {
         return Err(table_mismatch(format!(
-            "frames add up to {sum} bytes but the stream has {} before the table",
-            total - table_len
+            "frames add up to {sum} bytes but the stream has {data_len} before the table"
         )));
     }
-    Ok(Some(frames))
+    Ok(frames)
 }
 
 /// An error in the compressed stream itself (not the operating system's).
@@ -254,7 +283,21 @@ pub fn decode<R: Read + Seek + Send + 'static>(
 /// without a valid seek table may hold nothing but zstd frames, so unsigned data cannot
 /// ride along in a skippable frame or after the end.
 pub fn serial_decoder<R: Read + Send + 'static>(source: R) -> Result<impl Read + Send> {
-    let mut decoder = zstd::stream::read::Decoder::new(FrameWalker::new(source))
+    zstd_over(FrameWalker::new(source))
+}
+
+/// Like [`serial_decoder`], for a stream read strictly in order that may end with its seek
+/// table (volumes on swapped media, where the table's volume comes last): the table is
+/// checked when it arrives, against the frames walked (count, compressed sizes and the
+/// sizes the frame headers declare), exactly as [`decode`] checks it before reading.
+pub fn in_order_decoder<R: Read + Send + 'static>(source: R) -> Result<impl Read + Send> {
+    let mut walker = FrameWalker::new(source);
+    walker.table = Some(TrailingTable::default());
+    zstd_over(walker)
+}
+
+fn zstd_over<R: Read + Send + 'static>(walker: FrameWalker<R>) -> Result<impl Read + Send> {
+    let mut decoder = zstd::stream::read::Decoder::new(walker)
         .map_err(|e| Error::Runtime(format!("zstd: {e}")))?;
     decoder
         .window_log_max(MAX_WINDOW_LOG)
@@ -270,6 +313,8 @@ enum Walk {
     /// Inside the fixed part of a frame header: `left` bytes still to read.
     Header {
         left: usize,
+        /// Of which the last `fcs` are the frame content size.
+        fcs: usize,
         checksum: bool,
         /// The first header byte is a window descriptor (not a single-segment frame).
         window: bool,
@@ -284,6 +329,20 @@ enum Walk {
     },
     /// Inside the 4-byte content checksum.
     Checksum { left: usize },
+    /// Inside the trailing seek table (collected in [`TrailingTable::bytes`]).
+    Table,
+}
+
+/// What an in-order reader needs to check a seek table that arrives last: the frames
+/// walked so far, and the table's bytes once it starts.
+#[derive(Default)]
+struct TrailingTable {
+    /// Compressed size and declared content size (`u32::MAX`: not declared) of each
+    /// frame walked; 8 bytes a frame.
+    frames: Vec<(u32, u32)>,
+    /// A frame too large for any seek table was walked.
+    oversize: bool,
+    bytes: Vec<u8>,
 }
 
 /// A pass-through reader that parses zstd frame and block headers as the bytes flow by
@@ -299,6 +358,10 @@ pub struct FrameWalker<R> {
     /// A problem found ahead of what the decoder has consumed, reported once the good
     /// bytes before it are used up (so the error is not blamed on an earlier entry).
     deferred: Option<(io::ErrorKind, String)>,
+    /// With [`in_order_decoder`]: a seek table may close the stream.
+    table: Option<TrailingTable>,
+    /// The content size the current frame's header declares.
+    declared: Option<u64>,
 }
 
 impl<R: Read> FrameWalker<R> {
@@ -310,7 +373,73 @@ impl<R: Read> FrameWalker<R> {
             offset: 0,
             frame_start: 0,
             deferred: None,
+            table: None,
+            declared: None,
         }
+    }
+
+    /// Records the frame that just ended (for a trailing seek table) and expects the next.
+    fn end_of_frame(&mut self) -> Walk {
+        if let Some(table) = self.table.as_mut() {
+            let compressed = u32::try_from(self.offset - self.frame_start);
+            let declared = self.declared.map(u32::try_from);
+            match (compressed, declared) {
+                (Ok(c), None) => table.frames.push((c, u32::MAX)),
+                (Ok(c), Some(Ok(d))) if d != u32::MAX => table.frames.push((c, d)),
+                _ => table.oversize = true,
+            }
+        }
+        Walk::Magic
+    }
+
+    /// The most bytes a seek table of the frames walked can take.
+    fn table_limit(&self) -> u64 {
+        let frames = self.table.as_ref().map_or(0, |t| t.frames.len() as u64);
+        8 + frames * 12 + FOOTER_LEN
+    }
+
+    /// At the end of the stream: the trailing seek table, if one arrived, matches the
+    /// frames walked.
+    fn check_trailing_table(&self) -> io::Result<()> {
+        let Some(table) = self.table.as_ref().filter(|t| !t.bytes.is_empty()) else {
+            return Ok(());
+        };
+        let mismatch =
+            |why: String| corrupt(format!("the seek table does not match the frames: {why}"));
+        if table.oversize {
+            return Err(mismatch(
+                "a frame is larger than a seek table can describe".into(),
+            ));
+        }
+        let data_len = self.offset - table.bytes.len() as u64;
+        let listed = parse_table(&table.bytes, data_len).map_err(|e| match e {
+            Error::Verify(why) => corrupt(why),
+            other => corrupt(other.to_string()),
+        })?;
+        if listed.len() != table.frames.len() {
+            return Err(mismatch(format!(
+                "it lists {} frames, the stream has {}",
+                listed.len(),
+                table.frames.len()
+            )));
+        }
+        for (i, (want, &(compressed, declared))) in listed.iter().zip(&table.frames).enumerate() {
+            if want.compressed != compressed
+                || (declared != u32::MAX && want.decompressed != declared)
+            {
+                return Err(mismatch(format!(
+                    "frame {i} is {compressed} bytes holding {}, the table says {} holding {}",
+                    if declared == u32::MAX {
+                        "an undeclared size".to_string()
+                    } else {
+                        declared.to_string()
+                    },
+                    want.compressed,
+                    want.decompressed
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn fail(&self, why: &str) -> io::Error {
@@ -357,7 +486,7 @@ impl<R: Read> FrameWalker<R> {
                     } else if checksum {
                         Walk::Checksum { left: 4 }
                     } else {
-                        Walk::Magic
+                        self.end_of_frame()
                     };
                 }
                 Walk::Checksum { left } => {
@@ -367,8 +496,22 @@ impl<R: Read> FrameWalker<R> {
                     self.state = if take < left {
                         Walk::Checksum { left: left - take }
                     } else {
-                        Walk::Magic
+                        self.end_of_frame()
                     };
+                }
+                Walk::Table => {
+                    let limit = self.table_limit();
+                    let table = self.table.as_mut().expect("only with a table");
+                    let take =
+                        (limit.saturating_sub(table.bytes.len() as u64) as usize).min(bytes.len());
+                    table.bytes.extend_from_slice(&bytes[..take]);
+                    self.offset += take as u64;
+                    bytes = &bytes[take..];
+                    if !bytes.is_empty() {
+                        return Err(self.fail(
+                            "data after the seek table, or a skippable frame larger than a seek table of the frames before it",
+                        ));
+                    }
                 }
             }
         }
@@ -380,6 +523,13 @@ impl<R: Read> FrameWalker<R> {
         self.state = match self.state {
             Walk::Magic => {
                 let magic = u32_at(&p, 0);
+                if magic == SKIPPABLE_MAGIC
+                    && let Some(table) = self.table.as_mut()
+                {
+                    table.bytes = p;
+                    self.state = Walk::Table;
+                    return Ok(());
+                }
                 if magic & 0xFFFF_FFF0 == SKIPPABLE_MAGIC & 0xFFFF_FFF0 {
                     return Err(self.fail(
                         "a skippable frame (data that is not part of the bundle, or a seek table that does not match)",
@@ -404,18 +554,29 @@ impl<R: Read> FrameWalker<R> {
                     _ => 8,
                 };
                 let checksum = fhd & 0x04 != 0;
+                self.declared = None;
                 match window + dict + fcs {
                     0 => Walk::BlockHeader { checksum },
                     left => Walk::Header {
                         left,
+                        fcs,
                         checksum,
                         window: window == 1,
                     },
                 }
             }
             Walk::Header {
-                checksum, window, ..
+                checksum,
+                window,
+                fcs,
+                ..
             } => {
+                if fcs > 0 {
+                    let mut le = [0u8; 8];
+                    le[..fcs].copy_from_slice(&p[p.len() - fcs..]);
+                    let size = u64::from_le_bytes(le);
+                    self.declared = Some(if fcs == 2 { size + 256 } else { size });
+                }
                 // A frame that needs a large window makes the decoder allocate it before
                 // anything is checked: refuse it by its header (RFC 8878 §3.1.1.1.2).
                 if window {
@@ -446,7 +607,7 @@ impl<R: Read> FrameWalker<R> {
                     } else if checksum {
                         Walk::Checksum { left: 4 }
                     } else {
-                        Walk::Magic
+                        self.end_of_frame()
                     }
                 } else {
                     Walk::Block {
@@ -470,6 +631,10 @@ impl<R: Read> Read for FrameWalker<R> {
         let start = self.offset;
         let n = self.inner.read(buf)?;
         if n == 0 {
+            if matches!(self.state, Walk::Table) {
+                self.check_trailing_table()?;
+                return Ok(0);
+            }
             let clean = matches!(self.state, Walk::Magic) && self.pending.is_empty();
             if !clean {
                 return Err(io::Error::new(
@@ -709,6 +874,55 @@ mod tests {
         assert!(decode_all(&junk).is_err());
         let cut = body[..body.len() - 3].to_vec();
         assert!(decode_all(&cut).is_err());
+    }
+
+    /// Everything the in-order decoder yields for a whole compressed stream.
+    fn in_order_all(z: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        in_order_decoder(Cursor::new(z.to_vec()))
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn the_in_order_decoder_checks_the_table_when_it_arrives() {
+        let data = pseudo_random(FRAME_TAR_BYTES + 300_000);
+        let z = compress(&data, &[1000, 70_000]);
+        assert_eq!(in_order_all(&z).unwrap(), data);
+        // Without a table too (a bundle recompressed by stock zstd).
+        let table_len = 8 + 4 * 8 + 9;
+        let body = &z[..z.len() - table_len];
+        assert_eq!(in_order_all(body).unwrap(), data);
+        // The plain serial decoder refuses the table: the in-order one is what reads it.
+        let mut out = Vec::new();
+        let plain = serial_decoder(Cursor::new(z.clone()))
+            .unwrap()
+            .read_to_end(&mut out);
+        assert!(plain.is_err());
+        // A table whose compressed sizes are shifted between frames (sum unchanged).
+        let mut lying = z.clone();
+        let entries = z.len() - 9 - 4 * 8;
+        let first = u32_at(&z, entries);
+        let second = u32_at(&z, entries + 8);
+        lying[entries..entries + 4].copy_from_slice(&(first + 1).to_le_bytes());
+        lying[entries + 8..entries + 12].copy_from_slice(&(second - 1).to_le_bytes());
+        let err = in_order_all(&lying).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        // A decompressed size that differs from the frame header's.
+        let mut lying = z.clone();
+        let d = u32_at(&z, entries + 4);
+        lying[entries + 4..entries + 8].copy_from_slice(&(d + 1).to_le_bytes());
+        let err = in_order_all(&lying).unwrap_err();
+        assert!(err.to_string().contains("frame 0"), "{err}");
+        // Bytes after the table, a truncated table, a second table.
+        let mut after = z.clone();
+        after.push(0);
+        assert!(in_order_all(&after).is_err());
+        assert!(in_order_all(&z[..z.len() - 1]).is_err());
+        let mut twice = z.clone();
+        twice.extend_from_slice(&z[z.len() - table_len..]);
+        assert!(in_order_all(&twice).is_err());
     }
 
     #[test]
