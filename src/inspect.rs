@@ -51,6 +51,9 @@ pub struct Volume {
 pub struct Compression {
     pub seekable: bool,
     pub frames: Option<usize>,
+    /// With `--wait` the seek table (on the last medium) is not looked at.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub not_read: bool,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -74,16 +77,21 @@ pub struct ArtifactReport {
 }
 
 pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
-    let table = match read_seek_table(&mut source.reader()?, source.total_len()) {
-        Ok(t) => t,
-        Err(e) if e.exit_code() == 3 => None,
-        Err(e) => return Err(e),
+    // With --wait the seek table is on the last medium: the head is on the first.
+    let table = match source.in_order_only() {
+        true => None,
+        false => match read_seek_table(&mut source.reader()?, source.total_len()) {
+            Ok(t) => t,
+            Err(e) if e.exit_code() == 3 => None,
+            Err(e) => return Err(e),
+        },
     };
     // Decode only the frames, so the serial walker never meets the seek table.
     let data_len = table.as_ref().map_or(source.total_len(), |frames| {
         frames.iter().map(|f| u64::from(f.compressed)).sum()
     });
-    let head = read_unverified_head(source, data_len)?;
+    let head = read_unverified_head(source, data_len)
+        .map_err(|e| source.take_media_failure().unwrap_or(e))?;
     let index = Index::from_signed_bytes(&head.index_bytes)?;
     let mut kinds: BTreeMap<String, Totals> = BTreeMap::new();
     for e in &index.entries {
@@ -129,6 +137,7 @@ pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
         volume_list: source.volume_list().map(|p| p.display().to_string()),
         compression: Compression {
             seekable: table.is_some(),
+            not_read: source.in_order_only(),
             frames: table.map(|t| t.len()),
         },
         totals: Totals {
@@ -169,6 +178,8 @@ impl InspectReport {
             "stream    {}",
             match self.compression.frames {
                 Some(n) => format!("seekable, {n} zstd frames"),
+                None if self.compression.not_read =>
+                    "seek table not read (--wait: it is on the last medium)".into(),
                 None =>
                     "not seekable: no seek table (recompressed by stock zstd, or cut short)".into(),
             }

@@ -5,9 +5,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use airgap_bundle::bundle::media::open_bundle;
 use airgap_bundle::bundle::reader::{DiscardSink, ReadOptions, read_verified};
 use airgap_bundle::bundle::signing::{PublicKey, SecretKey};
-use airgap_bundle::bundle::volumes::BundleSource;
 use airgap_bundle::create::{CreateOptions, create};
 use airgap_bundle::fetch::{Cache, FetchOptions, Fetcher};
 use airgap_bundle::fs::write_atomically;
@@ -87,9 +87,15 @@ enum Command {
         bundle: PathBuf,
         #[arg(long)]
         pubkey: PathBuf,
+        #[command(flatten)]
+        media: WaitArg,
     },
     /// Show what a bundle holds and who signed it.
-    Inspect { bundle: PathBuf },
+    Inspect {
+        bundle: PathBuf,
+        #[command(flatten)]
+        media: WaitArg,
+    },
     /// Verify a bundle and install it: files into the web root, images into the site
     /// registry (air-gapped side).
     Install {
@@ -134,7 +140,18 @@ enum Command {
         /// Seconds without a byte from the registry before a request counts as failed.
         #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
         timeout: u64,
+        #[command(flatten)]
+        media: WaitArg,
     },
+}
+
+#[derive(Args)]
+struct WaitArg {
+    /// Read the volumes one at a time from the bundle's directory, a mount point whose
+    /// medium is swapped: on a terminal, ask for each medium in turn. The signed volume
+    /// list (NAME.volumes + .minisig) must be in that directory at the start.
+    #[arg(long)]
+    wait: bool,
 }
 
 #[derive(Args)]
@@ -346,9 +363,13 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             }
             Ok(())
         }
-        Command::Verify { bundle, pubkey } => {
+        Command::Verify {
+            bundle,
+            pubkey,
+            media,
+        } => {
             let key = PublicKey::load(&pubkey)?;
-            let source = BundleSource::open(&bundle)?;
+            let source = open_bundle(&bundle, media.wait)?;
             let bar = reporter.bytes_bar(0, "verify");
             let verified = read_verified(
                 &source,
@@ -400,6 +421,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             jobs,
             retries,
             timeout,
+            media,
         } => {
             let key = PublicKey::load(&pubkey)?;
             if registry.is_none() && chart_registry.is_none() {
@@ -446,6 +468,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 registry,
                 chart_registry,
                 oci_dir,
+                wait: media.wait,
             };
             let report = install(&options, &key, reporter)?;
             if json {
@@ -495,8 +518,8 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             }
             Ok(())
         }
-        Command::Inspect { bundle } => {
-            let report = inspect(&BundleSource::open(&bundle)?)?;
+        Command::Inspect { bundle, media } => {
+            let report = inspect(&open_bundle(&bundle, media.wait)?)?;
             if json {
                 print_json(&report)
             } else {

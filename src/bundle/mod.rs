@@ -3,6 +3,7 @@
 
 pub mod frames;
 pub mod index;
+pub mod media;
 pub mod pool;
 pub mod reader;
 pub mod signing;

@@ -339,9 +339,15 @@ fn entry_path(entry: &tar::Entry<'_, Metered>) -> Result<String> {
         .map_err(|_| Error::Verify("an entry's path is not UTF-8".into()))
 }
 
-/// Opens the decompressed tar stream of a bundle.
+/// Opens the decompressed tar stream of a bundle: decoded on every core with the seek
+/// table read first, or, from volumes read strictly in order (`--wait`), serially with the
+/// table checked when it arrives at the end.
 fn open_archive(source: &BundleSource) -> Result<MeteredArchive> {
-    let decoded = frames::decode(source.reader()?, source.total_len())?;
+    let decoded: Box<dyn Read + Send> = if source.in_order_only() {
+        Box::new(frames::in_order_decoder(source.reader()?)?)
+    } else {
+        frames::decode(source.reader()?, source.total_len())?
+    };
     Ok(MeteredArchive::new(decoded))
 }
 
@@ -374,7 +380,13 @@ pub fn read_verified(
     sink: &mut dyn EntrySink,
 ) -> Result<VerifiedIndex> {
     source.check_volume_list(options.pubkey)?;
+    if let Some(bar) = options.progress {
+        source.attach_progress(bar);
+    }
     let verified = read_verified_stream(source, options, on_index, sink).map_err(|e| {
+        if let Some(stopped) = source.take_media_failure() {
+            return stopped;
+        }
         match (e.exit_code(), source.diagnose()) {
             (3, Some(bad)) => e.map_message(|m| format!("{bad}: {m}")),
             _ => e,

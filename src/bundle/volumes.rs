@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use super::media::{Media, VolumeSupplier};
 use super::signing::{PublicKey, Signature};
 use super::split::VolumeList;
 use crate::digest::Sha256Digest;
@@ -21,6 +22,9 @@ pub struct BundleSource {
     list: Option<ListedVolumes>,
     /// Which volumes a reader hashed whole, in order, and found as listed.
     matched: Arc<Mutex<Vec<bool>>>,
+    /// With `--wait`: volumes come one at a time from a swapped medium, each asked for
+    /// before it is opened (so the stream is read strictly in order).
+    media: Option<Arc<Mutex<Media>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -60,22 +64,12 @@ impl BundleSource {
                 volumes: vec![(path.to_path_buf(), meta.len())],
                 list: None,
                 matched: Arc::default(),
+                media: None,
             });
         }
         let list_path = super::split::list_path(path);
-        if let Ok(file) = File::open(&list_path) {
-            let mut text = Vec::new();
-            file.take(MAX_LIST_BYTES + 1)
-                .read_to_end(&mut text)
-                .at("cannot read", &list_path)?;
-            let parsed = std::str::from_utf8(&text)
-                .map_err(|_| "it is not text".to_string())
-                .and_then(VolumeList::parse)
-                .map_err(|why| {
-                    Error::Verify(format!("{}: {why}", list_path.display())).with_hint(
-                        "copy the volume list from the connected side again (it is signed: check it with minisign)",
-                    )
-                })?;
+        if list_path.is_file() {
+            let (text, parsed) = read_list(&list_path)?;
             return BundleSource::from_list(path, list_path, text, parsed);
         }
         let mut volumes = Vec::new();
@@ -112,6 +106,7 @@ impl BundleSource {
             volumes,
             list: None,
             matched: Arc::default(),
+            media: None,
         })
     }
 
@@ -159,7 +154,84 @@ impl BundleSource {
             matched: Arc::new(Mutex::new(vec![false; volumes.len()])),
             volumes,
             list: Some(ListedVolumes { path, text, parsed }),
+            media: None,
         })
+    }
+
+    /// `--wait`: the volumes of `path` are read one at a time from its directory (a mount
+    /// point whose medium is swapped), each asked of `supplier` before it is opened. The
+    /// signed volume list must be there now; no volume needs to be. A whole bundle file
+    /// at `path` has nothing to wait for and is opened as usual.
+    pub fn open_waiting(path: &Path, supplier: Box<dyn VolumeSupplier>) -> Result<Self> {
+        if let Some(base) = base_of(path) {
+            return BundleSource::open_waiting(&base, supplier);
+        }
+        if path.is_file() {
+            return BundleSource::open(path);
+        }
+        let list_path = super::split::list_path(path);
+        if !list_path.is_file() {
+            return Err(Error::Runtime(format!(
+                "--wait: the volume list {} is not there",
+                list_path.display()
+            ))
+            .with_hint(
+                "`create` writes NAME.volumes and NAME.volumes.minisig once: copy both onto every medium (at least the first) and name the bundle in the mount point",
+            ));
+        }
+        let mut source = BundleSource::listed_in_order(path, &list_path)?;
+        let parsed = source.list.as_ref().map(|l| l.parsed.clone());
+        source.media = parsed.map(|list| {
+            Arc::new(Mutex::new(Media::new(
+                supplier,
+                list,
+                dir_of(path).to_path_buf(),
+            )))
+        });
+        Ok(source)
+    }
+
+    /// The listed volumes of `base`, whether or not they are present.
+    fn listed_in_order(base: &Path, list_path: &Path) -> Result<Self> {
+        let (text, parsed) = read_list(list_path)?;
+        let dir = dir_of(base);
+        let volumes: Vec<(PathBuf, u64)> = parsed
+            .data
+            .iter()
+            .enumerate()
+            .map(|(n, (name, _))| (dir.join(name), parsed.size_of(n)))
+            .collect();
+        Ok(BundleSource {
+            matched: Arc::new(Mutex::new(vec![false; volumes.len()])),
+            volumes,
+            list: Some(ListedVolumes {
+                path: list_path.to_path_buf(),
+                text,
+                parsed,
+            }),
+            media: None,
+        })
+    }
+
+    /// Whether the bundle can only be read once, in order (`--wait`): no seeking to the
+    /// seek table in the last volume, no second look at a volume.
+    pub fn in_order_only(&self) -> bool {
+        self.media.is_some()
+    }
+
+    /// Hides `bar` while the operator is asked for a medium.
+    pub fn attach_progress(&self, bar: &indicatif::ProgressBar) {
+        if let Some(media) = &self.media
+            && let Ok(mut m) = media.lock()
+        {
+            m.attach_progress(bar.clone());
+        }
+    }
+
+    /// The error that stopped a read in the volume supplier (a missing volume, an abort),
+    /// with its own exit code, rather than what the decoder made of it.
+    pub fn take_media_failure(&self) -> Option<Error> {
+        self.media.as_ref()?.lock().ok()?.take_failure()
     }
 
     /// Checks the volume list's signature (`NAME.volumes.minisig`) against `key`, when the
@@ -184,6 +256,11 @@ impl BundleSource {
     /// says (one extra read, only on the failure path). `None` when all match or there is
     /// no list.
     pub fn diagnose(&self) -> Option<String> {
+        // With --wait the other volumes are on media no longer mounted; each one was
+        // checked whole before it was read, and a change since is named by the reader.
+        if self.media.is_some() {
+            return None;
+        }
         let list = self.list.as_ref()?;
         let bad: Vec<String> = self
             .volumes
@@ -219,6 +296,11 @@ impl BundleSource {
         let mut bad = Vec::new();
         for (n, ((path, _), (_, want))) in self.volumes.iter().zip(&list.parsed.data).enumerate() {
             if matched.get(n).copied().unwrap_or(false) {
+                continue;
+            }
+            if self.media.is_some() {
+                // Read in order from a medium now gone: it should have been matched.
+                bad.push(path.display().to_string());
                 continue;
             }
             let got = File::open(path)
@@ -258,8 +340,10 @@ impl BundleSource {
 
     /// A fresh reader over the concatenated volumes, positioned at 0.
     pub fn reader(&self) -> Result<ConcatReader> {
-        let first = &self.volumes[0].0;
-        File::open(first).at("cannot open bundle", first)?;
+        if self.media.is_none() {
+            let first = &self.volumes[0].0;
+            File::open(first).at("cannot open bundle", first)?;
+        }
         Ok(ConcatReader {
             volumes: self.volumes.clone(),
             pos: 0,
@@ -270,7 +354,35 @@ impl BundleSource {
                 .map(|l| l.parsed.data.iter().map(|(_, d)| *d).collect()),
             matched: self.matched.clone(),
             hashing: None,
+            media: self.media.clone(),
         })
+    }
+}
+
+/// Reads and parses a volume list (its signature is checked by
+/// [`BundleSource::check_volume_list`]).
+fn read_list(list_path: &Path) -> Result<(Vec<u8>, VolumeList)> {
+    let file = File::open(list_path).at("cannot read", list_path)?;
+    let mut text = Vec::new();
+    file.take(MAX_LIST_BYTES + 1)
+        .read_to_end(&mut text)
+        .at("cannot read", list_path)?;
+    let parsed = std::str::from_utf8(&text)
+        .map_err(|_| "it is not text".to_string())
+        .and_then(VolumeList::parse)
+        .map_err(|why| {
+            Error::Verify(format!("{}: {why}", list_path.display())).with_hint(
+                "copy the volume list from the connected side again (it is signed: check it with minisign)",
+            )
+        })?;
+    Ok((text, parsed))
+}
+
+/// The directory a bundle path names its volumes in.
+fn dir_of(base: &Path) -> &Path {
+    match base.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
@@ -305,6 +417,8 @@ pub struct ConcatReader {
     matched: Arc<Mutex<Vec<bool>>>,
     /// The volume being hashed as it is read in order: (volume, hasher, bytes hashed).
     hashing: Option<(usize, Sha256, u64)>,
+    /// With `--wait`: asked for each volume before it is opened.
+    media: Option<Arc<Mutex<Media>>>,
 }
 
 impl ConcatReader {
@@ -365,6 +479,14 @@ impl Read for ConcatReader {
             return Ok(0);
         };
         if self.open.as_ref().is_none_or(|(i, _)| *i != vol) {
+            // Closed before the next medium is asked for: a held file blocks an unmount.
+            self.open = None;
+            if let Some(media) = &self.media {
+                media
+                    .lock()
+                    .map_err(|_| io::Error::other("the volume supplier failed"))?
+                    .supply(vol)?;
+            }
             let file = File::open(&self.volumes[vol].0)?;
             self.open = Some((vol, file));
         }

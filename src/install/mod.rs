@@ -22,9 +22,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::bundle::index::{EntryKind, IndexEntry};
+use crate::bundle::media;
 use crate::bundle::reader::{EntryReader, EntrySink, ReadOptions, read_verified};
 use crate::bundle::signing::PublicKey;
-use crate::bundle::volumes::BundleSource;
 use crate::error::{Error, Result};
 use crate::fetch::FetchOptions;
 use crate::fs::RootDir;
@@ -49,6 +49,9 @@ pub struct InstallOptions {
     pub chart_registry: Option<RegistryOptions>,
     /// A plain OCI image layout to write the images into.
     pub oci_dir: Option<PathBuf>,
+    /// `--wait`: read the volumes one at a time from the bundle's directory (a mount point
+    /// whose medium is swapped), asking for each on a terminal.
+    pub wait: bool,
 }
 
 /// `--registry HOST:PORT` and how to reach it.
@@ -208,7 +211,7 @@ pub fn install(
     pubkey: &PublicKey,
     reporter: &Reporter,
 ) -> Result<InstallReport> {
-    let source = BundleSource::open(&options.bundle)?;
+    let source = media::open_bundle(&options.bundle, options.wait)?;
     let root = match &options.web_root {
         Some(path) => {
             let root = open_and_lock(path, Layout::WebRoot)?;
