@@ -444,6 +444,27 @@ fn install_wait_without_a_terminal_names_the_missing_volume_and_commits_nothing(
     );
     assert_no_staging(&web_root);
 
+    // inspect needs only the first medium (the head is at the front of the stream).
+    let run = run_bundle(
+        &[
+            OsStr::new("inspect"),
+            OsStr::new("--wait"),
+            OsStr::new("--json"),
+            split.in_mount(&mount).as_os_str(),
+        ],
+        &[],
+    );
+    run.assert_ok()
+        .assert_stdout_contains("\"name\": \"waiting\"")
+        .assert_stdout_contains("\"not_read\": true");
+    // Without --wait the same mount point is refused, naming the missing volume.
+    let run = run_bundle(
+        &[OsStr::new("inspect"), split.in_mount(&mount).as_os_str()],
+        &[],
+    );
+    run.assert_code(1)
+        .assert_stderr_contains(&volume_name(&split.base, 1));
+
     // The script's way: every volume in the directory (here, the one create wrote).
     let run = run_bundle(
         &[
