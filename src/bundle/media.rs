@@ -135,13 +135,7 @@ pub struct InDirectory;
 
 impl VolumeSupplier for InDirectory {
     fn supply(&mut self, want: &Wanted<'_>) -> Result<()> {
-        let found = look(want, &mut || {})?;
-        if let Some(why) = mismatch(want, &found) {
-            return Err(Error::Verify(format!("volume {why}")).with_hint(
-                "copy this volume again from the connected side and check it with `sha256sum -c --ignore-missing NAME.volumes`",
-            ));
-        }
-        match found {
+        match look(want, &mut || {})? {
             Found::Ready => Ok(()),
             Found::Absent { others } => Err(Error::Runtime(format!(
                 "volume {} is missing in {}{}; insert it and run again, or run on a terminal with --wait to be asked for each medium",
@@ -155,7 +149,13 @@ impl VolumeSupplier for InDirectory {
             .with_hint(
                 "without a terminal, copy every volume into one directory beside the volume list and run again; nothing was committed",
             )),
-            Found::WrongSize { .. } | Found::WrongSha256 { .. } => unreachable!("reported above"),
+            wrong => Err(Error::Verify(format!(
+                "volume {}",
+                mismatch(want, &wrong).unwrap_or_default()
+            ))
+            .with_hint(
+                "copy this volume again from the connected side and check it with `sha256sum -c --ignore-missing NAME.volumes`",
+            )),
         }
     }
 }
@@ -200,9 +200,10 @@ impl<I: BufRead + Send, O: Write + Send> Prompting<I, O> {
                     ),
                 ),
                 Found::Absent { .. } => {}
-                _ => {
-                    let why = mismatch(want, &found).expect("a mismatch");
-                    out(&mut self.output, format!("wrong medium: {why}"));
+                wrong => {
+                    if let Some(why) = mismatch(want, wrong) {
+                        out(&mut self.output, format!("wrong medium: {why}"));
+                    }
                 }
             }
             let _ = write!(
@@ -214,12 +215,12 @@ impl<I: BufRead + Send, O: Write + Send> Prompting<I, O> {
             .and_then(|()| self.output.flush());
             let mut line = String::new();
             let read = self.input.read_line(&mut line);
-            let answer = line.trim();
-            if matches!(read, Ok(0) | Err(_)) || answer.eq_ignore_ascii_case("q") {
-                if read.is_ok() && answer.is_empty() {
-                    // The end of input: leave the prompt's line.
-                    out(&mut self.output, String::new());
-                }
+            let end_of_input = matches!(read, Ok(0) | Err(_));
+            if end_of_input {
+                // Leave the prompt's line (Ctrl-D does not).
+                out(&mut self.output, String::new());
+            }
+            if end_of_input || line.trim().eq_ignore_ascii_case("q") {
                 return Err(
                     Error::Runtime(format!("aborted at volume {}", want.describe())).with_hint(
                         "nothing was committed; run again with the first medium inserted",
