@@ -261,10 +261,31 @@ fn writable(dir: std::os::fd::BorrowedFd<'_>) -> bool {
 /// (a missing volume, a pulled stick, a kill): SPEC §4 keeps them for the next install of
 /// the same bundle to reuse, and nothing else.
 pub struct Staging {
+    root: RootDir,
     name: String,
     fd: OwnedFd,
     /// Destination → staged name (`c<position>`) of the entries kept verified.
     kept: HashMap<String, String>,
+    /// On drop, keep the verified entries (`c<N>`) instead of removing the directory.
+    keep_verified: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.keep_verified {
+            let _ = remove_tree_at(self.root.fd(), &self.name);
+            return;
+        }
+        // Only complete, verified entries stay (`c<N>`): partial and generated files go.
+        if let Ok(names) = crate::fs::names_in_dir(self.fd.as_fd()) {
+            for name in names
+                .iter()
+                .filter(|n| n.ends_with(".part") || n.starts_with('g'))
+            {
+                let _ = remove_tree_at(self.fd.as_fd(), name);
+            }
+        }
+    }
 }
 
 impl Staging {
@@ -325,7 +346,16 @@ impl Staging {
                 None => remove_tree_at(fd.as_fd(), &staged).map_err(cannot)?,
             }
         }
-        Ok(Staging { name, fd, kept })
+        // Until an install takes it over, what an earlier run kept stays (a pre-flight
+        // failure does not throw it away); a new, empty directory goes.
+        let keep_verified = !kept.is_empty();
+        Ok(Staging {
+            root: root.clone(),
+            name,
+            fd,
+            kept,
+            keep_verified,
+        })
     }
 
     /// Bytes the kept entries hold (they need no room again).
@@ -353,8 +383,6 @@ pub struct WebRootSink {
     bytes_written: u64,
     /// Entries (and their bytes) taken from the kept staging instead of written again.
     reused: (usize, u64),
-    /// Keep the verified staged entries when dropped: the install stopped early.
-    keep_verified: bool,
 }
 
 impl WebRootSink {
@@ -363,8 +391,10 @@ impl WebRootSink {
         layout: Layout,
         in_place: HashSet<String>,
         index: &Index,
-        staging: Staging,
+        mut staging: Staging,
     ) -> Result<Self> {
+        // From here on only an interruption keeps the staged entries.
+        staging.keep_verified = false;
         let positions = index
             .entries
             .iter()
@@ -381,7 +411,6 @@ impl WebRootSink {
             placed: Vec::new(),
             bytes_written: 0,
             reused: (0, 0),
-            keep_verified: false,
         })
     }
 
@@ -392,7 +421,7 @@ impl WebRootSink {
 
     /// The install stopped early: keep what verified for the next run of this bundle.
     pub fn keep_verified(&mut self) {
-        self.keep_verified = true;
+        self.staging.keep_verified = true;
     }
 
     /// What has been staged or found in place so far.
@@ -558,24 +587,6 @@ fn with_rollback_report(e: Error, failed: &[String]) -> Error {
     let report = format!("the rollback could not restore: {}", failed.join("; "));
     e.map_message(|m| format!("{m}\n{report}"))
         .with_hint("check these paths by hand before running install again")
-}
-
-impl Drop for WebRootSink {
-    fn drop(&mut self) {
-        if !self.keep_verified {
-            let _ = remove_tree_at(self.root.fd(), &self.staging.name);
-            return;
-        }
-        // Only complete, verified entries stay (`c<N>`): partial and generated files go.
-        if let Ok(names) = crate::fs::names_in_dir(self.staging.fd.as_fd()) {
-            for name in names
-                .iter()
-                .filter(|n| n.ends_with(".part") || n.starts_with('g'))
-            {
-                let _ = remove_tree_at(self.staging.fd.as_fd(), name);
-            }
-        }
-    }
 }
 
 impl WebRootSink {
