@@ -304,26 +304,31 @@ impl Staging {
         remove_stale_staging(root, Some(&name));
         let cannot = |e: io::Error| {
             Error::Runtime(format!(
-                "cannot write to the {} {}: {e}",
+                "the {} {} is not writable: {e}",
                 root.role(),
                 root.path().display()
             ))
-            .with_hint("check permissions and that the filesystem is mounted read-write")
+            .with_hint(
+                "run as a user that may write there, and check that its filesystem is not mounted read-only; nothing was written",
+            )
         };
-        let trusted = stat_at(root.fd(), &name).ok().flatten().is_some_and(|st| {
-            kind_of(&st) == FileType::Directory
-                && st.st_uid == rustix::process::geteuid().as_raw()
-                && st.st_mode & 0o077 == 0
-        });
-        if !trusted {
-            remove_tree_at(root.fd(), &name).map_err(cannot)?;
-        }
-        let fd = match root.create_private_dir(&name) {
-            Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && trusted => {
-                root.open_private_dir(&name).map_err(cannot)?
+        // Judged on the opened handle (fstat), so nothing can be swapped in between.
+        let euid = rustix::process::geteuid().as_raw();
+        let trusted = |fd: &OwnedFd| {
+            rustix::fs::fstat(fd).is_ok_and(|st| st.st_uid == euid && st.st_mode & 0o077 == 0)
+        };
+        let fd = match root.open_private_dir(&name) {
+            Ok(fd) if trusted(&fd) => fd,
+            _ => {
+                remove_tree_at(root.fd(), &name).map_err(cannot)?;
+                let fd = root.create_private_dir(&name).map_err(cannot)?;
+                if !trusted(&fd) {
+                    return Err(cannot(io::Error::other(format!(
+                        "{name} was replaced while it was being created"
+                    ))));
+                }
+                fd
             }
-            Err(e) => return Err(cannot(e)),
         };
         let mut kept = HashMap::new();
         let names = crate::fs::names_in_dir(fd.as_fd()).map_err(cannot)?;
