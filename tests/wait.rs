@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
-use common::install::{Built, Urls, assert_no_staging, install, make_bundle};
+use common::install::{Built, Urls, assert_no_staging, install, make_bundle, names_starting};
 use common::*;
 
 /// How long any one wait on the child may take before the test fails (and kills it).
@@ -130,6 +130,21 @@ fn volume_name(base: &Path, n: usize) -> String {
 
 fn file_name(p: &Path) -> String {
     p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// A web root as the site sees it: without the staging an interrupted install keeps for
+/// the next run (hidden, never under a final name, SPEC §6).
+fn visible(web_root: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut tree = tree_snapshot(web_root);
+    tree.retain(|path, _| !path.starts_with(".bundle-staging-"));
+    tree
+}
+
+/// What an interrupted install may leave: at most the one staging directory it keeps.
+#[track_caller]
+fn at_most_kept_staging(web_root: &Path) {
+    let staging = names_starting(web_root, ".bundle-staging-");
+    assert!(staging.len() <= 1, "{staging:?}");
 }
 
 /// A web root without the install receipt (it records the install time).
@@ -430,7 +445,9 @@ fn install_wait_without_a_terminal_names_the_missing_volume_and_commits_nothing(
             volume_name(&split.base, 1),
             split.count
         ))
-        .assert_stderr_contains("run on a terminal with --wait");
+        .assert_stderr_contains("run on a terminal with --wait")
+        // An interruption, not a failure: what verified is kept for the next run.
+        .assert_stderr_contains("what verified so far is kept");
     assert!(
         !run.stderr.contains("insert the medium"),
         "asked without a terminal:\n{}",
@@ -438,11 +455,11 @@ fn install_wait_without_a_terminal_names_the_missing_volume_and_commits_nothing(
     );
     assert_eq!(
         before,
-        tree_snapshot(&web_root),
+        visible(&web_root),
         "{}",
-        snapshot_diff(&before, &tree_snapshot(&web_root))
+        snapshot_diff(&before, &visible(&web_root))
     );
-    assert_no_staging(&web_root);
+    at_most_kept_staging(&web_root);
 
     // inspect needs only the first medium (the head is at the front of the stream).
     let run = run_bundle(
@@ -488,6 +505,7 @@ fn install_wait_without_a_terminal_names_the_missing_volume_and_commits_nothing(
     );
     run.assert_code(3)
         .assert_stderr_contains(&volume_name(&split.base, 1));
+    // A verification failure keeps nothing.
     assert_eq!(before, tree_snapshot(&web_root));
     assert_no_staging(&web_root);
 }
@@ -517,13 +535,14 @@ fn q_at_the_prompt_aborts_and_a_bad_list_is_refused_before_asking() {
         )),
         "{said}"
     );
+    assert!(said.contains("what verified so far is kept"), "{said}");
     assert_eq!(
         before,
-        tree_snapshot(&web_root),
+        visible(&web_root),
         "{}",
-        snapshot_diff(&before, &tree_snapshot(&web_root))
+        snapshot_diff(&before, &visible(&web_root))
     );
-    assert_no_staging(&web_root);
+    at_most_kept_staging(&web_root);
 
     // One changed byte in the list (a sum of volume .001 would let a forged stick in).
     let list = mount.join(format!("{}.volumes", split.name()));
@@ -543,5 +562,15 @@ fn q_at_the_prompt_aborts_and_a_bad_list_is_refused_before_asking() {
     let (code, said) = op.finish();
     assert_eq!(code, 3, "{said}");
     assert!(!said.contains("insert the medium"), "asked first:\n{said}");
-    assert_eq!(before, tree_snapshot(&web_root));
+    assert_eq!(before, visible(&web_root));
+
+    // The next run with every volume at hand finishes, and leaves no staging behind.
+    install(&split.base, &split.built.pubkey, &web_root, &[]).assert_ok();
+    assert!(
+        visible(&web_root)
+            .keys()
+            .any(|k| k.ends_with("bin/kubectl")),
+        "nothing installed"
+    );
+    assert_no_staging(&web_root);
 }

@@ -130,14 +130,15 @@ fn mismatch(want: &Wanted<'_>, found: &Found) -> Option<String> {
 }
 
 /// No terminal: every volume must already be in the directory (a script copies them all
-/// into one directory); a missing one is exit 1, a wrong one exit 3, both naming it.
+/// into one directory); a missing one is exit 1, a wrong one exit 3, both naming it. A
+/// missing one interrupts the read (an install keeps what verified so far, SPEC §6).
 pub struct InDirectory;
 
 impl VolumeSupplier for InDirectory {
     fn supply(&mut self, want: &Wanted<'_>) -> Result<()> {
         match look(want, &mut || {})? {
             Found::Ready => Ok(()),
-            Found::Absent { others } => Err(Error::Runtime(format!(
+            Found::Absent { others } => Err(Error::Interrupted(format!(
                 "volume {} is missing in {}{}; insert it and run again, or run on a terminal with --wait to be asked for each medium",
                 want.describe(),
                 want.dir.display(),
@@ -162,7 +163,8 @@ impl VolumeSupplier for InDirectory {
 
 /// A terminal: when the wanted volume is not in the directory (or is not the listed one),
 /// say what is there, ask for the right medium and re-scan when the operator presses
-/// Enter; `q` or the end of input aborts (exit 1, nothing committed).
+/// Enter; `q` or the end of input aborts (exit 1, nothing committed; an interruption, so
+/// an install keeps what verified so far for the next run).
 pub struct Prompting<I, O> {
     input: I,
     output: O,
@@ -222,7 +224,7 @@ impl<I: BufRead + Send, O: Write + Send> Prompting<I, O> {
             }
             if end_of_input || line.trim().eq_ignore_ascii_case("q") {
                 return Err(
-                    Error::Runtime(format!("aborted at volume {}", want.describe())).with_hint(
+                    Error::Interrupted(format!("aborted at volume {}", want.describe())).with_hint(
                         "nothing was committed; run again with the first medium inserted",
                     ),
                 );
@@ -462,6 +464,7 @@ mod tests {
         };
         let e = InDirectory.supply(&want).unwrap_err();
         assert_eq!(e.exit_code(), 1);
+        assert!(e.is_interrupted());
         assert!(
             e.to_string().contains("b.002 (volume 3 of 3) is missing"),
             "{e}"
@@ -488,6 +491,7 @@ mod tests {
         let mut asked = Prompting::new(&b"\nq\n"[..], Vec::new());
         let e = asked.supply(&want).unwrap_err();
         assert_eq!(e.exit_code(), 1);
+        assert!(e.is_interrupted());
         assert!(e.to_string().contains("aborted at volume b.001"), "{e}");
         let said = String::from_utf8(asked.output).unwrap();
         assert_eq!(
