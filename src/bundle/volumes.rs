@@ -179,22 +179,8 @@ impl BundleSource {
                 "`create` writes NAME.volumes and NAME.volumes.minisig once: copy both onto every medium (at least the first) and name the bundle in the mount point",
             ));
         }
-        let mut source = BundleSource::listed_in_order(path, &list_path)?;
-        let parsed = source.list.as_ref().map(|l| l.parsed.clone());
-        source.media = parsed.map(|list| {
-            Arc::new(Mutex::new(Media::new(
-                supplier,
-                list,
-                dir_of(path).to_path_buf(),
-            )))
-        });
-        Ok(source)
-    }
-
-    /// The listed volumes of `base`, whether or not they are present.
-    fn listed_in_order(base: &Path, list_path: &Path) -> Result<Self> {
-        let (text, parsed) = read_list(list_path)?;
-        let dir = dir_of(base);
+        let (text, parsed) = read_list(&list_path)?;
+        let dir = dir_of(path);
         let volumes: Vec<(PathBuf, u64)> = parsed
             .data
             .iter()
@@ -204,12 +190,16 @@ impl BundleSource {
         Ok(BundleSource {
             matched: Arc::new(Mutex::new(vec![false; volumes.len()])),
             volumes,
+            media: Some(Arc::new(Mutex::new(Media::new(
+                supplier,
+                parsed.clone(),
+                dir.to_path_buf(),
+            )))),
             list: Some(ListedVolumes {
-                path: list_path.to_path_buf(),
+                path: list_path,
                 text,
                 parsed,
             }),
-            media: None,
         })
     }
 
