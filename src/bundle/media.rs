@@ -189,10 +189,12 @@ impl<I: BufRead + Send, O: Write + Send> Prompting<I, O> {
             let output = &mut self.output;
             let found = look(want, &mut || {
                 out(output, format!("checking {} …", want.describe()))
-            })?;
+            });
             match &found {
-                Found::Ready => return Ok(()),
-                Found::Absent { others } if !others.is_empty() => out(
+                Ok(Found::Ready) => return Ok(()),
+                // A failing stick: another copy may do.
+                Err(e) => out(&mut self.output, format!("wrong medium: {e}")),
+                Ok(Found::Absent { others }) if !others.is_empty() => out(
                     &mut self.output,
                     format!(
                         "{} holds {}, not {}",
@@ -201,8 +203,8 @@ impl<I: BufRead + Send, O: Write + Send> Prompting<I, O> {
                         want.describe()
                     ),
                 ),
-                Found::Absent { .. } => {}
-                wrong => {
+                Ok(Found::Absent { .. }) => {}
+                Ok(wrong) => {
                     if let Some(why) = mismatch(want, wrong) {
                         out(&mut self.output, format!("wrong medium: {why}"));
                     }
