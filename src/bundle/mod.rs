@@ -3,6 +3,7 @@
 
 pub mod frames;
 pub mod index;
+pub mod parity;
 pub mod pool;
 pub mod reader;
 pub mod signing;
