@@ -290,10 +290,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 .transpose()
                 .map_err(|e| Error::Usage(format!("--split-size {e}")))?
                 .map(|size| {
-                    airgap_bundle::bundle::split::Split::new(
-                        size,
-                        parity.map_or(0, usize::from),
-                    )
+                    airgap_bundle::bundle::split::Split::new(size, parity.map_or(0, usize::from))
                 })
                 .transpose()
                 .map_err(Error::Usage)?;
@@ -344,9 +341,10 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                         written.signature_path.display(),
                         list.display()
                     ));
-                    if let (Some((first, _)), Some((last, _))) =
-                        (written.parity_volumes.first(), written.parity_volumes.last())
-                    {
+                    if let (Some((first, _)), Some((last, _))) = (
+                        written.parity_volumes.first(),
+                        written.parity_volumes.last(),
+                    ) {
                         reporter.info(format!(
                             "wrote {} parity volume{} {} … {}: verify and install rebuild up to {} missing or damaged volumes from them",
                             written.parity_volumes.len(),
@@ -407,12 +405,17 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 }))?;
             }
             reporter.info(format!(
-                "OK: {} {} — signature by key {} and all {} entries ({}) verified",
+                "OK: {} {} — signature by key {} and all {} entries ({}) verified{}",
                 index.name,
                 index.version,
                 verified.signature.key_id,
                 index.entries.len(),
-                human_bytes(index.total_bytes())
+                human_bytes(index.total_bytes()),
+                match rebuilt.len() {
+                    0 => String::new(),
+                    1 => " (1 volume rebuilt from parity)".into(),
+                    n => format!(" ({n} volumes rebuilt from parity)"),
+                }
             ));
             Ok(())
         }

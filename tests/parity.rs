@@ -180,7 +180,11 @@ fn parity_volumes_are_listed_signed_and_the_data_volumes_stay_a_stock_bundle() {
     let mut want = split_names(base, vols.len());
     want.insert(file_name(&parity(base, 0)));
     want.insert(file_name(&parity(base, 1)));
-    assert_eq!(dir_names(dir), want, "exactly the data, parity and list files");
+    assert_eq!(
+        dir_names(dir),
+        want,
+        "exactly the data, parity and list files"
+    );
     for j in 0..2 {
         let p = parity(base, j);
         assert_eq!(size_of(&p), 64 * MIB, "{}", p.display());
@@ -213,10 +217,7 @@ fn parity_volumes_are_listed_signed_and_the_data_volumes_stay_a_stock_bundle() {
     minisign.unwrap_or_else(|e| panic!("minisign: {e}"));
     let sums = sums.unwrap_or_else(|e| panic!("sha256sum -c: {e}"));
     for v in &listed {
-        assert!(
-            sums.contains(&format!("{}: OK", file_name(v))),
-            "{sums}"
-        );
+        assert!(sums.contains(&format!("{}: OK", file_name(v))), "{sums}");
     }
     let parity_stick = stick(&site.ws.path("stick-p01"), base, &parity(base, 1));
     let (minisign, sums) = stock_stick_check(&parity_stick, base, &site.pubkey);
@@ -226,7 +227,10 @@ fn parity_volumes_are_listed_signed_and_the_data_volumes_stay_a_stock_bundle() {
         format!("{}: OK", file_name(&parity(base, 1)))
     );
     // Negative control: an altered parity volume fails the stock check.
-    damage(&parity_stick.join(file_name(&parity(base, 1))), Damage::Altered);
+    damage(
+        &parity_stick.join(file_name(&parity(base, 1))),
+        Damage::Altered,
+    );
     let (_, sums) = stock_stick_check(&parity_stick, base, &site.pubkey);
     let err = sums.expect_err("sha256sum -c accepts an altered parity volume");
     assert!(err.contains("FAILED"), "{err}");
@@ -277,7 +281,11 @@ fn parity_volumes_are_listed_signed_and_the_data_volumes_stay_a_stock_bundle() {
     let run = inspect(base, true);
     run.assert_ok();
     let j: Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(j["parity_volumes"].as_array().map(Vec::len), Some(2), "{j:#}");
+    assert_eq!(
+        j["parity_volumes"].as_array().map(Vec::len),
+        Some(2),
+        "{j:#}"
+    );
 
     // And the intact set verifies without rebuilding anything.
     let tmp = site.ws.mkdir("tmp-intact");
@@ -292,7 +300,7 @@ fn parity_volumes_are_listed_signed_and_the_data_volumes_stay_a_stock_bundle() {
 // ---------------------------------------------------------------------------
 
 /// Runs verify and install on a damaged copy and checks both rebuilt exactly `rebuilt`
-/// (named on stderr and in `--json`), that the install equals the clean one, and that
+/// (named in `--json`, and by verify on stderr), that the install equals the clean one, and that
 /// neither left anything in TMPDIR, the web root's staging or beside the volumes.
 fn check_rebuilt(big: &Big, label: &str, copy: &Path, rebuilt: &[PathBuf]) {
     let site = &big.site;
@@ -302,8 +310,12 @@ fn check_rebuilt(big: &Big, label: &str, copy: &Path, rebuilt: &[PathBuf]) {
     let want: Vec<String> = rebuilt.iter().map(|p| p.display().to_string()).collect();
 
     let run = verify_in(site, &base, &tmp, true);
-    assert_eq!(run.code, 0, "{label}: verify\n{}", run.stderr);
+    assert_eq!(run.code, 0, "{label}: verify --json\n{}", run.stderr);
     assert_eq!(rebuilt_of(&run), want, "{label}: verify --json");
+    assert_empty_dir(&tmp, "verify --json");
+    let run = verify_in(site, &base, &tmp, false);
+    assert_eq!(run.code, 0, "{label}: verify\n{}", run.stderr);
+    assert!(run.stderr.contains(&site.ok_line()), "{}", run.stderr);
     for p in &want {
         assert!(
             run.stderr.contains(&format!("rebuilt {p} from parity")),
@@ -326,7 +338,11 @@ fn check_rebuilt(big: &Big, label: &str, copy: &Path, rebuilt: &[PathBuf]) {
     );
     assert_no_staging(&web);
     assert_empty_dir(&tmp, "install");
-    assert_eq!(dir_names(copy), before, "{label}: the volumes' directory changed");
+    assert_eq!(
+        dir_names(copy),
+        before,
+        "{label}: the volumes' directory changed"
+    );
     fs::remove_dir_all(&web).unwrap();
 }
 
@@ -388,7 +404,9 @@ fn more_bad_volumes_than_parity_are_refused_naming_every_one() {
     make_world_readable(&web);
     let before = tree_snapshot(&web);
 
-    let cases: Vec<(&str, Vec<(bool, usize, Damage)>, i32)> = vec![
+    // (label, [(is a parity volume, its number, damage)], exit code)
+    type Case = (&'static str, Vec<(bool, usize, Damage)>, i32);
+    let cases: Vec<Case> = vec![
         (
             "two data and a parity volume damaged",
             vec![
@@ -413,7 +431,11 @@ fn more_bad_volumes_than_parity_are_refused_naming_every_one() {
         let b = copy.join(&name);
         let mut named = Vec::new();
         for (is_parity, n, how) in damages {
-            let p = if is_parity { parity(&b, n) } else { volume(&b, n) };
+            let p = if is_parity {
+                parity(&b, n)
+            } else {
+                volume(&b, n)
+            };
             damage(&p, how);
             named.push(p.display().to_string());
         }
@@ -432,14 +454,19 @@ fn more_bad_volumes_than_parity_are_refused_naming_every_one() {
                 );
             }
             assert!(
-                run.stderr.contains("the 2 parity volumes can rebuild at most 2"),
+                run.stderr
+                    .contains("the 2 parity volumes can rebuild at most 2"),
                 "{label}: {what}\n{}",
                 run.stderr
             );
             assert!(!run.stderr.contains("rebuilt "), "{}", run.stderr);
         }
         let after = tree_snapshot(&web);
-        assert!(after == before, "{label}: {}", snapshot_diff(&before, &after));
+        assert!(
+            after == before,
+            "{label}: {}",
+            snapshot_diff(&before, &after)
+        );
         assert_no_staging(&web);
         assert_empty_dir(&tmp, label);
         fs::remove_dir_all(&copy).unwrap();

@@ -129,7 +129,7 @@ impl Shards {
 
 /// One output volume being written: hashed as it is written.
 struct Out {
-    file: Box<dyn Write>,
+    file: File,
     hasher: Sha256,
     size: u64,
     path: PathBuf,
@@ -179,9 +179,10 @@ pub fn write_parity(
             .suffix(".partial")
             .tempfile_in(dir)
             .at("cannot create a temporary file in", dir)?;
+        // Each write is a whole stripe's shard: no buffer needed (nor wanted: N of them).
         let file = tmp.reopen().at("cannot open", tmp.path())?;
         outs.push(Out {
-            file: Box::new(io::BufWriter::with_capacity(shard, file)),
+            file,
             hasher: Sha256::new(),
             size: 0,
             path: tmp.path().to_path_buf(),
@@ -293,7 +294,7 @@ fn rebuild(source: &BundleSource, reporter: &Reporter) -> Result<Option<Rebuilt>
     let data_paths: Vec<PathBuf> = source.volumes().iter().map(|(p, _)| p.clone()).collect();
     let parity_paths = source.parity_paths();
     let mut bad_data: Vec<(usize, Why)> = Vec::new();
-    for i in 0..k {
+    for (i, path) in data_paths.iter().enumerate() {
         let why = match unfit.iter().find(|(u, _)| *u == i) {
             Some((_, Unfit::Missing)) => Some(Why::Missing),
             Some((_, Unfit::Size(got))) => Some(Why::Size {
@@ -301,7 +302,7 @@ fn rebuild(source: &BundleSource, reporter: &Reporter) -> Result<Option<Rebuilt>
                 want: list.size_of(i),
             }),
             None if matched.get(i).copied().unwrap_or(false) => None,
-            None => check_volume(&data_paths[i], list.size_of(i), &list.data[i].1),
+            None => check_volume(path, list.size_of(i), &list.data[i].1),
         };
         if let Some(why) = why {
             bad_data.push((i, why));
@@ -365,7 +366,7 @@ fn rebuild(source: &BundleSource, reporter: &Reporter) -> Result<Option<Rebuilt>
         let path = dir.path().join(name);
         let file = File::create(&path).at("cannot create", &path)?;
         outs.push(Out {
-            file: Box::new(io::BufWriter::with_capacity(1 << 20, file)),
+            file,
             hasher: Sha256::new(),
             size: 0,
             path,
@@ -496,7 +497,6 @@ pub fn read_with_parity<T>(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,10 +524,9 @@ mod tests {
         assert_eq!(shard_bytes(4, 2), MAX_SHARD);
         for (k, n) in [(1, 1), (4, 2), (64, 2), (1000, 255), (30_000, 255)] {
             let c = shard_bytes(k, n);
-            assert!(c % 64 == 0 && c >= 64, "{k}+{n}: {c}");
+            assert!(c.is_multiple_of(64) && c >= 64, "{k}+{n}: {c}");
             assert!(
-                work_shards(k as u64, n as u64) * c as u64 <= CODER_BUDGET as u64
-                    || c == 64,
+                work_shards(k as u64, n as u64) * c as u64 <= CODER_BUDGET as u64 || c == 64,
                 "{k}+{n}: {c}"
             );
             check_geometry(k as u64, n as u64, c as u64).unwrap();
@@ -589,7 +588,12 @@ mod tests {
                 }
                 _ => {
                     let len = std::fs::metadata(&p).unwrap().len();
-                    File::options().write(true).open(&p).unwrap().set_len(len - 1).unwrap();
+                    File::options()
+                        .write(true)
+                        .open(&p)
+                        .unwrap()
+                        .set_len(len - 1)
+                        .unwrap();
                 }
             }
         };
@@ -615,11 +619,19 @@ mod tests {
                 let want: Vec<PathBuf> = lost.iter().map(|&i| dir.path().join(names[i])).collect();
                 assert_eq!(rebuilt.volumes, want, "lost {a},{b}");
                 for (i, (path, size)) in rebuilt.source.volumes().iter().enumerate() {
-                    assert_eq!(std::fs::read(path).unwrap(), pristine[i], "lost {a},{b}: volume {i}");
+                    assert_eq!(
+                        std::fs::read(path).unwrap(),
+                        pristine[i],
+                        "lost {a},{b}: volume {i}"
+                    );
                     assert_eq!(*size, pristine[i].len() as u64);
                 }
                 let tmp = rebuilt.source.volumes()[lost[0]].0.clone();
-                assert!(!tmp.starts_with(dir.path()), "rebuilt in place: {}", tmp.display());
+                assert!(
+                    !tmp.starts_with(dir.path()),
+                    "rebuilt in place: {}",
+                    tmp.display()
+                );
                 drop(rebuilt);
                 assert!(!tmp.exists(), "the rebuilt copy outlived its read");
             }

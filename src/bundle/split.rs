@@ -407,10 +407,15 @@ mod tests {
             ("b.000".to_string(), d(b"0"), 4),
             ("b.001".to_string(), d(b"1"), 2),
         ];
-        let parity = vec![("b.p00".to_string(), d(b"p0")), ("b.p01".to_string(), d(b"p1"))];
+        let parity = vec![
+            ("b.p00".to_string(), d(b"p0")),
+            ("b.p01".to_string(), d(b"p1")),
+        ];
         let text = volume_list(4, &listed, &parity, 64);
         assert!(
-            text.starts_with(&format!("{LIST_MAGIC} split-size=4 data=2 total=6 parity=2 shard=64\n")),
+            text.starts_with(&format!(
+                "{LIST_MAGIC} split-size=4 data=2 total=6 parity=2 shard=64\n"
+            )),
             "{text}"
         );
         let parsed = VolumeList::parse(&text).unwrap();
@@ -432,7 +437,9 @@ mod tests {
         assert!(bad("shard=64", "shard=63").contains("even"));
         assert!(bad("shard=64", "shard=99999999999").contains("shard"));
         // Parity never reorders with the data: a parity line among them is refused.
-        let swapped = text.replace("  b.001\n", "  b.tmp\n").replace("  b.p00\n", "  b.001\n");
+        let swapped = text
+            .replace("  b.001\n", "  b.tmp\n")
+            .replace("  b.p00\n", "  b.001\n");
         assert!(VolumeList::parse(&swapped).is_err());
     }
 

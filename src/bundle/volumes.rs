@@ -199,7 +199,9 @@ impl BundleSource {
     }
 
     fn has_parity(&self) -> bool {
-        self.list.as_ref().is_some_and(|l| !l.parsed.parity.is_empty())
+        self.list
+            .as_ref()
+            .is_some_and(|l| !l.parsed.parity.is_empty())
     }
 
     /// The parsed volume list (not yet checked against its signature unless

@@ -242,11 +242,7 @@ pub fn write_bundle(
 
     let dir = parent_dir(out);
     let file_name = file_name_of(out)?;
-    let sink = OutputSink::new(VolumeOutput::new(
-        dir,
-        &file_name,
-        split.map(|s| s.size),
-    ));
+    let sink = OutputSink::new(VolumeOutput::new(dir, &file_name, split.map(|s| s.size)));
     let write_err = |e: io::Error| Error::io("cannot write", out, e);
     let mut tar = tar::Builder::new(FrameWriter::new(sink, threads));
     let mtime = plan.created_epoch;

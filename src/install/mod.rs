@@ -285,7 +285,8 @@ pub fn install(
                         }
                         generated.extend(snippets.iter().map(String::as_str));
                         generated.extend(pypi_pages.iter().map(String::as_str));
-                        let found = web_root::preflight(root, &v.index, Layout::WebRoot, &generated)?;
+                        let found =
+                            web_root::preflight(root, &v.index, Layout::WebRoot, &generated)?;
                         if generated.contains(&helm_repo::INDEX_PATH) {
                             helm_repo::existing_index(root)?;
                         }
@@ -295,7 +296,9 @@ pub fn install(
                     None if !web_entries.is_empty() => {
                         let listed: Vec<String> = web_entries
                             .iter()
-                            .map(|(what, n)| format!("{n} {what}{}", if *n == 1 { "" } else { "s" }))
+                            .map(|(what, n)| {
+                                format!("{n} {what}{}", if *n == 1 { "" } else { "s" })
+                            })
                             .collect();
                         return Err(Error::Usage(format!(
                             "this bundle carries {} for the web root: pass --web-root DIR (e.g. /var/www/html); nothing was installed",

@@ -330,4 +330,3 @@ pub fn flip_byte(p: &Path, at: u64) {
     bytes[at as usize] ^= 0x5a;
     fs::write(p, bytes).unwrap();
 }
-
