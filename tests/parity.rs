@@ -131,6 +131,35 @@ fn verify_in(site: &Site, bundle: &Path, tmp: &Path, json: bool) -> Run {
     run_bundle(&args, &[("TMPDIR", tmp.to_str().unwrap())])
 }
 
+/// Peak memory allowed to a verify that rebuilds two 64 MiB volumes of a 205 MiB bundle.
+const MAX_VERIFY_RSS: u64 = 100 * MIB;
+
+/// `bundle verify` (text output) under `/usr/bin/time`: the run (stderr without time's
+/// line) and its peak resident memory in bytes.
+fn verify_measured(site: &Site, bundle: &Path, tmp: &Path) -> (Run, u64) {
+    require_tool("/usr/bin/time");
+    let o = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "peak-rss-kib=%M", bundle_bin(), "verify"])
+        .arg(bundle)
+        .arg("--pubkey")
+        .arg(&site.pubkey)
+        .env("TMPDIR", tmp)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let (rest, kib) = stderr
+        .trim_end()
+        .rsplit_once("peak-rss-kib=")
+        .unwrap_or_else(|| panic!("no peak from /usr/bin/time\n{stderr}"));
+    let run = Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: rest.to_string(),
+    };
+    (run, kib.trim().parse::<u64>().unwrap() * 1024)
+}
+
 /// `bundle install --json` into `web` with `TMPDIR` set to `tmp`.
 fn install_in(site: &Site, bundle: &Path, web: &Path, tmp: &Path) -> Run {
     let args = [
@@ -313,8 +342,17 @@ fn check_rebuilt(big: &Big, label: &str, copy: &Path, rebuilt: &[PathBuf]) {
     assert_eq!(run.code, 0, "{label}: verify --json\n{}", run.stderr);
     assert_eq!(rebuilt_of(&run), want, "{label}: verify --json");
     assert_empty_dir(&tmp, "verify --json");
-    let run = verify_in(site, &base, &tmp, false);
+    let (run, peak) = verify_measured(site, &base, &tmp);
     assert_eq!(run.code, 0, "{label}: verify\n{}", run.stderr);
+    eprintln!(
+        "note: {label}: verify with rebuild peaked at {} MiB",
+        peak >> 20
+    );
+    // Flat memory: far below the rebuilt volumes (64 MiB each) and the bundle (205 MiB).
+    assert!(
+        peak < MAX_VERIFY_RSS,
+        "{label}: verify peaked at {peak} bytes"
+    );
     assert!(run.stderr.contains(&site.ok_line()), "{}", run.stderr);
     for p in &want {
         assert!(
