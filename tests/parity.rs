@@ -402,6 +402,11 @@ fn up_to_two_bad_volumes_are_rebuilt_for_verify_and_install() {
     let b = copy.join(&name);
     damage(&volume(&b, 1), Damage::Missing);
     damage(&volume(&b, 2), Damage::Altered);
+    // inspect cannot check the list's signature, so it does not rebuild: it says so.
+    let run = inspect(&b, false);
+    run.assert_code(1)
+        .assert_stderr_contains(&volume(&b, 1).display().to_string())
+        .assert_stderr_contains("rebuild them from the parity volumes");
     check_rebuilt(&big, "two-bad", &copy, &[volume(&b, 1), volume(&b, 2)]);
     fs::remove_dir_all(&copy).unwrap();
 
@@ -510,6 +515,57 @@ fn more_bad_volumes_than_parity_are_refused_naming_every_one() {
         fs::remove_dir_all(&copy).unwrap();
         fs::remove_dir_all(&tmp).unwrap();
     }
+}
+
+/// A bundle of one data volume (about 2 MiB with `--split-size 8M`) gets a parity volume
+/// that rebuilds it whole; a create to the same name without `--parity` then leaves no
+/// stale parity volume (and a list without parity lines), and one without `--split-size`
+/// none either.
+#[test]
+fn one_volume_with_parity_and_recreating_without_it_leaves_no_stale_parity() {
+    let site = Site::new("one", &[("bin/tool", 2 * MIB as usize + 12_345, 41)]);
+    let base = site.ws.path("out/one.bundle.tar.zst");
+    let dir = base.parent().unwrap().to_path_buf();
+    site.create_at(&base, EPOCH, &["--split-size", "8M", "--parity", "1"])
+        .assert_ok();
+    let mut want = split_names(&base, 1);
+    want.insert(file_name(&parity(&base, 0)));
+    assert_eq!(dir_names(&dir), want);
+    let first = size_of(&volume(&base, 0));
+    assert_eq!(size_of(&parity(&base, 0)), first + first % 2);
+
+    let copy = link_copy(&dir, &site.ws.path("one-missing"));
+    let b = copy.join(file_name(&base));
+    damage(&volume(&b, 0), Damage::Missing);
+    let tmp = site.ws.mkdir("tmp-one");
+    let run = verify_in(&site, &b, &tmp, true);
+    run.assert_ok();
+    assert_eq!(rebuilt_of(&run), vec![volume(&b, 0).display().to_string()]);
+    assert_empty_dir(&tmp, "verify");
+
+    site.create_at(&base, EPOCH, &["--split-size", "1M"])
+        .assert_ok();
+    assert_eq!(
+        dir_names(&dir),
+        split_names(&base, 3),
+        "after a create without --parity"
+    );
+    let list = fs::read_to_string(with_suffix(&base, ".volumes")).unwrap();
+    assert!(!list.contains("parity") && !list.contains(".p00"), "{list}");
+    site.verify(&base).assert_ok();
+
+    site.create_at(&base, EPOCH, &["--split-size", "8M", "--parity", "2"])
+        .assert_ok();
+    assert!(parity(&base, 1).exists());
+    site.create_at(&base, EPOCH, &[]).assert_ok();
+    let name = file_name(&base);
+    assert_eq!(
+        dir_names(&dir),
+        [name.clone(), format!("{name}.minisig")]
+            .into_iter()
+            .collect(),
+        "after an unsplit create"
+    );
 }
 
 // ---------------------------------------------------------------------------
