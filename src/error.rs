@@ -43,6 +43,12 @@ pub enum Error {
     #[error("{0}")]
     Runtime(String),
 
+    /// Reading the bundle stopped before its end for a reason outside the bundle's bytes
+    /// (a volume missing or unreadable, a pulled stick, the operator stopped): exit 1, and
+    /// an install keeps what it verified so far for the next run (SPEC §4).
+    #[error("{0}")]
+    Interrupted(String),
+
     /// Any of the above with what to do about it, which `main` prints on its own line
     /// (`hint: …`). Build with [`Error::with_hint`].
     #[error("{error}")]
@@ -55,7 +61,10 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Manifest { .. } => 2,
             Error::Verify(_) => 3,
-            Error::Network { .. } | Error::Io { .. } | Error::Runtime(_) => 1,
+            Error::Network { .. }
+            | Error::Io { .. }
+            | Error::Runtime(_)
+            | Error::Interrupted(_) => 1,
             Error::Hinted { error, .. } => error.exit_code(),
         }
     }
@@ -69,6 +78,15 @@ impl Error {
         Error::Hinted {
             error,
             hint: hint.into(),
+        }
+    }
+
+    /// Whether reading the bundle was interrupted (see [`Error::Interrupted`]).
+    pub fn is_interrupted(&self) -> bool {
+        match self {
+            Error::Interrupted(_) => true,
+            Error::Hinted { error, .. } => error.is_interrupted(),
+            _ => false,
         }
     }
 
@@ -86,6 +104,7 @@ impl Error {
             Error::Usage(m) => Error::Usage(edit(m)),
             Error::Verify(m) => Error::Verify(edit(m)),
             Error::Runtime(m) => Error::Runtime(edit(m)),
+            Error::Interrupted(m) => Error::Interrupted(edit(m)),
             Error::Network { url, message } => Error::Network {
                 url,
                 message: edit(message),
@@ -112,7 +131,7 @@ impl Error {
     /// parser complaining, an unexpected end of file) means the bytes are wrong.
     pub fn from_bundle_read(what: &str, source: std::io::Error) -> Self {
         if source.raw_os_error().is_some() {
-            Error::Runtime(format!("reading {what}: {source}"))
+            Error::Interrupted(format!("reading {what}: {source}"))
         } else if source.kind() == std::io::ErrorKind::UnexpectedEof {
             Error::Verify(format!("{what} is truncated ({source})")).with_hint(DAMAGED_HINT)
         } else {

@@ -247,6 +247,11 @@ impl Move<'_> {
 }
 
 /// The names in a directory, without `.` and `..`.
+/// The names in a directory (without `.` and `..`), unsorted.
+pub fn names_in_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<String>> {
+    names_in(dir).map_err(errno_io)
+}
+
 fn names_in(dir: BorrowedFd<'_>) -> std::result::Result<Vec<String>, Errno> {
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir)? {
@@ -376,6 +381,11 @@ impl RootDir {
         let mut bytes = Vec::new();
         file.take(limit + 1).read_to_end(&mut bytes).ok()?;
         (bytes.len() as u64 <= limit).then_some(bytes)
+    }
+
+    /// Opens an existing directory at the top of the root (a kept staging directory).
+    pub fn open_private_dir(&self, name: &str) -> io::Result<OwnedFd> {
+        open_dir_at(self.fd(), name).map_err(errno_io)
     }
 
     /// Creates a new directory at the top of the root (for staging), mode 0700.

@@ -497,6 +497,20 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             } else {
                 reporter.info(format!("installed {} {}", report.name, report.version));
             }
+            if report.reused_entries > 0 {
+                reporter.info(format!(
+                    "resumed: {} entries ({}) verified and staged by an earlier install that stopped early were reused",
+                    report.reused_entries,
+                    human_bytes(report.reused_bytes)
+                ));
+            }
+            if report.jumped_entries > 0 {
+                reporter.info(format!(
+                    "{} entries ({}) already held by every destination were jumped over without decompressing",
+                    report.jumped_entries,
+                    human_bytes(report.jumped_bytes)
+                ));
+            }
             for (r, what) in [
                 (&report.registry, "images"),
                 (&report.chart_registry, "charts"),

@@ -240,13 +240,49 @@ pub fn decode<R: Read + Seek + Send + 'static>(
     total: u64,
 ) -> Result<Box<dyn Read + Send>> {
     let table = read_seek_table(&mut source, total)?;
+    decode_from(source, table.as_deref(), 0)
+}
+
+/// Decompressed bytes from frame `first` on (0 for the whole stream): with a seek table,
+/// decoded on every core; without one, only from the start, serially.
+pub fn decode_from<R: Read + Seek + Send + 'static>(
+    mut source: R,
+    table: Option<&[FrameSizes]>,
+    first: usize,
+) -> Result<Box<dyn Read + Send>> {
+    let start: u64 = table.map_or(0, |frames| {
+        frames[..first.min(frames.len())]
+            .iter()
+            .map(|f| u64::from(f.compressed))
+            .sum()
+    });
     source
-        .seek(SeekFrom::Start(0))
+        .seek(SeekFrom::Start(start))
         .map_err(|e| Error::from_bundle_read("the bundle", e))?;
     Ok(match table {
-        Some(frames) => Box::new(parallel_decoder(source, frames)),
+        Some(frames) => Box::new(parallel_decoder(
+            source,
+            frames.get(first..).unwrap_or_default().to_vec(),
+            first,
+        )),
         None => Box::new(serial_decoder(source)?),
     })
+}
+
+/// Where each frame of a seek table starts in the decompressed stream, and the frame that
+/// starts exactly at `offset`, if one does (the writer starts a frame at every entry).
+pub fn frame_starting_at(frames: &[FrameSizes], offset: u64) -> Option<usize> {
+    let mut at = 0u64;
+    for (i, f) in frames.iter().enumerate() {
+        if at == offset {
+            return Some(i);
+        }
+        if at > offset {
+            return None;
+        }
+        at += u64::from(f.decompressed);
+    }
+    None
 }
 
 /// Streams through stock zstd decoding (concatenated frames; truncation reported as an
@@ -498,6 +534,7 @@ impl<R: Read> Read for FrameWalker<R> {
 fn parallel_decoder<R: Read + Send + 'static>(
     mut source: R,
     frames: Vec<FrameSizes>,
+    first: usize,
 ) -> ChannelReader {
     let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(2);
     std::thread::spawn(move || {
@@ -515,6 +552,7 @@ fn parallel_decoder<R: Read + Send + 'static>(
         // in bytes (not per core), whatever the machine.
         let mut ahead = std::collections::VecDeque::new();
         for (index, sizes) in frames.iter().copied().enumerate() {
+            let index = first + index;
             while !ahead.is_empty()
                 && (pool.in_flight() >= threads
                     || ahead.iter().sum::<u64>() + u64::from(sizes.decompressed) > MAX_READ_AHEAD)

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use indicatif::ProgressBar;
 use sha2::{Digest as _, Sha256};
 
-use super::frames;
+use super::frames::{self, FrameSizes};
 use super::index::{
     INDEX_PATH, INDEX_SIG_PATH, Index, IndexEntry, MAX_INDEX_BYTES, MAX_SIGNATURE_BYTES,
 };
@@ -32,6 +32,20 @@ const MAX_TRAILING_ZEROS: u64 = 1 << 20;
 /// when the whole read returns `Ok`: sinks must not commit anything before that.
 pub trait EntrySink {
     fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()>;
+
+    /// Whether every destination of `entry` already holds its verified bytes (staged by
+    /// an earlier run of this bundle that stopped early, or in place), so that the reader
+    /// may jump over its bytes through the seek table. Asked once per entry, after the
+    /// index checked out. An entry the reader does not jump over is still handed to
+    /// [`EntrySink::accept`].
+    fn holds(&self, _entry: &IndexEntry) -> bool {
+        false
+    }
+
+    /// The reader jumped over `entry` (one [`EntrySink::holds`] said it holds).
+    fn skipped(&mut self, _entry: &IndexEntry) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A sink that only lets the bytes be hashed (`bundle verify`).
@@ -178,6 +192,8 @@ pub struct VerifiedIndex {
 pub struct UnverifiedHead {
     pub index_bytes: Vec<u8>,
     pub signature: Signature,
+    /// The signature entry's size in the tar stream.
+    pub signature_len: u64,
 }
 
 /// How many more tar bytes the tar reader may pull from the decoder. Before the signature
@@ -282,6 +298,7 @@ fn read_head(entries: &mut TarEntries<'_>, budget: &Budget) -> Result<Unverified
     Ok(UnverifiedHead {
         index_bytes,
         signature: Signature::parse(text, INDEX_SIG_PATH)?,
+        signature_len: sig_bytes.len() as u64,
     })
 }
 
@@ -339,12 +356,6 @@ fn entry_path(entry: &tar::Entry<'_, Metered>) -> Result<String> {
         .map_err(|_| Error::Verify("an entry's path is not UTF-8".into()))
 }
 
-/// Opens the decompressed tar stream of a bundle.
-fn open_archive(source: &BundleSource) -> Result<MeteredArchive> {
-    let decoded = frames::decode(source.reader()?, source.total_len())?;
-    Ok(MeteredArchive::new(decoded))
-}
-
 /// The index and signature at the front of the bundle, without verifying (for `inspect`:
 /// it decodes only the first frames, so it is instant on any size). `data_len` is the
 /// length of the compressed frames, before any seek table.
@@ -390,134 +401,307 @@ fn read_verified_stream(
     on_index: &mut dyn FnMut(&VerifiedIndex) -> Result<()>,
     sink: &mut dyn EntrySink,
 ) -> Result<VerifiedIndex> {
-    let mut metered = open_archive(source)?;
-    let budget = metered.budget.clone();
-    let verified = {
-        let mut entries = metered.archive.entries().map_err(read_err)?;
-        let head = read_head(&mut entries, &budget)?;
-        head.signature
-            .verify(options.pubkey, &head.index_bytes, INDEX_PATH)?;
-        let index = Index::from_signed_bytes(&head.index_bytes)?;
-        let verified = VerifiedIndex {
-            index_sha256: Sha256Digest::of_bytes(&head.index_bytes),
-            index,
-            signature: head.signature,
-        };
-        on_index(&verified)?;
-        stream_entries(&mut entries, &budget, &verified.index, &options, sink)?;
-        verified
+    let table = frames::read_seek_table(&mut source.reader()?, source.total_len())?;
+    let mut metered =
+        MeteredArchive::new(frames::decode_from(source.reader()?, table.as_deref(), 0)?);
+    let mut budget = metered.budget.clone();
+    let mut entries = metered.archive.entries().map_err(read_err)?;
+    let head = read_head(&mut entries, &budget)?;
+    head.signature
+        .verify(options.pubkey, &head.index_bytes, INDEX_PATH)?;
+    let index = Index::from_signed_bytes(&head.index_bytes)?;
+    let verified = VerifiedIndex {
+        index_sha256: Sha256Digest::of_bytes(&head.index_bytes),
+        index,
+        signature: head.signature,
     };
+    on_index(&verified)?;
+    let index = &verified.index;
+    let held: Vec<bool> = index.entries.iter().map(|e| sink.holds(e)).collect();
+    let head_bytes = tar_record_len(INDEX_PATH, head.index_bytes.len() as u64)
+        + tar_record_len(INDEX_SIG_PATH, head.signature_len);
+    let jumps = table
+        .as_deref()
+        .map(|frames| plan_jumps(frames, index, head_bytes, &held))
+        .unwrap_or_default();
+    let mut walk = EntryWalk::new(index, options.progress);
+    let mut jumps = jumps.into_iter();
+    loop {
+        let next = jumps.next();
+        let stop = next.as_ref().map(|j| j.from);
+        let reached = walk.stream(&mut entries, &budget, stop, sink)?;
+        let Some(jump) = next.filter(|_| reached) else {
+            break;
+        };
+        // Every entry before the jump streamed in the signed order: the entries it jumps
+        // over are those the sink holds, and the frame it lands on must start the next.
+        let frames = table.as_deref().unwrap_or_default();
+        if !probe_entry(source, frames, &jump, index)? {
+            continue;
+        }
+        metered = MeteredArchive::new(frames::decode_from(
+            source.reader()?,
+            table.as_deref(),
+            jump.frame,
+        )?);
+        budget = metered.budget.clone();
+        entries = metered.archive.entries().map_err(read_err)?;
+        for i in jump.from..jump.to {
+            walk.skip(i, sink)?;
+        }
+    }
+    walk.finish()?;
     budget.set(MAX_TRAILING_ZEROS);
     expect_only_padding(metered.archive.into_inner(), &budget)?;
     Ok(verified)
 }
+/// Least tar bytes worth jumping over (a jump starts a new decoder and probes a frame).
+const MIN_JUMP_BYTES: u64 = 8 << 20;
 
-fn stream_entries(
-    entries: &mut TarEntries<'_>,
-    budget: &Budget,
-    index: &Index,
-    options: &ReadOptions<'_>,
-    sink: &mut dyn EntrySink,
-) -> Result<()> {
-    let by_path: HashMap<&str, usize> = index
+/// A run of entries (`from..to`, signed-index positions) the sink holds, jumped over by
+/// decoding on from `frame`, which must start entry `to`.
+#[derive(Debug, Clone, PartialEq)]
+struct Jump {
+    from: usize,
+    to: usize,
+    frame: usize,
+}
+
+/// The tar bytes this tool's writer spends on an entry: its GNU header, a GNU long-name
+/// record before it when the path does not fit the header's 100 bytes, and the data
+/// padded to 512-byte blocks.
+fn tar_record_len(path: &str, size: u64) -> u64 {
+    let long_name = if path.len() > 100 {
+        512 + (path.len() as u64 + 1).div_ceil(512) * 512
+    } else {
+        0
+    };
+    long_name + 512 + size.div_ceil(512) * 512
+}
+
+/// The jumps over runs of held entries that are worth it and land on a frame boundary,
+/// assuming the layout this tool's writer produces (every entry in signed order, a new
+/// frame at each). Where that assumption fails, the landing frame's first header says
+/// so ([`probe_entry`]) and the reader streams on instead.
+fn plan_jumps(frames: &[FrameSizes], index: &Index, head_bytes: u64, held: &[bool]) -> Vec<Jump> {
+    let mut offset = head_bytes;
+    let starts: Vec<u64> = index
         .entries
         .iter()
-        .enumerate()
-        .map(|(i, e)| (e.path.as_str(), i))
+        .map(|e| {
+            let at = offset;
+            offset = offset.saturating_add(tar_record_len(&e.path, e.size));
+            at
+        })
         .collect();
-    let mut seen = vec![false; index.entries.len()];
-    let mut previous = String::from("the signed head");
-    // Large reads: each one passes through the tar layer, the decoder channel and SHA-256.
-    let mut buf = vec![0u8; 256 * 1024];
-    // The budget left by the signature entry covers its padding and the next headers.
-    for entry in entries {
-        let mut entry = entry
-            .map_err(|e| read_err_in(budget, &format!("the archive after `{previous}`"), e))?;
-        let path = entry_path(&entry)?;
-        let kind = entry.header().entry_type();
-        let reject = |why: &str| Error::Verify(format!("entry `{path}`: {why}"));
-        super::check_entry_path(path.trim_end_matches('/')).map_err(|why| reject(&why))?;
-        match kind {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {}
-            // Re-tarred bundles may carry directories and global PAX headers: harmless,
-            // and metered by the header budget.
-            tar::EntryType::Directory | tar::EntryType::XGlobalHeader => continue,
-            tar::EntryType::Symlink => {
-                return Err(reject("symbolic links are not allowed in a bundle"));
+    let mut jumps = Vec::new();
+    let mut i = 0;
+    while i < held.len() {
+        if !held[i] {
+            i += 1;
+            continue;
+        }
+        let from = i;
+        while i < held.len() && held[i] {
+            i += 1;
+        }
+        // A run that reaches the end is streamed: the end of the archive is checked.
+        if i == held.len() || starts[i] - starts[from] < MIN_JUMP_BYTES {
+            continue;
+        }
+        if let Some(frame) = frames::frame_starting_at(frames, starts[i]) {
+            jumps.push(Jump { from, to: i, frame });
+        }
+    }
+    jumps
+}
+
+/// Whether `jump.frame` starts with the header of the entry the jump lands on (decoding
+/// only that frame's first bytes).
+fn probe_entry(
+    source: &BundleSource,
+    frames: &[FrameSizes],
+    jump: &Jump,
+    index: &Index,
+) -> Result<bool> {
+    let Some(frame) = frames.get(jump.frame) else {
+        return Ok(false);
+    };
+    let mut reader = source.reader()?;
+    let at: u64 = frames[..jump.frame]
+        .iter()
+        .map(|f| u64::from(f.compressed))
+        .sum();
+    std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(at)).map_err(read_err)?;
+    let decoded = frames::serial_decoder(reader.take(u64::from(frame.compressed)))?;
+    let mut archive = tar::Archive::new(decoded.take(HEADER_BUDGET));
+    let mut entries = archive.entries().map_err(read_err)?;
+    let Some(Ok(first)) = entries.next() else {
+        return Ok(false);
+    };
+    Ok(first.path_bytes().as_ref() == index.entries[jump.to].path.as_bytes())
+}
+
+/// Checks the entries that stream past against the signed index (each once, each with
+/// its signed size and sha256) and hands them to the sink; entries the reader jumps over
+/// are marked as the sink's.
+struct EntryWalk<'a> {
+    index: &'a Index,
+    progress: Option<&'a ProgressBar>,
+    by_path: HashMap<&'a str, usize>,
+    seen: Vec<bool>,
+    /// Entries so far came in signed order: the next one is this position.
+    next_in_order: Option<usize>,
+    previous: String,
+    buf: Vec<u8>,
+}
+
+impl<'a> EntryWalk<'a> {
+    fn new(index: &'a Index, progress: Option<&'a ProgressBar>) -> Self {
+        EntryWalk {
+            index,
+            progress,
+            by_path: index
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.path.as_str(), i))
+                .collect(),
+            seen: vec![false; index.entries.len()],
+            next_in_order: Some(0),
+            previous: String::from("the signed head"),
+            // Large reads: each one passes through the tar layer, the decoder channel and
+            // SHA-256.
+            buf: vec![0u8; 256 * 1024],
+        }
+    }
+
+    /// Streams entries until the archive ends (`false`), or until every entry before
+    /// `stop` streamed in signed order (`true`).
+    fn stream(
+        &mut self,
+        entries: &mut TarEntries<'_>,
+        budget: &Budget,
+        stop: Option<usize>,
+        sink: &mut dyn EntrySink,
+    ) -> Result<bool> {
+        if stop.is_some() && stop == self.next_in_order {
+            return Ok(true);
+        }
+        // The budget left by the previous entry covers its padding and the next headers.
+        for entry in entries.by_ref() {
+            let mut entry = entry.map_err(|e| {
+                read_err_in(budget, &format!("the archive after `{}`", self.previous), e)
+            })?;
+            let path = entry_path(&entry)?;
+            let kind = entry.header().entry_type();
+            let reject = |why: &str| Error::Verify(format!("entry `{path}`: {why}"));
+            super::check_entry_path(path.trim_end_matches('/')).map_err(|why| reject(&why))?;
+            match kind {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {}
+                // Re-tarred bundles may carry directories and global PAX headers:
+                // harmless, and metered by the header budget.
+                tar::EntryType::Directory | tar::EntryType::XGlobalHeader => continue,
+                tar::EntryType::Symlink => {
+                    return Err(reject("symbolic links are not allowed in a bundle"));
+                }
+                tar::EntryType::Link => {
+                    return Err(reject("hard links are not allowed in a bundle"));
+                }
+                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                    return Err(reject("device files and FIFOs are not allowed in a bundle"));
+                }
+                other => {
+                    return Err(reject(&format!(
+                        "entry type {other:?} is not allowed in a bundle"
+                    )));
+                }
             }
-            tar::EntryType::Link => return Err(reject("hard links are not allowed in a bundle")),
-            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                return Err(reject("device files and FIFOs are not allowed in a bundle"));
+            if path == INDEX_PATH || path == INDEX_SIG_PATH {
+                return Err(reject("duplicate of the signed head"));
             }
-            other => {
-                return Err(reject(&format!(
-                    "entry type {other:?} is not allowed in a bundle"
+            let Some(&i) = self.by_path.get(path.as_str()) else {
+                return Err(reject("not in the signed index (extra or renamed entry)"));
+            };
+            if std::mem::replace(&mut self.seen[i], true) {
+                return Err(reject("appears twice"));
+            }
+            self.next_in_order = self.next_in_order.filter(|&n| n == i).map(|n| n + 1);
+            let expected = &self.index.entries[i];
+            let from = expected
+                .artifacts
+                .first()
+                .and_then(|&a| self.index.artifacts.get(a))
+                .map(|a| format!(" (artifact {})", a.source))
+                .unwrap_or_default();
+            let label = format!("entry `{path}`{from}");
+            // The size the tar reader will deliver, a PAX `size` record included.
+            let size = entry.size();
+            if size != expected.size {
+                return Err(Error::Verify(format!(
+                    "{label}: {size} bytes in the archive, but the signed index says {} (oversize or truncated entry)",
+                    expected.size
                 )));
             }
+            // The entry's data and padding, then the next entry's headers.
+            budget.set(
+                expected
+                    .size
+                    .div_ceil(512)
+                    .saturating_mul(512)
+                    .saturating_add(HEADER_BUDGET),
+            );
+            let mut progress = ProgressReader {
+                inner: &mut entry,
+                bar: self.progress,
+            };
+            let mut reader = EntryReader::new(&mut progress, expected, label);
+            if let Err(e) = sink.accept(expected, &mut reader) {
+                return Err(reader.verification_failure().unwrap_or(e));
+            }
+            reader.finish(&mut self.buf)?;
+            self.previous = path;
+            if stop.is_some() && stop == self.next_in_order {
+                return Ok(true);
+            }
         }
-        if path == INDEX_PATH || path == INDEX_SIG_PATH {
-            return Err(reject("duplicate of the signed head"));
+        Ok(false)
+    }
+
+    /// Entry `i` was jumped over: the sink holds it.
+    fn skip(&mut self, i: usize, sink: &mut dyn EntrySink) -> Result<()> {
+        let entry = &self.index.entries[i];
+        self.seen[i] = true;
+        self.next_in_order = Some(i + 1);
+        if let Some(bar) = self.progress {
+            bar.inc(entry.size);
         }
-        let Some(&i) = by_path.get(path.as_str()) else {
-            return Err(reject("not in the signed index (extra or renamed entry)"));
-        };
-        if std::mem::replace(&mut seen[i], true) {
-            return Err(reject("appears twice"));
-        }
-        let expected = &index.entries[i];
-        let from = expected
-            .artifacts
-            .first()
-            .and_then(|&a| index.artifacts.get(a))
-            .map(|a| format!(" (artifact {})", a.source))
-            .unwrap_or_default();
-        let label = format!("entry `{path}`{from}");
-        // The size the tar reader will deliver, a PAX `size` record included.
-        let size = entry.size();
-        if size != expected.size {
+        sink.skipped(entry)
+    }
+
+    /// Every signed entry must have been seen (or jumped over).
+    fn finish(&self) -> Result<()> {
+        let missing: Vec<&str> = self
+            .index
+            .entries
+            .iter()
+            .zip(&self.seen)
+            .filter(|(_, s)| !**s)
+            .map(|(e, _)| e.path.as_str())
+            .collect();
+        if let Some(first) = missing.first() {
             return Err(Error::Verify(format!(
-                "{label}: {size} bytes in the archive, but the signed index says {} (oversize or truncated entry)",
-                expected.size
+                "the bundle is incomplete: {} signed {} missing, first `{first}` (truncated or half-written bundle?)",
+                missing.len(),
+                if missing.len() == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                }
             )));
         }
-        // The entry's data and padding, then the next entry's headers.
-        budget.set(
-            expected
-                .size
-                .div_ceil(512)
-                .saturating_mul(512)
-                .saturating_add(HEADER_BUDGET),
-        );
-        let mut progress = ProgressReader {
-            inner: &mut entry,
-            bar: options.progress,
-        };
-        let mut reader = EntryReader::new(&mut progress, expected, label);
-        if let Err(e) = sink.accept(expected, &mut reader) {
-            return Err(reader.verification_failure().unwrap_or(e));
-        }
-        reader.finish(&mut buf)?;
-        previous = path;
+        Ok(())
     }
-    let missing: Vec<&str> = index
-        .entries
-        .iter()
-        .zip(&seen)
-        .filter(|(_, s)| !**s)
-        .map(|(e, _)| e.path.as_str())
-        .collect();
-    if let Some(first) = missing.first() {
-        return Err(Error::Verify(format!(
-            "the bundle is incomplete: {} signed {} missing, first `{first}` (truncated or half-written bundle?)",
-            missing.len(),
-            if missing.len() == 1 {
-                "entry"
-            } else {
-                "entries"
-            }
-        )));
-    }
-    Ok(())
 }
 
 /// After the tar end-of-archive marker only zero padding may follow (at most a tar

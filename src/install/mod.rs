@@ -34,7 +34,7 @@ use crate::registry::RegistryClient;
 use crate::registry::auth::Credentials;
 use receipt::{Receipt, ReceiptFile};
 use registry::{RegistryReport, RegistryTarget};
-use web_root::{Layout, OCI_INDEX_PATH, Outcome, WebRootSink};
+use web_root::{Layout, OCI_INDEX_PATH, Outcome, Staging, WebRootSink};
 
 /// Where the Kubespray variables are written, relative to the web root (SPEC §6).
 const VARS_PATH: &str = "kubespray-offline.yml";
@@ -69,6 +69,15 @@ pub struct InstallReport {
     pub version: String,
     pub installed: usize,
     pub already_present: usize,
+    /// Entries (and their bytes) an earlier install of this bundle verified and staged
+    /// before it stopped early, taken from its staging instead of the bundle.
+    pub reused_entries: usize,
+    pub reused_bytes: u64,
+    /// Entries (and their bytes) the reader jumped over through the seek table without
+    /// decompressing them, because every destination already held them (reused, in place,
+    /// or on the registry).
+    pub jumped_entries: usize,
+    pub jumped_bytes: u64,
     pub bytes_written: u64,
     pub receipt: Option<PathBuf>,
     pub kubespray_vars: Option<PathBuf>,
@@ -98,9 +107,53 @@ struct Targets {
     chart_registry: Option<RegistryTarget>,
     /// The charts this bundle carries, read from their verified bytes.
     charts: Vec<helm_repo::CarriedChart>,
+    /// Entries (and bytes) the reader jumped over because every target held them.
+    jumped: (usize, u64),
 }
 
 impl EntrySink for Targets {
+    /// Held when every target that takes the entry holds it: the web root or OCI directory
+    /// has it in place or staged by an earlier run, each registry has the blob. Entries
+    /// kept in memory (the locked manifest, OCI index and manifests) are never held.
+    fn holds(&self, entry: &IndexEntry) -> bool {
+        if entry.kind == EntryKind::Manifest {
+            return false;
+        }
+        if web_root::is_web_entry(entry) {
+            return self.web.as_ref().is_some_and(|w| w.holds(entry));
+        }
+        if !entry.kind.is_oci() || (entry.path == OCI_INDEX_PATH && self.oci_dir.is_some()) {
+            return false;
+        }
+        let mut registries = self.registries_for(entry).peekable();
+        let wanted = self.oci_dir.is_some() || registries.peek().is_some();
+        wanted
+            && self.oci_dir.as_ref().is_none_or(|d| d.holds(entry))
+            && registries.all(|r| r.holds(entry))
+    }
+
+    fn skipped(&mut self, entry: &IndexEntry) -> Result<()> {
+        self.jumped.0 += 1;
+        self.jumped.1 += entry.size;
+        if web_root::is_web_entry(entry) {
+            if let Some(web) = &mut self.web {
+                web.skipped(entry)?;
+            }
+            return self.carry_chart(entry);
+        }
+        if let Some(dir) = &mut self.oci_dir {
+            dir.skipped(entry)?;
+        }
+        for registry in [&mut self.registry, &mut self.chart_registry]
+            .into_iter()
+            .flatten()
+            .filter(|r| r.wants(entry))
+        {
+            registry.skipped(entry)?;
+        }
+        Ok(())
+    }
+
     fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
         if entry.kind == EntryKind::Manifest {
             let mut bytes = Vec::new();
@@ -113,12 +166,7 @@ impl EntrySink for Targets {
                 return Ok(());
             };
             web.accept(entry, data)?;
-            if entry.kind == EntryKind::Chart
-                && let Some(tgz) = web.reopen_last()?
-            {
-                self.charts.push(helm_repo::carried_chart(entry, tgz)?);
-            }
-            return Ok(());
+            return self.carry_chart(entry);
         }
         if !entry.kind.is_oci() {
             return Ok(());
@@ -175,12 +223,48 @@ impl EntrySink for Targets {
     }
 }
 
+impl Targets {
+    /// The install stopped early: the staging sinks keep what verified.
+    fn keep_verified(&mut self) {
+        for sink in [&mut self.web, &mut self.oci_dir].into_iter().flatten() {
+            sink.keep_verified();
+        }
+    }
+
+    /// The registries that take `entry`.
+    fn registries_for(&self, entry: &IndexEntry) -> impl Iterator<Item = &RegistryTarget> {
+        [&self.registry, &self.chart_registry]
+            .into_iter()
+            .flatten()
+            .filter(move |r| r.wants(entry))
+    }
+
+    /// Reads a chart's metadata from its held copy (staged earlier, or in place).
+    fn carry_chart(&mut self, entry: &IndexEntry) -> Result<()> {
+        if entry.kind == EntryKind::Chart
+            && let Some(web) = &mut self.web
+            && let Some(tgz) = web.reopen_last()?
+        {
+            self.charts.push(helm_repo::carried_chart(entry, tgz)?);
+        }
+        Ok(())
+    }
+}
+
 /// Routes entries to the targets once pre-flight has set them up.
 struct LateSink<'a>(&'a RefCell<Targets>);
 
 impl EntrySink for LateSink<'_> {
     fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
         self.0.borrow_mut().accept(entry, data)
+    }
+
+    fn holds(&self, entry: &IndexEntry) -> bool {
+        self.0.borrow().holds(entry)
+    }
+
+    fn skipped(&mut self, entry: &IndexEntry) -> Result<()> {
+        self.0.borrow_mut().skipped(entry)
     }
 }
 
@@ -214,11 +298,7 @@ pub fn install(
 ) -> Result<InstallReport> {
     let source = BundleSource::open(&options.bundle)?;
     let root = match &options.web_root {
-        Some(path) => {
-            let root = open_and_lock(path, Layout::WebRoot)?;
-            web_root::remove_stale_staging(&root);
-            Some(root)
-        }
+        Some(path) => Some(open_and_lock(path, Layout::WebRoot)?),
         None => None,
     };
     let oci_root = match &options.oci_dir {
@@ -235,9 +315,7 @@ pub fn install(
         Some(path) => {
             std::fs::create_dir_all(path)
                 .map_err(|e| Error::io("cannot create the OCI directory", path.clone(), e))?;
-            let root = open_and_lock(path, Layout::OciDir)?;
-            web_root::remove_stale_staging(&root);
-            Some(root)
+            Some(open_and_lock(path, Layout::OciDir)?)
         }
         None => None,
     };
@@ -285,20 +363,31 @@ pub fn install(
                         }
                         generated.extend(snippets.iter().map(String::as_str));
                         generated.extend(pypi_pages.iter().map(String::as_str));
-                        let found =
-                            web_root::preflight(root, &v.index, Layout::WebRoot, &generated)?;
+                        let staging =
+                            Staging::open(root, Layout::WebRoot, &v.index, &v.index_sha256)?;
+                        let found = web_root::preflight(
+                            root,
+                            &v.index,
+                            Layout::WebRoot,
+                            &generated,
+                            staging.kept_bytes(&v.index, Layout::WebRoot),
+                        )?;
                         if generated.contains(&helm_repo::INDEX_PATH) {
                             helm_repo::existing_index(root)?;
                         }
                         pypi::check_existing(root, &v.index)?;
-                        t.web = Some(WebRootSink::new(root, Layout::WebRoot, found.in_place)?);
+                        t.web = Some(WebRootSink::new(
+                            root,
+                            Layout::WebRoot,
+                            found.in_place,
+                            &v.index,
+                            staging,
+                        )?);
                     }
                     None if !web_entries.is_empty() => {
                         let listed: Vec<String> = web_entries
                             .iter()
-                            .map(|(what, n)| {
-                                format!("{n} {what}{}", if *n == 1 { "" } else { "s" })
-                            })
+                            .map(|(what, n)| format!("{n} {what}{}", if *n == 1 { "" } else { "s" }))
                             .collect();
                         return Err(Error::Usage(format!(
                             "this bundle carries {} for the web root: pass --web-root DIR (e.g. /var/www/html); nothing was installed",
@@ -308,10 +397,22 @@ pub fn install(
                     None => {}
                 }
                 if let Some(oci_root) = &oci_root {
-                    let found =
-                        web_root::preflight(oci_root, &v.index, Layout::OciDir, &["index.json"])?;
+                    let staging = Staging::open(oci_root, Layout::OciDir, &v.index, &v.index_sha256)?;
+                    let found = web_root::preflight(
+                        oci_root,
+                        &v.index,
+                        Layout::OciDir,
+                        &["index.json"],
+                        staging.kept_bytes(&v.index, Layout::OciDir),
+                    )?;
                     t.oci_existing = oci_dir::existing_index(oci_root)?;
-                    t.oci_dir = Some(WebRootSink::new(oci_root, Layout::OciDir, found.in_place)?);
+                    t.oci_dir = Some(WebRootSink::new(
+                        oci_root,
+                        Layout::OciDir,
+                        found.in_place,
+                        &v.index,
+                        staging,
+                    )?);
                 }
                 if let (Some(images), Some(r)) = (images, &options.registry) {
                     let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
@@ -335,7 +436,17 @@ pub fn install(
                 Ok(())
             },
             &mut LateSink(&targets),
-        )?;
+        )
+        .map_err(|e| {
+            if !e.is_interrupted() {
+                return e;
+            }
+            targets.borrow_mut().keep_verified();
+            e.with_hint(
+                "nothing was installed; what verified so far is kept: run the same install again \
+                 (with the missing volume in place) and it goes on from there",
+            )
+        })?;
         bar.finish_and_clear();
         Ok((targets.into_inner(), verified))
     })?;
@@ -349,13 +460,23 @@ pub fn install(
         registry,
         chart_registry,
         charts,
+        jumped,
     } = targets;
     let index = &verified.index;
+    let (reused_entries, reused_bytes) = [&web, &oci_dir]
+        .into_iter()
+        .flatten()
+        .map(|sink| sink.reused())
+        .fold((0, 0), |(n, b), (m, c)| (n + m, b + c));
     let mut report = InstallReport {
         name: index.name.clone(),
         version: index.version.clone(),
         installed: 0,
         already_present: 0,
+        reused_entries,
+        reused_bytes,
+        jumped_entries: jumped.0,
+        jumped_bytes: jumped.1,
         bytes_written: 0,
         receipt: None,
         kubespray_vars: None,

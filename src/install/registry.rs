@@ -835,6 +835,21 @@ impl RegistryTarget {
 }
 
 impl EntrySink for RegistryTarget {
+    /// A blob every repository that needs it already has (pre-flight's `HEAD`).
+    fn holds(&self, entry: &IndexEntry) -> bool {
+        entry.kind == EntryKind::OciBlob
+            && self.blob_repos.get(&entry.sha256).is_some_and(|repos| {
+                repos
+                    .iter()
+                    .all(|r| self.found.present.contains(&(r.clone(), entry.sha256)))
+            })
+    }
+
+    fn skipped(&mut self, _entry: &IndexEntry) -> Result<()> {
+        self.blobs_present += 1;
+        Ok(())
+    }
+
     fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
         match entry.kind {
             EntryKind::OciManifest => {

@@ -4,7 +4,7 @@
 //! Every path below the web root is reached from directory handles without following links
 //! ([`crate::fs::DirCursor`]), so nothing is created, replaced or removed outside it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -155,6 +155,7 @@ pub fn preflight(
     index: &Index,
     layout: Layout,
     generated: &[&str],
+    staged_bytes: u64,
 ) -> Result<Preflight> {
     let mut cursor = DirCursor::new(root.clone());
     let mut found = Preflight::default();
@@ -214,6 +215,8 @@ pub fn preflight(
     let free = root
         .free_bytes()
         .map_err(|e| Error::io("cannot check free space on", root.path(), e))?;
+    // What an earlier run of this bundle staged already takes its room.
+    found.needed = found.needed.saturating_sub(staged_bytes);
     if found.needed.saturating_add(extra) > free {
         return Err(Error::Runtime(format!(
             "not enough space on the {} {}: the install needs {} bytes (plus {extra} for the receipt, the variables and slack), {free} are free",
@@ -253,6 +256,124 @@ fn writable(dir: std::os::fd::BorrowedFd<'_>) -> bool {
     .is_ok()
 }
 
+/// The staging directory of one bundle (named after its signed index's digest) and the
+/// entries an earlier install of the same bundle verified into it before it stopped early
+/// (a missing volume, a pulled stick, a kill): SPEC §4 keeps them for the next install of
+/// the same bundle to reuse, and nothing else.
+pub struct Staging {
+    root: RootDir,
+    name: String,
+    fd: OwnedFd,
+    /// Destination → staged name (`c<position>`) of the entries kept verified.
+    kept: HashMap<String, String>,
+    /// On drop, keep the verified entries (`c<N>`) instead of removing the directory.
+    keep_verified: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.keep_verified {
+            let _ = remove_tree_at(self.root.fd(), &self.name);
+            return;
+        }
+        // Only complete, verified entries stay (`c<N>`): partial and generated files go.
+        if let Ok(names) = crate::fs::names_in_dir(self.fd.as_fd()) {
+            for name in names
+                .iter()
+                .filter(|n| n.ends_with(".part") || n.starts_with('g'))
+            {
+                let _ = remove_tree_at(self.fd.as_fd(), name);
+            }
+        }
+    }
+}
+
+impl Staging {
+    /// Opens (or creates) the staging directory of the bundle whose signed index hashes to
+    /// `index_sha256`, after removing every other bundle's. Only a directory this user owns
+    /// and nobody else may enter is trusted to hold verified entries: anything else at that
+    /// name is removed first. Kept entries are the complete files `c<N>` (never `.part`)
+    /// whose size is entry N's signed size; everything else in it is removed.
+    pub fn open(
+        root: &RootDir,
+        layout: Layout,
+        index: &Index,
+        index_sha256: &Sha256Digest,
+    ) -> Result<Staging> {
+        let name = format!("{STAGING_PREFIX}{}", &index_sha256.hex()[..16]);
+        remove_stale_staging(root, Some(&name));
+        let cannot = |e: io::Error| {
+            Error::Runtime(format!(
+                "the {} {} is not writable: {e}",
+                root.role(),
+                root.path().display()
+            ))
+            .with_hint(
+                "run as a user that may write there, and check that its filesystem is not mounted read-only; nothing was written",
+            )
+        };
+        // Judged on the opened handle (fstat), so nothing can be swapped in between.
+        let euid = rustix::process::geteuid().as_raw();
+        let trusted = |fd: &OwnedFd| {
+            rustix::fs::fstat(fd).is_ok_and(|st| st.st_uid == euid && st.st_mode & 0o077 == 0)
+        };
+        let fd = match root.open_private_dir(&name) {
+            Ok(fd) if trusted(&fd) => fd,
+            _ => {
+                remove_tree_at(root.fd(), &name).map_err(cannot)?;
+                let fd = root.create_private_dir(&name).map_err(cannot)?;
+                if !trusted(&fd) {
+                    return Err(cannot(io::Error::other(format!(
+                        "{name} was replaced while it was being created"
+                    ))));
+                }
+                fd
+            }
+        };
+        let mut kept = HashMap::new();
+        let names = crate::fs::names_in_dir(fd.as_fd()).map_err(cannot)?;
+        for staged in names {
+            let reusable = staged
+                .strip_prefix('c')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| staged == format!("c{n}"))
+                .and_then(|n| index.entries.get(n))
+                .and_then(|entry| Some((layout.dest(entry)?, entry.size)))
+                .filter(|(_, size)| {
+                    open_file_at(fd.as_fd(), &staged)
+                        .and_then(|f| f.metadata())
+                        .is_ok_and(|m| m.len() == *size)
+                });
+            match reusable {
+                Some((dest, _)) => {
+                    kept.insert(dest.to_string(), staged);
+                }
+                None => remove_tree_at(fd.as_fd(), &staged).map_err(cannot)?,
+            }
+        }
+        // Until an install takes it over, what an earlier run kept stays (a pre-flight
+        // failure does not throw it away); a new, empty directory goes.
+        let keep_verified = !kept.is_empty();
+        Ok(Staging {
+            root: root.clone(),
+            name,
+            fd,
+            kept,
+            keep_verified,
+        })
+    }
+
+    /// Bytes the kept entries hold (they need no room again).
+    pub fn kept_bytes(&self, index: &Index, layout: Layout) -> u64 {
+        index
+            .entries
+            .iter()
+            .filter(|e| layout.dest(e).is_some_and(|d| self.kept.contains_key(d)))
+            .map(|e| e.size)
+            .sum()
+    }
+}
+
 /// Stages web-root entries while the bundle streams.
 pub struct WebRootSink {
     layout: Layout,
@@ -260,47 +381,52 @@ pub struct WebRootSink {
     cursor: DirCursor,
     /// Destinations pre-flight found holding the signed bytes already.
     in_place: HashSet<String>,
-    staging_name: String,
-    staging: OwnedFd,
+    staging: Staging,
+    /// Signed-index position of each entry bound here (names its staged file).
+    positions: HashMap<String, usize>,
     placed: Vec<Placed>,
     bytes_written: u64,
+    /// Entries (and their bytes) taken from the kept staging instead of written again.
+    reused: (usize, u64),
 }
 
 impl WebRootSink {
-    /// Creates the staging directory (on the web root's filesystem, for atomic renames).
-    pub fn new(root: &RootDir, layout: Layout, in_place: HashSet<String>) -> Result<Self> {
-        let mut attempt = 0u32;
-        let (staging_name, staging) = loop {
-            let name = format!(
-                "{STAGING_PREFIX}{}-{:08x}",
-                std::process::id(),
-                random_u32() ^ attempt
-            );
-            match root.create_private_dir(&name) {
-                Ok(fd) => break (name, fd),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => {
-                    attempt += 1;
-                }
-                Err(e) => {
-                    return Err(Error::Runtime(format!(
-                        "cannot write to the {} {}: {e}",
-                        root.role(),
-                        root.path().display()
-                    ))
-                    .with_hint("check permissions and that the filesystem is mounted read-write"));
-                }
-            }
-        };
+    pub fn new(
+        root: &RootDir,
+        layout: Layout,
+        in_place: HashSet<String>,
+        index: &Index,
+        mut staging: Staging,
+    ) -> Result<Self> {
+        // From here on only an interruption keeps the staged entries.
+        staging.keep_verified = false;
+        let positions = index
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((layout.dest(e)?.to_string(), i)))
+            .collect();
         Ok(WebRootSink {
             layout,
             root: root.clone(),
             cursor: DirCursor::new(root.clone()),
             in_place,
-            staging_name,
             staging,
+            positions,
             placed: Vec::new(),
             bytes_written: 0,
+            reused: (0, 0),
         })
+    }
+
+    /// Entries and bytes reused from an earlier install that stopped early.
+    pub fn reused(&self) -> (usize, u64) {
+        self.reused
+    }
+
+    /// The install stopped early: keep what verified for the next run of this bundle.
+    pub fn keep_verified(&mut self) {
+        self.staging.keep_verified = true;
     }
 
     /// What has been staged or found in place so far.
@@ -315,7 +441,7 @@ impl WebRootSink {
             return Ok(None);
         };
         let opened = match &last.staged {
-            Some(staged) => open_file_at(self.staging.as_fd(), staged),
+            Some(staged) => open_file_at(self.staging.fd.as_fd(), staged),
             None => {
                 let (parent, name) = split_parent(&last.path);
                 match self
@@ -337,17 +463,17 @@ impl WebRootSink {
         self.bytes_written
     }
 
-    fn new_staged_file(&self, what: &str) -> Result<(String, BufWriter<std::fs::File>)> {
-        let name = self.placed.len().to_string();
-        let file = create_file_at(self.staging.as_fd(), &name, 0o644)
+    fn new_staged_file(&self, name: &str, what: &str) -> Result<BufWriter<std::fs::File>> {
+        let file = create_file_at(self.staging.fd.as_fd(), name, 0o644)
             .map_err(|e| disk_error(&self.root, what, e))?;
-        Ok((name, BufWriter::with_capacity(1 << 20, file)))
+        Ok(BufWriter::with_capacity(1 << 20, file))
     }
 
     /// Stages a file the install generates (receipt, variables) so that it is committed,
     /// or rolled back, together with the content.
     pub fn stage_generated(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
-        let (staged, mut out) = self.new_staged_file(path)?;
+        let staged = format!("g{}", self.placed.len());
+        let mut out = self.new_staged_file(&staged, path)?;
         out.write_all(bytes)
             .and_then(|()| out.flush())
             .map_err(|e| disk_error(&self.root, path, e))?;
@@ -366,7 +492,7 @@ impl WebRootSink {
     /// already taken is undone, so the web root is left as it was: files it replaced are
     /// swapped back byte for byte, directories it created are removed.
     pub fn commit(mut self) -> Result<Vec<Placed>> {
-        sync_filesystem(self.staging.as_fd())
+        sync_filesystem(self.staging.fd.as_fd())
             .map_err(|e| sync_error(&self.root, "the staged files", e))?;
         let mut journal = Journal::default();
         let outcome = self.commit_all(&mut journal).and_then(|()| {
@@ -374,7 +500,7 @@ impl WebRootSink {
                 .map_err(|e| sync_error(&self.root, "the installed files", e))
         });
         if let Err(e) = outcome {
-            let failed = journal.undo(&self.root, self.staging.as_fd());
+            let failed = journal.undo(&self.root, self.staging.fd.as_fd());
             return Err(with_rollback_report(e, &failed));
         }
         Ok(std::mem::take(&mut self.placed))
@@ -389,7 +515,7 @@ impl WebRootSink {
                 .create_dir(parent, &mut journal.created_dirs)
                 .map_err(|e| walk_error(&self.root, e))?;
             let step = Move {
-                staging: self.staging.as_fd(),
+                staging: self.staging.fd.as_fd(),
                 staged,
                 dir,
                 name,
@@ -468,9 +594,26 @@ fn with_rollback_report(e: Error, failed: &[String]) -> Error {
         .with_hint("check these paths by hand before running install again")
 }
 
-impl Drop for WebRootSink {
-    fn drop(&mut self) {
-        let _ = remove_tree_at(self.root.fd(), &self.staging_name);
+impl WebRootSink {
+    /// Records `entry` as found in place, or as staged by an earlier run; `None` when it
+    /// is neither.
+    fn take_held(&mut self, entry: &IndexEntry, dest: &str) -> Option<()> {
+        let (outcome, staged) = if self.in_place.contains(dest) {
+            (Outcome::AlreadyPresent, None)
+        } else {
+            let staged = self.staging.kept.get(dest)?.clone();
+            self.reused.0 += 1;
+            self.reused.1 += entry.size;
+            (Outcome::Installed, Some(staged))
+        };
+        self.placed.push(Placed {
+            path: dest.to_string(),
+            sha256: entry.sha256,
+            size: entry.size,
+            outcome,
+            staged,
+        });
+        Some(())
     }
 }
 
@@ -479,19 +622,24 @@ impl EntrySink for WebRootSink {
         let Some(dest) = self.layout.dest(entry) else {
             return Ok(());
         };
-        if self.in_place.contains(dest) {
-            self.placed.push(Placed {
-                path: dest.to_string(),
-                sha256: entry.sha256,
-                size: entry.size,
-                outcome: Outcome::AlreadyPresent,
-                staged: None,
-            });
+        // Held entries still stream past (the reader verifies them); nothing is written.
+        if self.take_held(entry, dest).is_some() {
             return Ok(());
         }
-        let (staged, mut out) = self.new_staged_file(dest)?;
+        let position = self.positions.get(dest).copied().unwrap_or(usize::MAX);
+        let staged = format!("c{position}");
+        let partial = format!("{staged}.part");
+        let mut out = self.new_staged_file(&partial, dest)?;
         data.copy_to(&mut out, |e| disk_error(&self.root, dest, e))?;
         out.flush().map_err(|e| disk_error(&self.root, dest, e))?;
+        // Verified (the copy ends only at the signed sha256): under its kept name now.
+        rustix::fs::renameat(
+            self.staging.fd.as_fd(),
+            partial.as_str(),
+            self.staging.fd.as_fd(),
+            staged.as_str(),
+        )
+        .map_err(|e| disk_error(&self.root, dest, e.into()))?;
         self.bytes_written += entry.size;
         self.placed.push(Placed {
             path: dest.to_string(),
@@ -500,6 +648,19 @@ impl EntrySink for WebRootSink {
             outcome: Outcome::Installed,
             staged: Some(staged),
         });
+        Ok(())
+    }
+
+    fn holds(&self, entry: &IndexEntry) -> bool {
+        self.layout
+            .dest(entry)
+            .is_some_and(|d| self.in_place.contains(d) || self.staging.kept.contains_key(d))
+    }
+
+    fn skipped(&mut self, entry: &IndexEntry) -> Result<()> {
+        if let Some(dest) = self.layout.dest(entry) {
+            self.take_held(entry, dest);
+        }
         Ok(())
     }
 }
@@ -532,17 +693,14 @@ fn disk_error(root: &RootDir, what: &str, e: io::Error) -> Error {
     }
 }
 
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    let _ = getrandom::getrandom(&mut b);
-    u32::from_le_bytes(b)
-}
-
-/// Removes staging directories left by an install that was killed (called under the
-/// install lock, so none of them belongs to a running install).
-pub fn remove_stale_staging(root: &RootDir) {
+/// Removes staging directories left by earlier installs (called under the install lock,
+/// so none of them belongs to a running install), except `keep`.
+pub fn remove_stale_staging(root: &RootDir, keep: Option<&str>) {
     let Ok(names) = root.list("") else { return };
-    for name in names.iter().filter(|n| n.starts_with(STAGING_PREFIX)) {
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with(STAGING_PREFIX) && Some(n.as_str()) != keep)
+    {
         let _ = remove_tree_at(root.fd(), name);
     }
 }
