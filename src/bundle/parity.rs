@@ -447,10 +447,12 @@ fn too_many(
         .chain(bad_parity.iter().map(|(j, why)| (&parity[*j], why)))
         .map(|(p, why)| format!("{} ({})", p.display(), why.describe()))
         .collect();
+    // Missing or unreadable (a failing stick: the operating system's error, not wrong
+    // bytes) is a runtime error; any volume with wrong bytes or size makes it exit 3.
     let all_missing = bad_data
         .iter()
         .chain(bad_parity)
-        .all(|(_, why)| matches!(why, Why::Missing));
+        .all(|(_, why)| matches!(why, Why::Missing | Why::Unreadable(_)));
     let message = format!(
         "volumes {} are missing or damaged; the {n} parity volume{} can rebuild at most {n}; nothing was installed",
         named.join(", "),

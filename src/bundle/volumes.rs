@@ -55,7 +55,10 @@ impl BundleSource {
     /// Opens `path`, or its volumes `path.000`, `path.001`, … when `path` itself is absent
     /// (`path` may also name the first volume). With the signed volume list beside them, every
     /// listed volume must be there (exit 1 naming a missing one) with the size the list
-    /// gives it (exit 3 naming a truncated or wrong one), before anything is read.
+    /// gives it (exit 3 naming a truncated or wrong one), before anything is read. With
+    /// parity volumes in the list, such volumes are only recorded ([`BundleSource::unfit`]):
+    /// [`super::parity::read_with_parity`] rebuilds them, and [`BundleSource::reader`]
+    /// refuses with the same errors until then.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(base) = base_of(path) {
             return BundleSource::open(&base);
