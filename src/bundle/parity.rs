@@ -8,7 +8,10 @@
 //! (rounded up to even: the coder works on 16-bit symbols), and encoding or rebuilding
 //! holds one stripe at a time: memory is about `2·next_power_of_two(k+N)·shard` bytes
 //! (the coder's work space), at most [`CODER_BUDGET`] for the stripe widths `create`
-//! picks, whatever the volume sizes. The stripe width is recorded in the signed list.
+//! picks, whatever the volume sizes. The stripe width is recorded in the signed list
+//! (`shard=`): the code's bytes depend on it (reed-solomon-simd pairs bytes into symbols
+//! within 64-byte blocks), so the reader must use the writer's, whatever formula a later
+//! version picks.
 
 use std::fs::File;
 use std::io::{self, Write};
