@@ -24,6 +24,9 @@ pub struct InspectReport {
     pub manifest_sha256: Sha256Digest,
     pub index_sha256: Sha256Digest,
     pub volumes: Vec<Volume>,
+    /// The parity volumes the volume list names (`create --parity`), present or not.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parity_volumes: Vec<ParityVolume>,
     /// The volume list of a split bundle (`NAME.volumes`, signed beside it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume_list: Option<String>,
@@ -45,6 +48,14 @@ pub struct SignedBy {
 pub struct Volume {
     pub path: String,
     pub size: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParityVolume {
+    pub path: String,
+    pub size: u64,
+    /// Whether it is beside the list (rebuilding needs it only when data volumes are bad).
+    pub present: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +145,15 @@ pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
                 size: *n,
             })
             .collect(),
+        parity_volumes: source
+            .parity_paths()
+            .into_iter()
+            .map(|p| ParityVolume {
+                present: p.is_file(),
+                path: p.display().to_string(),
+                size: source.listed().map_or(0, |l| l.parity_size()),
+            })
+            .collect(),
         volume_list: source.volume_list().map(|p| p.display().to_string()),
         compression: Compression {
             seekable: table.is_some(),
@@ -165,6 +185,15 @@ impl InspectReport {
         let _ = writeln!(s, "manifest  sha256:{}", self.manifest_sha256);
         for v in &self.volumes {
             let _ = writeln!(s, "volume    {} ({})", v.path, human_bytes(v.size));
+        }
+        for v in &self.parity_volumes {
+            let _ = writeln!(
+                s,
+                "parity    {} ({}{})",
+                v.path,
+                human_bytes(v.size),
+                if v.present { "" } else { ", not present" }
+            );
         }
         if let Some(list) = &self.volume_list {
             let _ = writeln!(

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use airgap_bundle::bundle::media::open_bundle;
+use airgap_bundle::bundle::parity::read_with_parity;
 use airgap_bundle::bundle::reader::{DiscardSink, ReadOptions, read_verified};
 use airgap_bundle::bundle::signing::{PublicKey, SecretKey};
 use airgap_bundle::create::{CreateOptions, create};
@@ -72,6 +73,10 @@ enum Command {
         /// fits FAT32), with a signed volume list for checking each stick on its own.
         #[arg(long, value_name = "SIZE")]
         split_size: Option<String>,
+        /// Also write N Reed–Solomon parity volumes (`.p00`, …, each at most SIZE bytes):
+        /// `verify` and `install` rebuild up to N missing or damaged volumes from them.
+        #[arg(long, value_name = "N", requires = "split_size", value_parser = clap::value_parser!(u16).range(1..=255))]
+        parity: Option<u16>,
         /// Also write this binary beside the bundle as `bundle`, with its own detached
         /// signature `bundle.minisig`, for the offline side to check with stock minisign.
         #[arg(long)]
@@ -291,6 +296,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             output,
             key,
             split_size,
+            parity,
             include_tool,
             threads,
             net,
@@ -299,7 +305,12 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 .as_deref()
                 .map(airgap_bundle::bundle::split::parse_size)
                 .transpose()
-                .map_err(|e| Error::Usage(format!("--split-size {e}")))?;
+                .map_err(|e| Error::Usage(format!("--split-size {e}")))?
+                .map(|size| {
+                    airgap_bundle::bundle::split::Split::new(size, parity.map_or(0, usize::from))
+                })
+                .transpose()
+                .map_err(Error::Usage)?;
             let secret = SecretKey::load(&key, key_password)?;
             let options = CreateOptions {
                 locked,
@@ -320,6 +331,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                     "content_bytes": written.index.total_bytes(),
                     "frames": written.frames.len(),
                     "volumes": written.volumes.iter().map(|(p, n)| serde_json::json!({"path": p, "bytes": n})).collect::<Vec<_>>(),
+                    "parity_volumes": written.parity_volumes.iter().map(|(p, n)| serde_json::json!({"path": p, "bytes": n})).collect::<Vec<_>>(),
                     "volume_list": written.volume_list,
                     "tool": written.tool.as_ref().map(|(t, _)| t),
                     "tool_signature": written.tool.as_ref().map(|(_, s)| s),
@@ -346,6 +358,19 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                         written.signature_path.display(),
                         list.display()
                     ));
+                    if let (Some((first, _)), Some((last, _))) = (
+                        written.parity_volumes.first(),
+                        written.parity_volumes.last(),
+                    ) {
+                        reporter.info(format!(
+                            "wrote {} parity volume{} {} … {}: verify and install rebuild up to {} missing or damaged volumes from them",
+                            written.parity_volumes.len(),
+                            if written.parity_volumes.len() == 1 { "" } else { "s" },
+                            first.display(),
+                            last.display(),
+                            written.parity_volumes.len()
+                        ));
+                    }
                     reporter.info(format!(
                         "check each stick with: minisign -Vm {} -p site.pub && sha256sum -c --ignore-missing {}",
                         list.display(),
@@ -370,20 +395,23 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
         } => {
             let key = PublicKey::load(&pubkey)?;
             let source = open_bundle(&bundle, media.wait)?;
-            let bar = reporter.bytes_bar(0, "verify");
-            let verified = read_verified(
-                &source,
-                ReadOptions {
-                    pubkey: &key,
-                    progress: Some(&bar),
-                },
-                &mut |v| {
-                    bar.set_length(v.index.total_bytes());
-                    Ok(())
-                },
-                &mut DiscardSink,
-            )?;
-            bar.finish_and_clear();
+            let (verified, rebuilt) = read_with_parity(&source, &key, reporter, |source| {
+                let bar = reporter.bytes_bar(0, "verify");
+                let verified = read_verified(
+                    source,
+                    ReadOptions {
+                        pubkey: &key,
+                        progress: Some(&bar),
+                    },
+                    &mut |v| {
+                        bar.set_length(v.index.total_bytes());
+                        Ok(())
+                    },
+                    &mut DiscardSink,
+                )?;
+                bar.finish_and_clear();
+                Ok(verified)
+            })?;
             let index = &verified.index;
             if json {
                 print_json(&serde_json::json!({
@@ -394,15 +422,21 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                     "index_sha256": verified.index_sha256,
                     "entries": index.entries.len(),
                     "bytes": index.total_bytes(),
+                    "rebuilt": rebuilt,
                 }))?;
             }
             reporter.info(format!(
-                "OK: {} {} — signature by key {} and all {} entries ({}) verified",
+                "OK: {} {} — signature by key {} and all {} entries ({}) verified{}",
                 index.name,
                 index.version,
                 verified.signature.key_id,
                 index.entries.len(),
-                human_bytes(index.total_bytes())
+                human_bytes(index.total_bytes()),
+                match rebuilt.len() {
+                    0 => String::new(),
+                    1 => " (1 volume rebuilt from parity)".into(),
+                    n => format!(" ({n} volumes rebuilt from parity)"),
+                }
             ));
             Ok(())
         }

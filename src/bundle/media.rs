@@ -338,7 +338,10 @@ mod tests {
             .iter()
             .map(|(n, b)| (n.clone(), Sha256Digest::of_bytes(b), b.len() as u64))
             .collect();
-        (VolumeList::parse(&volume_list(4, &listed)).unwrap(), vols)
+        (
+            VolumeList::parse(&volume_list(4, &listed, &[], 0)).unwrap(),
+            vols,
+        )
     }
 
     /// Plays the operator: on each request, takes the previous volume out of the mount
@@ -385,7 +388,11 @@ mod tests {
             .iter()
             .map(|(n, b)| (n.clone(), Sha256Digest::of_bytes(b), b.len() as u64))
             .collect();
-        std::fs::write(mount.path().join("b.volumes"), volume_list(4, &listed)).unwrap();
+        std::fs::write(
+            mount.path().join("b.volumes"),
+            volume_list(4, &listed, &[], 0),
+        )
+        .unwrap();
         assert_eq!(list.data.len(), 3);
         let log = std::sync::Arc::default();
         let supplier = Swapper {

@@ -4,6 +4,7 @@
 pub mod frames;
 pub mod index;
 pub mod media;
+pub mod parity;
 pub mod pool;
 pub mod reader;
 pub mod signing;

@@ -25,6 +25,17 @@ pub struct BundleSource {
     /// With `--wait`: volumes come one at a time from a swapped medium, each asked for
     /// before it is opened (so the stream is read strictly in order).
     media: Option<Arc<Mutex<Media>>>,
+    /// With parity: the data volumes `open` found missing or the wrong size, to be rebuilt
+    /// (see [`super::parity::read_with_parity`]) before anything reads them.
+    unfit: Vec<(usize, Unfit)>,
+}
+
+/// What `open` found wrong with a listed data volume.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Unfit {
+    Missing,
+    /// Its size on disk.
+    Size(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -48,7 +59,10 @@ impl BundleSource {
     /// Opens `path`, or its volumes `path.000`, `path.001`, … when `path` itself is absent
     /// (`path` may also name the first volume). With the signed volume list beside them, every
     /// listed volume must be there (exit 1 naming a missing one) with the size the list
-    /// gives it (exit 3 naming a truncated or wrong one), before anything is read.
+    /// gives it (exit 3 naming a truncated or wrong one), before anything is read. With
+    /// parity volumes in the list, such volumes are only recorded ([`BundleSource::unfit`]):
+    /// [`super::parity::read_with_parity`] rebuilds them, and [`BundleSource::reader`]
+    /// refuses with the same errors until then.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(base) = base_of(path) {
             return BundleSource::open(&base);
@@ -65,6 +79,7 @@ impl BundleSource {
                 list: None,
                 matched: Arc::default(),
                 media: None,
+                unfit: Vec::new(),
             });
         }
         let list_path = super::split::list_path(path);
@@ -107,6 +122,7 @@ impl BundleSource {
             list: None,
             matched: Arc::default(),
             media: None,
+            unfit: Vec::new(),
         })
     }
 
@@ -116,46 +132,125 @@ impl BundleSource {
             _ => Path::new("."),
         };
         let mut volumes = Vec::with_capacity(parsed.data.len());
-        let mut missing = Vec::new();
+        let mut unfit = Vec::new();
         for (n, (name, _)) in parsed.data.iter().enumerate() {
             let vol = dir.join(name);
+            let want = parsed.size_of(n);
             match std::fs::metadata(&vol) {
                 Ok(meta) if meta.is_file() => {
-                    let want = parsed.size_of(n);
                     if meta.len() != want {
-                        return Err(Error::Verify(format!(
-                            "volume {} is {} bytes, the volume list says {want} ({}); nothing was read",
-                            vol.display(),
-                            meta.len(),
-                            if meta.len() < want { "truncated" } else { "not this bundle's volume" }
-                        ))
-                        .with_hint("copy this volume again from the connected side and check it with `sha256sum -c --ignore-missing NAME.volumes`"));
+                        unfit.push((n, Unfit::Size(meta.len())));
                     }
-                    volumes.push((vol, want));
                 }
-                _ => missing.push(vol),
+                _ => unfit.push((n, Unfit::Missing)),
             }
+            volumes.push((vol, want));
         }
-        if !missing.is_empty() {
-            let names: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
-            return Err(Error::Runtime(format!(
-                "volume{} {} {} missing ({} of {} present)",
-                if names.len() == 1 { "" } else { "s" },
-                names.join(", "),
-                if names.len() == 1 { "is" } else { "are" },
-                volumes.len(),
-                parsed.data.len()
-            ))
-            .with_hint(
-                "copy the missing volumes next to the others and run again; nothing was read",
-            ));
-        }
-        Ok(BundleSource {
+        let source = BundleSource {
             matched: Arc::new(Mutex::new(vec![false; volumes.len()])),
             volumes,
             list: Some(ListedVolumes { path, text, parsed }),
             media: None,
-        })
+            unfit,
+        };
+        // Without parity nothing can stand in for a bad volume: refuse before any read.
+        if !source.unfit.is_empty() && !source.has_parity() {
+            return Err(source.unfit_error());
+        }
+        Ok(source)
+    }
+
+    /// The error for the volumes `open` found missing or the wrong size: exit 3 naming the
+    /// first of the wrong size, else exit 1 naming the missing ones.
+    pub fn unfit_error(&self) -> Error {
+        let parity_hint = if self.has_parity() {
+            " (`verify` and `install` rebuild them from the parity volumes)"
+        } else {
+            ""
+        };
+        if let Some((n, Unfit::Size(got))) =
+            self.unfit.iter().find(|(_, u)| matches!(u, Unfit::Size(_)))
+        {
+            let (vol, want) = &self.volumes[*n];
+            return Error::Verify(format!(
+                "volume {} is {got} bytes, the volume list says {want} ({}); nothing was read",
+                vol.display(),
+                if got < want { "truncated" } else { "not this bundle's volume" }
+            ))
+            .with_hint(format!("copy this volume again from the connected side and check it with `sha256sum -c --ignore-missing NAME.volumes`{parity_hint}"));
+        }
+        let names: Vec<String> = self
+            .unfit
+            .iter()
+            .map(|(n, _)| self.volumes[*n].0.display().to_string())
+            .collect();
+        Error::Runtime(format!(
+            "volume{} {} {} missing ({} of {} present)",
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            if names.len() == 1 { "is" } else { "are" },
+            self.volumes.len() - names.len(),
+            self.volumes.len()
+        ))
+        .with_hint(format!(
+            "copy the missing volumes next to the others and run again; nothing was read{parity_hint}"
+        ))
+    }
+
+    fn has_parity(&self) -> bool {
+        self.list
+            .as_ref()
+            .is_some_and(|l| !l.parsed.parity.is_empty())
+    }
+
+    /// The parsed volume list (not yet checked against its signature unless
+    /// [`BundleSource::check_volume_list`] said so).
+    pub fn listed(&self) -> Option<&VolumeList> {
+        self.list.as_ref().map(|l| &l.parsed)
+    }
+
+    /// The data volumes `open` found missing or the wrong size (only with parity).
+    pub fn unfit(&self) -> &[(usize, Unfit)] {
+        &self.unfit
+    }
+
+    /// Which data volumes a read hashed whole and found as listed.
+    pub fn matched_volumes(&self) -> Vec<bool> {
+        self.matched.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Where the listed parity volumes are (beside the list), present or not.
+    pub fn parity_paths(&self) -> Vec<PathBuf> {
+        let Some(list) = &self.list else {
+            return Vec::new();
+        };
+        let dir = match list.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        list.parsed
+            .parity
+            .iter()
+            .map(|(name, _)| dir.join(name))
+            .collect()
+    }
+
+    /// The same bundle with data volume `n` read from `path` for each `(n, path)` (volumes
+    /// rebuilt from parity), as a fresh source.
+    pub fn with_replaced(&self, replaced: &[(usize, PathBuf)]) -> BundleSource {
+        let mut volumes = self.volumes.clone();
+        for (n, path) in replaced {
+            if let Some(v) = volumes.get_mut(*n) {
+                v.0 = path.clone();
+            }
+        }
+        BundleSource {
+            matched: Arc::new(Mutex::new(vec![false; volumes.len()])),
+            volumes,
+            list: self.list.clone(),
+            media: None,
+            unfit: Vec::new(),
+        }
     }
 
     /// `--wait`: the volumes of `path` are read one at a time from its directory (a mount
@@ -190,6 +285,7 @@ impl BundleSource {
         Ok(BundleSource {
             matched: Arc::new(Mutex::new(vec![false; volumes.len()])),
             volumes,
+            unfit: Vec::new(),
             media: Some(Arc::new(Mutex::new(Media::new(
                 supplier,
                 parsed.clone(),
@@ -330,6 +426,9 @@ impl BundleSource {
 
     /// A fresh reader over the concatenated volumes, positioned at 0.
     pub fn reader(&self) -> Result<ConcatReader> {
+        if !self.unfit.is_empty() {
+            return Err(self.unfit_error());
+        }
         if self.media.is_none() {
             let first = &self.volumes[0].0;
             File::open(first).at("cannot open bundle", first)?;

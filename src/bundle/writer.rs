@@ -16,7 +16,7 @@ use super::index::{
     MANIFEST_PATH,
 };
 use super::signing::{Prehasher, SecretKey};
-use super::split::{self, VolumeOutput, WrittenVolume};
+use super::split::{self, Split, VolumeOutput, WrittenVolume};
 use crate::digest::{HashingReader, Sha256Digest};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{file_name_of, parent_dir, sync_dir};
@@ -79,6 +79,8 @@ pub struct WrittenBundle {
     pub signature_path: PathBuf,
     /// With `--split-size`: the volumes (path, bytes), and the signed volume list.
     pub volumes: Vec<(PathBuf, u64)>,
+    /// With `--parity`: the parity volumes (path, bytes).
+    pub parity_volumes: Vec<(PathBuf, u64)>,
     pub volume_list: Option<PathBuf>,
     /// With `--include-tool`: the binary beside the bundle and its signature.
     pub tool: Option<(PathBuf, PathBuf)>,
@@ -215,12 +217,14 @@ impl BundlePlan {
 
 /// Packs, signs and writes the bundle to `out` (atomically), and `out.minisig` beside it;
 /// with `split`, as volumes `out.000`, `out.001`, … of at most that many bytes, with the
-/// signed volume list `out.volumes` and `out.volumes.minisig`.
+/// signed volume list `out.volumes` and `out.volumes.minisig`, and with `split.parity`,
+/// the parity volumes `out.p00`, … written once the data volumes are (their count is
+/// known only then).
 pub fn write_bundle(
     mut plan: BundlePlan,
     key: &SecretKey,
     out: &Path,
-    split: Option<u64>,
+    split: Option<Split>,
     threads: usize,
     progress: &ProgressBar,
 ) -> Result<WrittenBundle> {
@@ -238,7 +242,7 @@ pub fn write_bundle(
 
     let dir = parent_dir(out);
     let file_name = file_name_of(out)?;
-    let sink = OutputSink::new(VolumeOutput::new(dir, &file_name, split));
+    let sink = OutputSink::new(VolumeOutput::new(dir, &file_name, split.map(|s| s.size)));
     let write_err = |e: io::Error| Error::io("cannot write", out, e);
     let mut tar = tar::Builder::new(FrameWriter::new(sink, threads));
     let mtime = plan.created_epoch;
@@ -281,6 +285,16 @@ pub fn write_bundle(
     let volumes: Vec<WrittenVolume> = output
         .finish()
         .map_err(|e| Error::io("cannot sync", out, e))?;
+    let (parity, shard) = match split {
+        Some(s) if s.parity > 0 => {
+            let data: Vec<(PathBuf, u64)> = volumes
+                .iter()
+                .map(|v| (v.tmp.path().to_path_buf(), v.size))
+                .collect();
+            super::parity::write_parity(&data, s.parity, dir, &format!(".{file_name}."))?
+        }
+        _ => (Vec::new(), 0),
+    };
 
     let whole = key.sign_prehashed(
         &prehash.finish(),
@@ -299,13 +313,18 @@ pub fn write_bundle(
     )?;
     // The signed volume list, when split.
     let list = match split {
-        Some(size) => {
+        Some(s) => {
             let listed: Vec<(String, Sha256Digest, u64)> = volumes
                 .iter()
                 .enumerate()
                 .map(|(n, v)| (format!("{file_name}.{n:03}"), v.sha256, v.size))
                 .collect();
-            let text = split::volume_list(size, &listed);
+            let parity_listed: Vec<(String, Sha256Digest)> = parity
+                .iter()
+                .enumerate()
+                .map(|(j, v)| (format!("{file_name}{}", split::parity_suffix(j)), v.sha256))
+                .collect();
+            let text = split::volume_list(s.size, &listed, &parity_listed, shard);
             let list_name = format!("{file_name}.volumes");
             let sig = key
                 .sign(
@@ -323,7 +342,7 @@ pub fn write_bundle(
         }
         None => None,
     };
-    for v in &volumes {
+    for v in volumes.iter().chain(&parity) {
         use std::os::unix::fs::PermissionsExt;
         v.tmp
             .as_file()
@@ -348,6 +367,14 @@ pub fn write_bundle(
             .map_err(|e| Error::io("cannot rename into place", &path, e.error))?;
         placed.push((path, v.size));
     }
+    let mut parity_placed = Vec::with_capacity(parity.len());
+    for (j, v) in parity.into_iter().enumerate() {
+        let path = split::parity_path(out, j);
+        v.tmp
+            .persist(&path)
+            .map_err(|e| Error::io("cannot rename into place", &path, e.error))?;
+        parity_placed.push((path, v.size));
+    }
     // The new bundle's names are durable before its signatures' are.
     sync_dir(dir)?;
     let mut volume_list = None;
@@ -371,13 +398,14 @@ pub fn write_bundle(
         frames,
         index,
         volumes: if single { Vec::new() } else { placed },
+        parity_volumes: parity_placed,
         volume_list,
         tool: None,
     })
 }
 
 /// Removes what an earlier `create` to the same name left: the bundle, its signature, its
-/// volumes and their list.
+/// volumes (data `NAME.NNN` and parity `NAME.pNN`) and their list.
 fn remove_earlier(out: &Path, signature_path: &Path) -> Result<()> {
     let list = split::list_path(out);
     let list_sig = PathBuf::from(format!("{}.minisig", list.display()));
@@ -387,15 +415,18 @@ fn remove_earlier(out: &Path, signature_path: &Path) -> Result<()> {
         list,
         out.to_path_buf(),
     ];
-    // Every `NAME.NNN` beside it, gaps or not.
+    // Every `NAME.NNN` and `NAME.pNN` beside it, gaps or not.
     let dir = parent_dir(out);
     let prefix = format!("{}.", file_name_of(out)?);
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(digits) = name.strip_prefix(&prefix)
-                && digits.len() == 3
-                && digits.bytes().all(|b| b.is_ascii_digit())
+            let is_volume = |digits: &str, len: std::ops::RangeInclusive<usize>| {
+                len.contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+            };
+            if let Some(rest) = name.strip_prefix(&prefix)
+                && (is_volume(rest, 3..=3)
+                    || rest.strip_prefix('p').is_some_and(|d| is_volume(d, 2..=3)))
             {
                 doomed.push(dir.join(name));
             }

@@ -26,8 +26,8 @@ pub struct CreateOptions {
     pub threads: usize,
     /// Speak plain HTTP to registries.
     pub plain_http: bool,
-    /// `--split-size`: volumes of at most this many bytes.
-    pub split: Option<u64>,
+    /// `--split-size` (volumes of at most this many bytes) and `--parity`.
+    pub split: Option<crate::bundle::split::Split>,
     /// `--include-tool`: the running binary and its signature beside the bundle.
     pub include_tool: bool,
 }

@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::bundle::index::{EntryKind, IndexEntry};
 use crate::bundle::media;
+use crate::bundle::parity::read_with_parity;
 use crate::bundle::reader::{EntryReader, EntrySink, ReadOptions, read_verified};
 use crate::bundle::signing::PublicKey;
 use crate::error::{Error, Result};
@@ -89,6 +90,9 @@ pub struct InstallReport {
     pub chart_registry: Option<RegistryReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oci_dir: Option<PathBuf>,
+    /// Data volumes rebuilt from the parity volumes for this install.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rebuilt: Vec<PathBuf>,
 }
 
 /// The install targets pre-flight set up, each taking the entries of its kinds.
@@ -318,132 +322,137 @@ pub fn install(
         }
         None => None,
     };
-    let targets = RefCell::new(Targets::default());
-    let bar = reporter.bytes_bar(0, "install");
-    let verified = read_verified(
-        &source,
-        ReadOptions {
-            pubkey,
-            progress: Some(&bar),
-        },
-        &mut |v| {
-            bar.set_length(v.index.total_bytes());
-            let mut t = targets.borrow_mut();
-            let images = registry_images(v, options, oci_root.is_some())?;
-            let mut web_entries: std::collections::BTreeMap<&str, usize> = Default::default();
-            for e in v.index.entries.iter().filter(|e| web_root::is_web_entry(e)) {
-                let what = match e.kind {
-                    EntryKind::Chart => "Helm chart",
-                    EntryKind::Python => "Python package",
-                    EntryKind::Deb | EntryKind::AptIndex => "apt repository file",
-                    _ => "file",
-                };
-                *web_entries.entry(what).or_default() += 1;
-            }
-            match &root {
-                Some(root) => {
-                    let receipt = receipt::receipt_rel_path(&v.index.name, &v.index.version);
-                    // The apt `.sources` snippets, beside each carried repository.
-                    let snippets: Vec<String> = v
-                        .index
-                        .artifacts
-                        .iter()
-                        .filter(|a| a.kind == EntryKind::AptIndex)
-                        .map(|a| format!("{}.sources", a.dest))
-                        .collect();
-                    check_shared_apt_repos(root, &v.index)?;
-                    let pypi_pages = pypi::generated_paths(&v.index)?;
-                    let mut generated: Vec<&str> = vec![&receipt, VARS_PATH];
-                    if v.index.entries.iter().any(|e| e.kind == EntryKind::Chart) {
-                        generated.push(helm_repo::INDEX_PATH);
+    // One verifying pass into fresh targets; with parity it may run a second time on
+    // rebuilt volumes (the first attempt's targets, dropped, remove their staging).
+    let ((targets, verified), rebuilt) = read_with_parity(&source, pubkey, reporter, |source| {
+        let targets = RefCell::new(Targets::default());
+        let bar = reporter.bytes_bar(0, "install");
+        let verified = read_verified(
+            source,
+            ReadOptions {
+                pubkey,
+                progress: Some(&bar),
+            },
+            &mut |v| {
+                bar.set_length(v.index.total_bytes());
+                let mut t = targets.borrow_mut();
+                let images = registry_images(v, options, oci_root.is_some())?;
+                let mut web_entries: std::collections::BTreeMap<&str, usize> = Default::default();
+                for e in v.index.entries.iter().filter(|e| web_root::is_web_entry(e)) {
+                    let what = match e.kind {
+                        EntryKind::Chart => "Helm chart",
+                        EntryKind::Python => "Python package",
+                        EntryKind::Deb | EntryKind::AptIndex => "apt repository file",
+                        _ => "file",
+                    };
+                    *web_entries.entry(what).or_default() += 1;
+                }
+                match &root {
+                    Some(root) => {
+                        let receipt = receipt::receipt_rel_path(&v.index.name, &v.index.version);
+                        // The apt `.sources` snippets, beside each carried repository.
+                        let snippets: Vec<String> = v
+                            .index
+                            .artifacts
+                            .iter()
+                            .filter(|a| a.kind == EntryKind::AptIndex)
+                            .map(|a| format!("{}.sources", a.dest))
+                            .collect();
+                        check_shared_apt_repos(root, &v.index)?;
+                        let pypi_pages = pypi::generated_paths(&v.index)?;
+                        let mut generated: Vec<&str> = vec![&receipt, VARS_PATH];
+                        if v.index.entries.iter().any(|e| e.kind == EntryKind::Chart) {
+                            generated.push(helm_repo::INDEX_PATH);
+                        }
+                        generated.extend(snippets.iter().map(String::as_str));
+                        generated.extend(pypi_pages.iter().map(String::as_str));
+                        let staging =
+                            Staging::open(root, Layout::WebRoot, &v.index, &v.index_sha256)?;
+                        let found = web_root::preflight(
+                            root,
+                            &v.index,
+                            Layout::WebRoot,
+                            &generated,
+                            staging.kept_bytes(&v.index, Layout::WebRoot),
+                        )?;
+                        if generated.contains(&helm_repo::INDEX_PATH) {
+                            helm_repo::existing_index(root)?;
+                        }
+                        pypi::check_existing(root, &v.index)?;
+                        t.web = Some(WebRootSink::new(
+                            root,
+                            Layout::WebRoot,
+                            found.in_place,
+                            &v.index,
+                            staging,
+                        )?);
                     }
-                    generated.extend(snippets.iter().map(String::as_str));
-                    generated.extend(pypi_pages.iter().map(String::as_str));
-                    let staging =
-                        Staging::open(root, Layout::WebRoot, &v.index, &v.index_sha256)?;
+                    None if !web_entries.is_empty() => {
+                        let listed: Vec<String> = web_entries
+                            .iter()
+                            .map(|(what, n)| format!("{n} {what}{}", if *n == 1 { "" } else { "s" }))
+                            .collect();
+                        return Err(Error::Usage(format!(
+                            "this bundle carries {} for the web root: pass --web-root DIR (e.g. /var/www/html); nothing was installed",
+                            listed.join(", ")
+                        )));
+                    }
+                    None => {}
+                }
+                if let Some(oci_root) = &oci_root {
+                    let staging = Staging::open(oci_root, Layout::OciDir, &v.index, &v.index_sha256)?;
                     let found = web_root::preflight(
-                        root,
+                        oci_root,
                         &v.index,
-                        Layout::WebRoot,
-                        &generated,
-                        staging.kept_bytes(&v.index, Layout::WebRoot),
+                        Layout::OciDir,
+                        &["index.json"],
+                        staging.kept_bytes(&v.index, Layout::OciDir),
                     )?;
-                    if generated.contains(&helm_repo::INDEX_PATH) {
-                        helm_repo::existing_index(root)?;
-                    }
-                    pypi::check_existing(root, &v.index)?;
-                    t.web = Some(WebRootSink::new(
-                        root,
-                        Layout::WebRoot,
+                    t.oci_existing = oci_dir::existing_index(oci_root)?;
+                    t.oci_dir = Some(WebRootSink::new(
+                        oci_root,
+                        Layout::OciDir,
                         found.in_place,
                         &v.index,
                         staging,
                     )?);
                 }
-                None if !web_entries.is_empty() => {
-                    let listed: Vec<String> = web_entries
-                        .iter()
-                        .map(|(what, n)| format!("{n} {what}{}", if *n == 1 { "" } else { "s" }))
-                        .collect();
-                    return Err(Error::Usage(format!(
-                        "this bundle carries {} for the web root: pass --web-root DIR (e.g. /var/www/html); nothing was installed",
-                        listed.join(", ")
-                    )));
+                if let (Some(images), Some(r)) = (images, &options.registry) {
+                    let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
+                    t.registry = Some(RegistryTarget::preflight(
+                        client, &r.host, &v.index, images, r.net.jobs,
+                    )?);
                 }
-                None => {}
-            }
-            if let Some(oci_root) = &oci_root {
-                let staging = Staging::open(oci_root, Layout::OciDir, &v.index, &v.index_sha256)?;
-                let found = web_root::preflight(
-                    oci_root,
-                    &v.index,
-                    Layout::OciDir,
-                    &["index.json"],
-                    staging.kept_bytes(&v.index, Layout::OciDir),
-                )?;
-                t.oci_existing = oci_dir::existing_index(oci_root)?;
-                t.oci_dir = Some(WebRootSink::new(
-                    oci_root,
-                    Layout::OciDir,
-                    found.in_place,
-                    &v.index,
-                    staging,
-                )?);
-            }
-            if let (Some(images), Some(r)) = (images, &options.registry) {
-                let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
-                t.registry = Some(RegistryTarget::preflight(
-                    client, &r.host, &v.index, images, r.net.jobs,
-                )?);
-            }
-            if let Some(r) = &options.chart_registry {
-                let charts = registry::plan_charts(&v.index)?;
-                if charts.is_empty() {
-                    return Err(Error::Usage(
-                        "--chart-registry: this bundle carries no charts; nothing was installed"
-                            .into(),
-                    ));
+                if let Some(r) = &options.chart_registry {
+                    let charts = registry::plan_charts(&v.index)?;
+                    if charts.is_empty() {
+                        return Err(Error::Usage(
+                            "--chart-registry: this bundle carries no charts; nothing was installed"
+                                .into(),
+                        ));
+                    }
+                    let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
+                    t.chart_registry = Some(RegistryTarget::preflight(
+                        client, &r.host, &v.index, charts, r.net.jobs,
+                    )?);
                 }
-                let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
-                t.chart_registry = Some(RegistryTarget::preflight(
-                    client, &r.host, &v.index, charts, r.net.jobs,
-                )?);
-            }
-            Ok(())
-        },
-        &mut LateSink(&targets),
-    )
-    .map_err(|e| {
-        if !e.is_interrupted() {
-            return e;
-        }
-        targets.borrow_mut().keep_verified();
-        e.with_hint(
-            "nothing was installed; what verified so far is kept: run the same install again \
-             (with the missing volume in place) and it goes on from there",
+                Ok(())
+            },
+            &mut LateSink(&targets),
         )
+        .map_err(|e| {
+            if !e.is_interrupted() {
+                return e;
+            }
+            targets.borrow_mut().keep_verified();
+            e.with_hint(
+                "nothing was installed; what verified so far is kept: run the same install again \
+                 (with the missing volume in place) and it goes on from there",
+            )
+        })?;
+        bar.finish_and_clear();
+        Ok((targets.into_inner(), verified))
     })?;
-    bar.finish_and_clear();
 
     let Targets {
         web,
@@ -455,7 +464,7 @@ pub fn install(
         chart_registry,
         charts,
         jumped,
-    } = targets.into_inner();
+    } = targets;
     let index = &verified.index;
     let (reused_entries, reused_bytes) = [&web, &oci_dir]
         .into_iter()
@@ -477,6 +486,7 @@ pub fn install(
         registry: None,
         chart_registry: None,
         oci_dir: None,
+        rebuilt,
     };
     // Tags first (the registries can put them back), then the directories.
     let mut registries = Registries {

@@ -15,6 +15,7 @@ pub mod install;
 pub mod net;
 pub mod pypi;
 pub mod registry;
+pub mod site;
 pub mod tamper;
 
 use std::collections::BTreeMap;
