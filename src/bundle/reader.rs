@@ -458,6 +458,15 @@ fn read_verified_stream(
         };
         // Every entry before the jump streamed in the signed order: the entries it jumps
         // over are those the sink holds, and the frame it lands on must start the next.
+        let Some(frame) = jump.frame else {
+            // The sink holds every entry left: nothing more is read (the end of the archive
+            // included, which carries nothing to install).
+            for i in jump.from..jump.to {
+                walk.skip(i, sink)?;
+            }
+            walk.finish()?;
+            return Ok(verified);
+        };
         let frames = table.as_deref().unwrap_or_default();
         if !probe_entry(source, frames, &jump, index)? {
             continue;
@@ -465,7 +474,7 @@ fn read_verified_stream(
         metered = MeteredArchive::new(frames::decode_from(
             source.reader()?,
             table.as_deref(),
-            jump.frame,
+            frame,
         )?);
         budget = metered.budget.clone();
         entries = metered.archive.entries().map_err(read_err)?;
@@ -482,12 +491,13 @@ fn read_verified_stream(
 const MIN_JUMP_BYTES: u64 = 8 << 20;
 
 /// A run of entries (`from..to`, signed-index positions) the sink holds, jumped over by
-/// decoding on from `frame`, which must start entry `to`.
+/// decoding on from `frame`, which must start entry `to`; `None` when the run reaches the
+/// last entry (reading stops there).
 #[derive(Debug, Clone, PartialEq)]
 struct Jump {
     from: usize,
     to: usize,
-    frame: usize,
+    frame: Option<usize>,
 }
 
 /// The tar bytes this tool's writer spends on an entry: its GNU header, a GNU long-name
@@ -528,12 +538,23 @@ fn plan_jumps(frames: &[FrameSizes], index: &Index, head_bytes: u64, held: &[boo
         while i < held.len() && held[i] {
             i += 1;
         }
-        // A run that reaches the end is streamed: the end of the archive is checked.
-        if i == held.len() || starts[i] - starts[from] < MIN_JUMP_BYTES {
+        if i == held.len() {
+            jumps.push(Jump {
+                from,
+                to: i,
+                frame: None,
+            });
+            continue;
+        }
+        if starts[i] - starts[from] < MIN_JUMP_BYTES {
             continue;
         }
         if let Some(frame) = frames::frame_starting_at(frames, starts[i]) {
-            jumps.push(Jump { from, to: i, frame });
+            jumps.push(Jump {
+                from,
+                to: i,
+                frame: Some(frame),
+            });
         }
     }
     jumps
@@ -547,14 +568,11 @@ fn probe_entry(
     jump: &Jump,
     index: &Index,
 ) -> Result<bool> {
-    let Some(frame) = frames.get(jump.frame) else {
+    let Some((n, frame)) = jump.frame.and_then(|n| Some((n, frames.get(n)?))) else {
         return Ok(false);
     };
     let mut reader = source.reader()?;
-    let at: u64 = frames[..jump.frame]
-        .iter()
-        .map(|f| u64::from(f.compressed))
-        .sum();
+    let at: u64 = frames[..n].iter().map(|f| u64::from(f.compressed)).sum();
     std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(at)).map_err(read_err)?;
     let decoded = frames::serial_decoder(reader.take(u64::from(frame.compressed)))?;
     let mut archive = tar::Archive::new(decoded.take(HEADER_BUDGET));
@@ -747,5 +765,117 @@ fn expect_only_padding(mut rest: Metered, budget: &Budget) -> Result<()> {
         if buf[..n].iter().any(|&b| b != 0) {
             return Err(Error::Verify("data after the end of the archive".into()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::index::{Artifact, EntryKind};
+    use crate::bundle::signing::SecretKey;
+    use crate::bundle::writer::{BundlePlan, ContentEntry, ContentSource, write_bundle};
+
+    /// Every entry, with paths around the 100-byte GNU header limit and sizes around the
+    /// 512-byte block and the frame size, starts exactly where [`tar_record_len`] says,
+    /// at a frame boundary with its own header: the jump lands on the entry it aims at.
+    #[test]
+    fn entry_starts_match_the_writers_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretKey::generate().unwrap();
+        let lengths = [1usize, 99, 100, 101, 150, 511, 512, 513, 700];
+        let sizes = [0u64, 1, 511, 512, 513, 5 << 20, 3, 9 << 20, 1024];
+        let mut contents = Vec::new();
+        for (i, (&len, &size)) in lengths.iter().zip(&sizes).enumerate() {
+            let prefix = format!("files/h/{i}-");
+            let path = format!("{prefix}{}", "x".repeat(len.saturating_sub(prefix.len())));
+            let bytes: Vec<u8> = (0..size).map(|b| (b * 7 + i as u64) as u8).collect();
+            contents.push(ContentEntry {
+                path,
+                kind: EntryKind::File,
+                size,
+                sha256: Sha256Digest::of_bytes(&bytes),
+                source: ContentSource::Generated(bytes.into()),
+                artifacts: vec![0],
+                origin: "test".into(),
+            });
+        }
+        let plan = BundlePlan {
+            name: "layout".into(),
+            version: "1".into(),
+            locked_manifest: b"apiVersion: bundle/v1\n".to_vec(),
+            artifacts: vec![Artifact {
+                kind: EntryKind::File,
+                source: "https://example.org/x".into(),
+                dest: "files/h".into(),
+                sha256: None,
+                size: 0,
+                external: Vec::new(),
+            }],
+            contents,
+            created_epoch: 1_700_000_000,
+        };
+        let out = dir.path().join("layout.bundle.tar.zst");
+        write_bundle(plan, &key, &out, None, 2, &ProgressBar::hidden()).unwrap();
+
+        let source = BundleSource::open(&out).unwrap();
+        let frames = frames::read_seek_table(&mut source.reader().unwrap(), source.total_len())
+            .unwrap()
+            .expect("a seek table");
+        let head = read_unverified_head(&source, u64::MAX).unwrap();
+        let index = Index::from_signed_bytes(&head.index_bytes).unwrap();
+        let head_bytes = tar_record_len(INDEX_PATH, head.index_bytes.len() as u64)
+            + tar_record_len(INDEX_SIG_PATH, head.signature_len);
+        // Held: everything but the first and the last entry; every run is worth a jump
+        // when each entry is its own run.
+        for target in 1..index.entries.len() {
+            let mut held = vec![false; index.entries.len()];
+            held[target - 1] = true;
+            let mut starts = head_bytes;
+            for e in &index.entries[..target] {
+                starts += tar_record_len(&e.path, e.size);
+            }
+            let frame = frames::frame_starting_at(&frames, starts)
+                .unwrap_or_else(|| panic!("no frame starts entry {target}"));
+            let jump = Jump {
+                from: target - 1,
+                to: target,
+                frame: Some(frame),
+            };
+            assert!(
+                probe_entry(&source, &frames, &jump, &index).unwrap(),
+                "entry {target} ({} bytes of path) is not where the layout says",
+                index.entries[target].path.len()
+            );
+            // Landing one frame off is noticed.
+            let off = Jump {
+                frame: Some(frame + 1),
+                ..jump
+            };
+            assert!(!probe_entry(&source, &frames, &off, &index).unwrap_or(false));
+        }
+        // A run of held entries worth a jump (the 5 and 9 MiB ones) is planned, landing on
+        // the entry after it; a held tail ends the read.
+        let mut held = vec![false; index.entries.len()];
+        for h in &mut held[2..9] {
+            *h = true;
+        }
+        let jumps = plan_jumps(&frames, &index, head_bytes, &held);
+        assert_eq!(jumps.len(), 1, "{jumps:?}");
+        assert_eq!((jumps[0].from, jumps[0].to), (2, 9));
+        assert!(probe_entry(&source, &frames, &jumps[0], &index).unwrap());
+        let tail = plan_jumps(
+            &frames,
+            &index,
+            head_bytes,
+            &[false, true, true, true, true, true, true, true, true, true],
+        );
+        assert_eq!(
+            tail,
+            vec![Jump {
+                from: 1,
+                to: 10,
+                frame: None
+            }]
+        );
     }
 }
