@@ -138,15 +138,18 @@ fn a_200_mib_bundle_splits_into_64_mib_volumes_each_checked_on_its_own_by_stock_
         "{j:#}"
     );
 
-    // The list: the header, then `sha256sum` lines with bare names, in order.
+    // The list: the header (binding the bundle's signed index), then `sha256sum` lines
+    // with bare names, in order.
     let list = fs::read_to_string(with_suffix(base, ".volumes")).unwrap();
     let mut lines = list.lines();
+    let verified = site.verify_json(base);
     assert_eq!(
         lines.next().unwrap(),
         format!(
-            "# airgap-bundle volumes v1 split-size={} data={} total={unsplit_len}",
+            "# airgap-bundle volumes v1 split-size={} data={} total={unsplit_len} index={}",
             64 * MIB,
-            vols.len()
+            vols.len(),
+            verified["index_sha256"].as_str().unwrap()
         )
     );
     let want: Vec<String> = vols
@@ -762,9 +765,11 @@ fn a_complete_set_of_volumes_from_another_build_is_refused_by_the_list() {
         "listed/small.bundle.tar.zst",
         &["--split-size", SMALL_SPLIT],
     );
+    // The header's sizes (its `index=` names each build's own signed index).
     let header = |b: &Path| {
         let text = fs::read_to_string(with_suffix(b, ".volumes")).unwrap();
-        text.lines().next().unwrap().to_string()
+        let first = text.lines().next().unwrap();
+        first.split(" index=").next().unwrap().to_string()
     };
     let want = header(&listed);
     // Rebuilds differ by a few compressed bytes; about one creation time in twenty gives the

@@ -570,7 +570,8 @@ mod tests {
             parity_listed.push((name.clone(), v.sha256));
             v.tmp.persist(dir.join(name)).unwrap();
         }
-        let text = super::super::split::volume_list(split as u64, &listed, &parity_listed, shard);
+        let text =
+            super::super::split::volume_list(split as u64, &listed, &parity_listed, shard, None);
         std::fs::write(dir.join("b.volumes"), text).unwrap();
         base
     }

@@ -415,7 +415,7 @@ pub fn read_verified(
             _ => e,
         }
     })?;
-    source.check_unread_volumes()?;
+    source.check_listed_bundle(&verified.index_sha256)?;
     Ok(verified)
 }
 

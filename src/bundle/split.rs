@@ -200,11 +200,16 @@ impl Write for VolumeOutput {
 /// The volume list: the header comment, then one `sha256sum` line per volume (names
 /// relative, as the volumes sit beside it), the parity volumes' lines after the data
 /// volumes'. A list without parity is byte for byte what earlier versions wrote.
+///
+/// `index` is the sha256 of the bundle's signed `index.json`: a reader whose streamed bundle
+/// verified against that index has read exactly the listed bundle's content, so it need
+/// not hash the volumes again (they are hashed only to name the bad ones on a failure).
 pub fn volume_list(
     split: u64,
     volumes: &[(String, Sha256Digest, u64)],
     parity: &[(String, Sha256Digest)],
     shard: usize,
+    index: Option<&Sha256Digest>,
 ) -> String {
     let total: u64 = volumes.iter().map(|(_, _, n)| n).sum();
     let mut out = format!(
@@ -213,6 +218,9 @@ pub fn volume_list(
     );
     if !parity.is_empty() {
         out.push_str(&format!(" parity={} shard={shard}", parity.len()));
+    }
+    if let Some(index) = index {
+        out.push_str(&format!(" index={}", index.hex()));
     }
     out.push('\n');
     for (name, sha256) in volumes
@@ -237,6 +245,9 @@ pub struct VolumeList {
     pub parity: Vec<(String, Sha256Digest)>,
     /// The parity stripe width: bytes of each volume coded together (0 without parity).
     pub shard: usize,
+    /// The sha256 of the bundle's signed `index.json` (lists written before it was recorded
+    /// have none).
+    pub index: Option<Sha256Digest>,
 }
 
 /// Most data volumes a list may name (a line each).
@@ -258,10 +269,18 @@ impl VolumeList {
         let mut total = None;
         let mut parity = None;
         let mut shard = None;
+        let mut index = None;
         for field in fields.split_whitespace() {
             let (k, v) = field
                 .split_once('=')
                 .ok_or(format!("bad header field `{field}`"))?;
+            if k == "index" {
+                let digest: Sha256Digest = v
+                    .parse()
+                    .map_err(|_| format!("bad header field `{field}`"))?;
+                index = Some(digest);
+                continue;
+            }
             let v: u64 = v
                 .parse()
                 .map_err(|_| format!("bad header field `{field}`"))?;
@@ -338,6 +357,7 @@ impl VolumeList {
             data: volumes,
             parity,
             shard,
+            index,
         })
     }
 
@@ -388,7 +408,7 @@ mod tests {
             .enumerate()
             .map(|(i, v)| (format!("b.{i:03}"), v.sha256, v.size))
             .collect();
-        let text = volume_list(4, &listed, &[], 0);
+        let text = volume_list(4, &listed, &[], 0, None);
         let parsed = VolumeList::parse(&text).unwrap();
         assert_eq!(parsed.total, 10);
         assert_eq!(parsed.data.len(), 3);
@@ -411,7 +431,7 @@ mod tests {
             ("b.p00".to_string(), d(b"p0")),
             ("b.p01".to_string(), d(b"p1")),
         ];
-        let text = volume_list(4, &listed, &parity, 64);
+        let text = volume_list(4, &listed, &parity, 64, None);
         assert!(
             text.starts_with(&format!(
                 "{LIST_MAGIC} split-size=4 data=2 total=6 parity=2 shard=64\n"

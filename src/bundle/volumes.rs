@@ -370,14 +370,27 @@ impl BundleSource {
         })
     }
 
-    /// After a read that verified: every listed volume that was not hashed whole in order
-    /// while it streamed (the last one, whose tail is the seek table, usually) is hashed
-    /// now, so a full set of volumes that is not the one the signed list names is refused
-    /// (exit 3 naming the volumes) even when its bytes form a valid bundle.
-    pub fn check_unread_volumes(&self) -> Result<()> {
+    /// After a read that verified against the signed index `index_sha256`: the volumes
+    /// must be the ones the signed list names, so that a full set of another build's
+    /// volumes is refused (exit 3) even when its bytes form a valid bundle. A list that
+    /// records its bundle's index digest settles it without another read: every entry
+    /// just verified against that very index. An older list (or media read one at a time)
+    /// has every volume that was not hashed whole in order while it streamed hashed now.
+    pub fn check_listed_bundle(&self, index_sha256: &Sha256Digest) -> Result<()> {
         let Some(list) = &self.list else {
             return Ok(());
         };
+        if let Some(listed) = list.parsed.index.filter(|_| self.media.is_none()) {
+            if listed == *index_sha256 {
+                return Ok(());
+            }
+            let bad = self.diagnose().unwrap_or_else(|| "the volumes".into());
+            return Err(Error::Verify(format!(
+                "{bad}: they hold the bundle whose signed index has sha256 {index_sha256}, but the signed volume list {} names {listed} (volumes of another build?); nothing was installed",
+                list.path.display()
+            ))
+            .with_hint("copy the volumes and the volume list of one `create` run; check each stick with `sha256sum -c --ignore-missing NAME.volumes`"));
+        }
         let matched = self.matched.lock().map(|m| m.clone()).unwrap_or_default();
         let mut bad = Vec::new();
         for (n, ((path, _), (_, want))) in self.volumes.iter().zip(&list.parsed.data).enumerate() {
@@ -437,9 +450,12 @@ impl BundleSource {
             volumes: self.volumes.clone(),
             pos: 0,
             open: None,
+            // Hashed as they stream only where the list does not bind the index (see
+            // `check_listed_bundle`), or as the second check of media read one at a time.
             listed: self
                 .list
                 .as_ref()
+                .filter(|l| l.parsed.index.is_none() || self.media.is_some())
                 .map(|l| l.parsed.data.iter().map(|(_, d)| *d).collect()),
             matched: self.matched.clone(),
             hashing: None,

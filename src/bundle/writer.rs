@@ -324,7 +324,13 @@ pub fn write_bundle(
                 .enumerate()
                 .map(|(j, v)| (format!("{file_name}{}", split::parity_suffix(j)), v.sha256))
                 .collect();
-            let text = split::volume_list(s.size, &listed, &parity_listed, shard);
+            let text = split::volume_list(
+                s.size,
+                &listed,
+                &parity_listed,
+                shard,
+                Some(&Sha256Digest::of_bytes(&index_json)),
+            );
             let list_name = format!("{file_name}.volumes");
             let sig = key
                 .sign(

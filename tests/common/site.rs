@@ -125,6 +125,22 @@ impl Site {
         )
     }
 
+    /// `bundle verify BUNDLE --pubkey site.pub --json`, which must succeed: its report.
+    pub fn verify_json(&self, bundle: &Path) -> serde_json::Value {
+        let run = run_bundle(
+            &[
+                "verify".as_ref(),
+                bundle.as_os_str(),
+                "--pubkey".as_ref(),
+                self.pubkey.as_os_str(),
+                "--json".as_ref(),
+            ],
+            &[],
+        );
+        run.assert_ok();
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
+    }
+
     /// What every successful verify of this site's bundle says.
     pub fn ok_line(&self) -> String {
         format!("OK: {} 1.0.0", self.name)
