@@ -250,3 +250,49 @@ fn another_bundles_install_removes_kept_staging_and_planted_staging_is_not_trust
     }
     assert_no_staging(&third);
 }
+
+#[test]
+fn an_install_stopped_by_a_missing_volume_keeps_what_verified_and_the_next_run_reuses_it() {
+    let ws = Workspace::new();
+    let built = big_bundle(&ws, "v1", "resume-missing", 300);
+    let split = split_copy(&ws, &built, "v1");
+    let name = split.file_name().unwrap().to_string_lossy().into_owned();
+    // One stick holding the volume list and the first three volumes only.
+    let stick = ws.mkdir("stick");
+    for suffix in [".volumes", ".volumes.minisig", ".000", ".001", ".002"] {
+        fs::copy(
+            split.with_file_name(format!("{name}{suffix}")),
+            stick.join(format!("{name}{suffix}")),
+        )
+        .unwrap();
+    }
+    let web = ws.mkdir("web");
+    let run = install(
+        &stick.join(&name),
+        &built.pubkey,
+        &web,
+        &["--wait", "--base-url", "http://site.example.org/"],
+    );
+    run.assert_code(1)
+        .assert_stderr_contains(&format!("{name}.003"))
+        .assert_stderr_contains("what verified so far is kept");
+    let staged = staged_entries(&web);
+    assert!(
+        staged >= 16,
+        "three 32 MiB volumes hold at least 16 whole 4 MiB entries; {staged} were kept"
+    );
+    assert_eq!(content(&web), Default::default(), "files under final names");
+
+    // With every volume at hand (another directory: the same signed index), the install
+    // reuses all of them and reads on from there.
+    let resumed = install_json(&split, &built.pubkey, &web);
+    assert_eq!(
+        resumed["reused_entries"].as_u64().unwrap() as usize,
+        staged,
+        "{resumed}"
+    );
+    for (path, (_, sha, _)) in &built.files {
+        assert_eq!(&sha256_file(web.join(path)), sha, "{path}");
+    }
+    assert_no_staging(&web);
+}
