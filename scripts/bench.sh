@@ -312,7 +312,7 @@ rm -rf "$X" "$SPLIT_DIR"
 # full install above (target <= 0.35x). The kill is part of the untimed preparation.
 kill_at_80() {  # WEB_ROOT: start an install into WEB_ROOT, SIGKILL it at 80 % staged
     local web=$1 want=$(( INSTALLED_FILES * 8 / 10 )) pid restore
-    restore=$(shopt -p nullglob); shopt -s nullglob
+    restore=$(shopt -p nullglob || true); shopt -s nullglob  # -p exits 1 when off
     rm -rf "$web"; mkdir -p "$web"
     "$BUNDLE" install "$TOOL_BUNDLE" --pubkey "$B/key.pub" --web-root "$web" --quiet &
     pid=$!
@@ -320,7 +320,7 @@ kill_at_80() {  # WEB_ROOT: start an install into WEB_ROOT, SIGKILL it at 80 % s
     while kill -0 "$pid" 2>/dev/null; do
         # globs, not find: polled every millisecond without forking
         staged=("$web"/.bundle-staging-*/c*) partial=("$web"/.bundle-staging-*/c*.part)
-        if ((${#staged[@]} - ${#partial[@]} >= want)); then kill -9 "$pid"; break; fi
+        if ((${#staged[@]} - ${#partial[@]} >= want)); then kill -9 "$pid" 2>/dev/null || true; break; fi
         sleep 0.001
     done
     wait "$pid" 2>/dev/null || true
