@@ -296,3 +296,28 @@ fn an_install_stopped_by_a_missing_volume_keeps_what_verified_and_the_next_run_r
     }
     assert_no_staging(&web);
 }
+
+/// A kept entry of the right size whose bytes are not the signed ones (a torn write after
+/// a power loss: the staged file was renamed to `c<N>` without an fsync; a failing disk)
+/// is not installed under its final name: kept entries are hashed before they are reused.
+#[test]
+fn a_kept_entry_of_the_right_size_but_wrong_bytes_is_not_installed() {
+    let ws = Workspace::new();
+    let built = big_bundle(&ws, "a", "resume-torn", 700);
+    let web = ws.mkdir("web");
+    install_and_kill(&built.bundle, &built.pubkey, &web, 4);
+    let dir = web.join(&names_starting(&web, ".bundle-staging-")[0]);
+    // Still 0700 and owned by this user: the directory itself is trusted.
+    let victim = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| !p.to_string_lossy().ends_with(".part"))
+        .expect("a staged entry");
+    fs::write(&victim, vec![0u8; FILE_BYTES]).unwrap();
+    let resumed = install_json(&built.bundle, &built.pubkey, &web);
+    for (path, (_, sha, _)) in &built.files {
+        assert_eq!(&sha256_file(web.join(path)), sha, "{path}: {resumed}");
+    }
+    assert_no_staging(&web);
+}

@@ -270,6 +270,40 @@ pub struct Staging {
     keep_verified: bool,
 }
 
+/// Whether each staged file still holds its entry's signed bytes, hashed on every core.
+fn hash_in_parallel(
+    dir: std::os::fd::BorrowedFd<'_>,
+    candidates: &[(String, &str, &IndexEntry)],
+) -> Vec<bool> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::atomic::AtomicBool> = candidates
+        .iter()
+        .map(|_| std::sync::atomic::AtomicBool::new(false))
+        .collect();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(candidates.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((staged, _, entry)) = candidates.get(i) else {
+                        return;
+                    };
+                    let good = open_file_at(dir, staged).is_ok_and(|f| {
+                        f.metadata().is_ok_and(|m| m.len() == entry.size)
+                            && Sha256Digest::of_reader(f)
+                                .is_ok_and(|(d, n)| d == entry.sha256 && n == entry.size)
+                    });
+                    results[i].store(good, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    results.into_iter().map(|r| r.into_inner()).collect()
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.keep_verified {
@@ -293,7 +327,7 @@ impl Staging {
     /// `index_sha256`, after removing every other bundle's. Only a directory this user owns
     /// and nobody else may enter is trusted to hold verified entries: anything else at that
     /// name is removed first. Kept entries are the complete files `c<N>` (never `.part`)
-    /// whose size is entry N's signed size; everything else in it is removed.
+    /// that still hash to entry N's signed sha256 and size; everything else in it is removed.
     pub fn open(
         root: &RootDir,
         layout: Layout,
@@ -330,25 +364,37 @@ impl Staging {
                 fd
             }
         };
-        let mut kept = HashMap::new();
         let names = crate::fs::names_in_dir(fd.as_fd()).map_err(cannot)?;
-        for staged in names {
-            let reusable = staged
-                .strip_prefix('c')
-                .and_then(|n| n.parse::<usize>().ok())
-                .filter(|n| staged == format!("c{n}"))
-                .and_then(|n| index.entries.get(n))
-                .and_then(|entry| Some((layout.dest(entry)?, entry.size)))
-                .filter(|(_, size)| {
-                    open_file_at(fd.as_fd(), &staged)
-                        .and_then(|f| f.metadata())
-                        .is_ok_and(|m| m.len() == *size)
-                });
-            match reusable {
-                Some((dest, _)) => {
-                    kept.insert(dest.to_string(), staged);
+        // `c<N>` names a kept entry N bound for this layout; anything else goes.
+        let candidates: Vec<(String, &str, &IndexEntry)> = names
+            .into_iter()
+            .filter_map(|staged| {
+                let entry = staged
+                    .strip_prefix('c')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| staged == format!("c{n}"))
+                    .and_then(|n| index.entries.get(n));
+                let dest = entry.and_then(|e| layout.dest(e));
+                match (entry, dest) {
+                    (Some(entry), Some(dest)) => Some((staged, dest, entry)),
+                    _ => {
+                        let _ = remove_tree_at(fd.as_fd(), &staged);
+                        None
+                    }
                 }
-                None => remove_tree_at(fd.as_fd(), &staged).map_err(cannot)?,
+            })
+            .collect();
+        // Hashed again before reuse, on every core: a file is renamed to `c<N>` without an
+        // fsync, so after a power loss (or on a failing disk) a file of the right size may
+        // not hold the bytes that verified; the size alone would let them through to a
+        // final name. Reading the local disk is still far cheaper than the stick.
+        let good = hash_in_parallel(fd.as_fd(), &candidates);
+        let mut kept = HashMap::new();
+        for ((staged, dest, _), good) in candidates.into_iter().zip(good) {
+            if good {
+                kept.insert(dest.to_string(), staged);
+            } else {
+                remove_tree_at(fd.as_fd(), &staged).map_err(cannot)?;
             }
         }
         // Until an install takes it over, what an earlier run kept stays (a pre-flight
