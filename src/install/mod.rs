@@ -373,7 +373,7 @@ pub fn install(
                             &v.index,
                             Layout::WebRoot,
                             &generated,
-                            staging.kept_bytes(&v.index, Layout::WebRoot),
+                            &staging,
                         )?;
                         if generated.contains(&helm_repo::INDEX_PATH) {
                             helm_repo::existing_index(root)?;
@@ -406,7 +406,7 @@ pub fn install(
                         &v.index,
                         Layout::OciDir,
                         &["index.json"],
-                        staging.kept_bytes(&v.index, Layout::OciDir),
+                        &staging,
                     )?;
                     t.oci_existing = oci_dir::existing_index(oci_root)?;
                     t.oci_dir = Some(WebRootSink::new(

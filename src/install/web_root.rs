@@ -155,7 +155,7 @@ pub fn preflight(
     index: &Index,
     layout: Layout,
     generated: &[&str],
-    staged_bytes: u64,
+    staging: &Staging,
 ) -> Result<Preflight> {
     let mut cursor = DirCursor::new(root.clone());
     let mut found = Preflight::default();
@@ -186,8 +186,11 @@ pub fn preflight(
                 None => {}
             }
         }
+        // What is in place, or kept staged by an earlier run of this bundle (its room
+        // already taken), needs no room.
         if let Some((size, _)) = signed
             && !found.in_place.contains(path)
+            && !staging.kept.contains_key(path)
         {
             found.needed = found.needed.saturating_add(size);
         }
@@ -215,8 +218,6 @@ pub fn preflight(
     let free = root
         .free_bytes()
         .map_err(|e| Error::io("cannot check free space on", root.path(), e))?;
-    // What an earlier run of this bundle staged already takes its room.
-    found.needed = found.needed.saturating_sub(staged_bytes);
     if found.needed.saturating_add(extra) > free {
         return Err(Error::Runtime(format!(
             "not enough space on the {} {}: the install needs {} bytes (plus {extra} for the receipt, the variables and slack), {free} are free",
@@ -407,16 +408,6 @@ impl Staging {
             kept,
             keep_verified,
         })
-    }
-
-    /// Bytes the kept entries hold (they need no room again).
-    pub fn kept_bytes(&self, index: &Index, layout: Layout) -> u64 {
-        index
-            .entries
-            .iter()
-            .filter(|e| layout.dest(e).is_some_and(|d| self.kept.contains_key(d)))
-            .map(|e| e.size)
-            .sum()
     }
 }
 
