@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 use sha2::{Digest, Sha256};
 
+use super::pool::map_on_every_core;
 use super::signing::PublicKey;
 use super::split::WrittenVolume;
 use super::volumes::{BundleSource, Unfit};
@@ -296,9 +297,10 @@ fn rebuild(source: &BundleSource, reporter: &Reporter) -> Result<Option<Rebuilt>
     let unfit = source.unfit();
     let data_paths: Vec<PathBuf> = source.volumes().iter().map(|(p, _)| p.clone()).collect();
     let parity_paths = source.parity_paths();
-    let mut bad_data: Vec<(usize, Why)> = Vec::new();
-    for (i, path) in data_paths.iter().enumerate() {
-        let why = match unfit.iter().find(|(u, _)| *u == i) {
+    // Every volume not already known good is hashed against the list, on every core.
+    let numbered: Vec<(usize, &PathBuf)> = data_paths.iter().enumerate().collect();
+    let bad_data: Vec<(usize, Why)> = map_on_every_core(&numbered, |&(i, path)| {
+        match unfit.iter().find(|(u, _)| *u == i) {
             Some((_, Unfit::Missing)) => Some(Why::Missing),
             Some((_, Unfit::Size(got))) => Some(Why::Size {
                 got: *got,
@@ -306,19 +308,23 @@ fn rebuild(source: &BundleSource, reporter: &Reporter) -> Result<Option<Rebuilt>
             }),
             None if matched.get(i).copied().unwrap_or(false) => None,
             None => check_volume(path, list.size_of(i), &list.data[i].1),
-        };
-        if let Some(why) = why {
-            bad_data.push((i, why));
         }
-    }
+    })
+    .into_iter()
+    .enumerate()
+    .filter_map(|(i, why)| Some((i, why?)))
+    .collect();
     if bad_data.is_empty() {
         return Ok(None);
     }
-    let bad_parity: Vec<(usize, Why)> = (0..n)
-        .filter_map(|j| {
-            check_volume(&parity_paths[j], list.parity_size(), &list.parity[j].1).map(|w| (j, w))
-        })
-        .collect();
+    let numbered: Vec<(usize, &PathBuf)> = parity_paths.iter().enumerate().collect();
+    let bad_parity: Vec<(usize, Why)> = map_on_every_core(&numbered, |&(j, path)| {
+        check_volume(path, list.parity_size(), &list.parity[j].1)
+    })
+    .into_iter()
+    .enumerate()
+    .filter_map(|(j, why)| Some((j, why?)))
+    .collect();
     if bad_data.len() + bad_parity.len() > n {
         return Err(too_many(
             &data_paths,

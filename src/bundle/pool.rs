@@ -131,6 +131,34 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// `f` of every item, computed on every core (items taken in turn, results in order):
+/// for a handful of large independent jobs such as hashing whole files.
+pub fn map_on_every_core<T: Sync, R: Send + Default>(
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Mutex<R>> = items.iter().map(|_| Mutex::new(R::default())).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..default_threads().min(items.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { return };
+                    let r = f(item);
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = r;
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_default())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

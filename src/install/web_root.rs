@@ -271,40 +271,6 @@ pub struct Staging {
     keep_verified: bool,
 }
 
-/// Whether each staged file still holds its entry's signed bytes, hashed on every core.
-fn hash_in_parallel(
-    dir: std::os::fd::BorrowedFd<'_>,
-    candidates: &[(String, &str, &IndexEntry)],
-) -> Vec<bool> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::atomic::AtomicBool> = candidates
-        .iter()
-        .map(|_| std::sync::atomic::AtomicBool::new(false))
-        .collect();
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(candidates.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((staged, _, entry)) = candidates.get(i) else {
-                        return;
-                    };
-                    let good = open_file_at(dir, staged).is_ok_and(|f| {
-                        f.metadata().is_ok_and(|m| m.len() == entry.size)
-                            && Sha256Digest::of_reader(f)
-                                .is_ok_and(|(d, n)| d == entry.sha256 && n == entry.size)
-                    });
-                    results[i].store(good, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
-        }
-    });
-    results.into_iter().map(|r| r.into_inner()).collect()
-}
-
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.keep_verified {
@@ -389,7 +355,13 @@ impl Staging {
         // fsync, so after a power loss (or on a failing disk) a file of the right size may
         // not hold the bytes that verified; the size alone would let them through to a
         // final name. Reading the local disk is still far cheaper than the stick.
-        let good = hash_in_parallel(fd.as_fd(), &candidates);
+        let good = crate::bundle::pool::map_on_every_core(&candidates, |(staged, _, entry)| {
+            open_file_at(fd.as_fd(), staged).is_ok_and(|f| {
+                f.metadata().is_ok_and(|m| m.len() == entry.size)
+                    && Sha256Digest::of_reader(f)
+                        .is_ok_and(|(d, n)| d == entry.sha256 && n == entry.size)
+            })
+        });
         let mut kept = HashMap::new();
         for ((staged, dest, _), good) in candidates.into_iter().zip(good) {
             if good {
