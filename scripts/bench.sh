@@ -310,8 +310,8 @@ rm -rf "$X" "$SPLIT_DIR"
 # g. resumed install: an install SIGKILLed once 80 % of the content bytes are staged, run again
 # (it reuses the staged entries and jumps over them through the seek table), beside the
 # full install above (target <= 0.35x). The kill is part of the untimed preparation.
-staged_bytes() {  # WEB_ROOT: bytes in its staging directories
-    du -sb "$1"/.bundle-staging-* 2>/dev/null | awk '{s += $1} END {print s + 0}'
+staged_bytes() {  # WEB_ROOT: bytes of the complete (verified) entries in its staging
+    du -sb --exclude='*.part' "$1"/.bundle-staging-* 2>/dev/null | awk '{s += $1} END {print s + 0}'
 }
 kill_at_80() {  # WEB_ROOT: start an install into WEB_ROOT, SIGKILL it once 80 % is staged
     local web=$1 want=$(( DATA_BYTES * 8 / 10 )) pid
