@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Apache, Run, Workspace, create_from_cache, keygen, random_bytes, run_bundle, sha256_bytes,
-    write_file,
+    Apache, Run, Workspace, create_from_cache, keygen, lock_into_cache, random_bytes, run_bundle,
+    sha256_bytes, write_file,
 };
 
 /// `chmod -R a+rX`-like: directories 0755, files 0644 (Apache runs as `nobody`).
@@ -112,18 +112,7 @@ pub fn make_bundle(
     let lock = dir.join("manifest.lock.yaml");
     let cache = dir.join("cache");
     let bundle = dir.join(format!("{name}.bundle.tar.zst"));
-    run_bundle(
-        &[
-            "lock".as_ref(),
-            manifest_path.as_os_str(),
-            "-o".as_ref(),
-            lock.as_os_str(),
-            "--cache".as_ref(),
-            cache.as_os_str(),
-        ],
-        &[],
-    )
-    .assert_ok();
+    lock_into_cache(&manifest_path, &lock, &cache);
     create_from_cache(&lock, &bundle, &key, &cache, &[], &[]).assert_ok();
     drop(apache);
     Built {

@@ -210,6 +210,23 @@ pub fn run_bundle<S: AsRef<OsStr>>(args: &[S], envs: &[(&str, &str)]) -> Run {
     run_bundle_impl(None, args, envs)
 }
 
+/// `bundle lock MANIFEST -o LOCK --cache CACHE`, which must succeed.
+#[track_caller]
+pub fn lock_into_cache(manifest: &Path, lock: &Path, cache: &Path) {
+    run_bundle(
+        &[
+            "lock".as_ref(),
+            manifest.as_os_str(),
+            "-o".as_ref(),
+            lock.as_os_str(),
+            "--cache".as_ref(),
+            cache.as_os_str(),
+        ],
+        &[],
+    )
+    .assert_ok();
+}
+
 /// `bundle create LOCK -o OUT --key KEY --cache CACHE extra…` with `envs`.
 pub fn create_from_cache(
     lock: &Path,

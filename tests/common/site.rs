@@ -64,18 +64,7 @@ impl Site {
         let (key, pubkey) = keygen(&ws.path("site"));
         let lock = ws.path("manifest.lock.yaml");
         let cache = ws.path("cache");
-        run_bundle(
-            &[
-                "lock".as_ref(),
-                manifest_path.as_os_str(),
-                "-o".as_ref(),
-                lock.as_os_str(),
-                "--cache".as_ref(),
-                cache.as_os_str(),
-            ],
-            &[],
-        )
-        .assert_ok();
+        lock_into_cache(&manifest_path, &lock, &cache);
         let files = shas
             .into_iter()
             .map(|(rel, sha)| (format!("files/{host}/{rel}"), sha))
