@@ -119,6 +119,25 @@ fn install_json(bundle: &Path, pubkey: &Path, web: &Path) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
+/// Every file of `built` is in `web` with its signed bytes, and no staging is left.
+#[track_caller]
+fn assert_complete(built: &Built, web: &Path) {
+    for (path, (_, sha, _)) in &built.files {
+        assert_eq!(&sha256_file(web.join(path)), sha, "{path}");
+    }
+    assert_no_staging(web);
+}
+
+/// The complete (`c<N>`, not `.part`) files in a staging directory.
+fn complete_staged(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.to_string_lossy().ends_with(".part"))
+        .collect()
+}
+
 /// The web root without the receipt (it records the install time) and staging.
 fn content(web: &Path) -> std::collections::BTreeMap<String, String> {
     let mut tree = tree_snapshot(web);
@@ -212,32 +231,19 @@ fn another_bundles_install_removes_kept_staging_and_planted_staging_is_not_trust
     let fresh = ws.mkdir("fresh");
     install_and_kill(&built.bundle, &built.pubkey, &fresh, 4);
     let dir = fresh.join(&names_starting(&fresh, ".bundle-staging-")[0]);
-    let victim = fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| !p.to_string_lossy().ends_with(".part"))
-        .expect("a staged entry");
+    let victim = complete_staged(&dir).remove(0);
     fs::write(&victim, vec![b'X'; FILE_BYTES]).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     let resumed = install_json(&built.bundle, &built.pubkey, &fresh);
     assert_eq!(resumed["reused_entries"], 0, "{resumed}");
-    for (path, (_, sha, _)) in &built.files {
-        assert_eq!(&sha256_file(fresh.join(path)), sha, "{path}");
-    }
-    assert_no_staging(&fresh);
+    assert_complete(&built, &fresh);
 
     // A partial file and a truncated complete one in a trusted directory are not reused
     // either; the rest is.
     let third = ws.mkdir("third");
     install_and_kill(&built.bundle, &built.pubkey, &third, 8);
     let dir = third.join(&names_starting(&third, ".bundle-staging-")[0]);
-    let complete: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| !p.to_string_lossy().ends_with(".part"))
-        .collect();
+    let complete = complete_staged(&dir);
     let cut = &complete[0];
     let f = fs::OpenOptions::new().write(true).open(cut).unwrap();
     f.set_len(FILE_BYTES as u64 - 1).unwrap();
@@ -245,10 +251,7 @@ fn another_bundles_install_removes_kept_staging_and_planted_staging_is_not_trust
     let resumed = install_json(&built.bundle, &built.pubkey, &third);
     let reused = resumed["reused_entries"].as_u64().unwrap() as usize;
     assert_eq!(reused, complete.len() - 1, "{resumed}");
-    for (path, (_, sha, _)) in &built.files {
-        assert_eq!(&sha256_file(third.join(path)), sha, "{path}");
-    }
-    assert_no_staging(&third);
+    assert_complete(&built, &third);
 }
 
 #[test]
@@ -291,10 +294,7 @@ fn an_install_stopped_by_a_missing_volume_keeps_what_verified_and_the_next_run_r
         staged,
         "{resumed}"
     );
-    for (path, (_, sha, _)) in &built.files {
-        assert_eq!(&sha256_file(web.join(path)), sha, "{path}");
-    }
-    assert_no_staging(&web);
+    assert_complete(&built, &web);
 }
 
 /// A kept entry of the right size whose bytes are not the signed ones (a torn write after
@@ -308,16 +308,8 @@ fn a_kept_entry_of_the_right_size_but_wrong_bytes_is_not_installed() {
     install_and_kill(&built.bundle, &built.pubkey, &web, 4);
     let dir = web.join(&names_starting(&web, ".bundle-staging-")[0]);
     // Still 0700 and owned by this user: the directory itself is trusted.
-    let victim = fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| !p.to_string_lossy().ends_with(".part"))
-        .expect("a staged entry");
+    let victim = complete_staged(&dir).remove(0);
     fs::write(&victim, vec![0u8; FILE_BYTES]).unwrap();
-    let resumed = install_json(&built.bundle, &built.pubkey, &web);
-    for (path, (_, sha, _)) in &built.files {
-        assert_eq!(&sha256_file(web.join(path)), sha, "{path}: {resumed}");
-    }
-    assert_no_staging(&web);
+    install_json(&built.bundle, &built.pubkey, &web);
+    assert_complete(&built, &web);
 }
