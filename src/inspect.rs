@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::bundle::frames::read_seek_table;
 use crate::bundle::index::Index;
-use crate::bundle::reader::read_unverified_head;
+use crate::bundle::reader::read_unverified;
 use crate::bundle::volumes::BundleSource;
 use crate::digest::Sha256Digest;
 use crate::error::Result;
@@ -88,21 +87,7 @@ pub struct ArtifactReport {
 }
 
 pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
-    // With --wait the seek table is on the last medium: the head is on the first.
-    let table = match source.in_order_only() {
-        true => None,
-        false => match read_seek_table(&mut source.reader()?, source.total_len()) {
-            Ok(t) => t,
-            Err(e) if e.exit_code() == 3 => None,
-            Err(e) => return Err(e),
-        },
-    };
-    // Decode only the frames, so the serial walker never meets the seek table.
-    let data_len = table.as_ref().map_or(source.total_len(), |frames| {
-        frames.iter().map(|f| u64::from(f.compressed)).sum()
-    });
-    let head = read_unverified_head(source, data_len)
-        .map_err(|e| source.take_media_failure().unwrap_or(e))?;
+    let (head, table) = read_unverified(source)?;
     let index = Index::from_signed_bytes(&head.index_bytes)?;
     let mut kinds: BTreeMap<String, Totals> = BTreeMap::new();
     for e in &index.entries {

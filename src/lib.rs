@@ -7,6 +7,7 @@
 pub mod apt;
 pub mod bundle;
 pub mod create;
+pub mod delta;
 pub mod digest;
 pub mod error;
 pub mod fetch;

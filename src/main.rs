@@ -13,6 +13,7 @@ use airgap_bundle::create::{CreateOptions, create};
 use airgap_bundle::fetch::{Cache, FetchOptions, Fetcher};
 use airgap_bundle::fs::write_atomically;
 use airgap_bundle::inspect::{human_bytes, inspect};
+use airgap_bundle::install::site_export::export_site;
 use airgap_bundle::install::{InstallOptions, RegistryOptions, install};
 use airgap_bundle::progress::Reporter;
 use airgap_bundle::registry::RegistryClient;
@@ -84,8 +85,18 @@ enum Command {
         /// Compression threads (default: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Make a delta: leave out every file, blob, deb, chart and wheel that OLD holds
+        /// with the same sha256. OLD is a site export (`bundle receipt export`), an earlier
+        /// bundle, or its index.json.
+        #[arg(long, value_name = "OLD")]
+        base: Option<PathBuf>,
         #[command(flatten)]
         net: NetArgs,
+    },
+    /// What an installed site holds (air-gapped side).
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
     },
     /// Check a bundle's signature and every byte. Offline; writes nothing.
     Verify {
@@ -120,34 +131,100 @@ enum Command {
         /// (`helm pull oci://HOST:PORT/charts/NAME`); the registry flags apply to it too.
         #[arg(long, value_name = "HOST:PORT")]
         chart_registry: Option<String>,
-        /// Registry login; the password comes from BUNDLE_REGISTRY_PASSWORD (otherwise
-        /// the docker/podman auth file is used).
-        #[arg(long, value_name = "USER")]
-        registry_user: Option<String>,
-        /// CA certificate(s) (PEM) the registry's TLS certificate is checked against.
-        #[arg(long, value_name = "PEM")]
-        registry_ca: Option<PathBuf>,
-        /// Speak plain HTTP to the registry (for a loopback registry).
-        #[arg(long)]
-        plain_http: bool,
         /// Keep the upstream host as the first path segment of image names.
         #[arg(long)]
         keep_host: bool,
         /// Also (or instead) write the images as a plain OCI image layout into DIR.
         #[arg(long, value_name = "DIR")]
         oci_dir: Option<PathBuf>,
-        /// Parallel blob uploads.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
-        jobs: u64,
-        /// Retries per registry request after the first attempt.
-        #[arg(long, default_value_t = 3)]
-        retries: u32,
-        /// Seconds without a byte from the registry before a request counts as failed.
-        #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        timeout: u64,
+        #[command(flatten)]
+        registry_access: RegistryAccessArgs,
         #[command(flatten)]
         media: WaitArg,
     },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Write what the site holds (installed bundles, every carried file's sha256, the
+    /// registry blobs still there) as a small JSON document, for `create --base` on the
+    /// connected side.
+    Export {
+        /// The web root the bundles were installed into.
+        #[arg(long)]
+        web_root: PathBuf,
+        /// A site registry the bundles pushed images into (repeatable); its blobs and
+        /// manifests are checked with HEAD.
+        #[arg(long, value_name = "HOST:PORT")]
+        registry: Vec<String>,
+        #[command(flatten)]
+        registry_access: RegistryAccessArgs,
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+    },
+}
+
+/// How to reach a site registry (install and receipt export).
+#[derive(Args)]
+struct RegistryAccessArgs {
+    /// Registry login; the password comes from BUNDLE_REGISTRY_PASSWORD (otherwise
+    /// the docker/podman auth file is used).
+    #[arg(long, value_name = "USER")]
+    registry_user: Option<String>,
+    /// CA certificate(s) (PEM) the registry's TLS certificate is checked against.
+    #[arg(long, value_name = "PEM")]
+    registry_ca: Option<PathBuf>,
+    /// Speak plain HTTP to the registry (for a loopback registry).
+    #[arg(long)]
+    plain_http: bool,
+    /// Parallel requests.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    jobs: u64,
+    /// Retries per registry request after the first attempt.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
+    /// Seconds without a byte from the registry before a request counts as failed.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    timeout: u64,
+}
+
+impl RegistryAccessArgs {
+    /// The options for reaching registry `host` (`keep_host` only matters to install).
+    fn options(&self, host: &str, keep_host: bool) -> Result<RegistryOptions> {
+        let host = registry_host(host)?;
+        let mut credentials = Credentials::from_auth_files()?;
+        if let Some(user) = &self.registry_user {
+            credentials = credentials.with_login(&host, password_from_env(user)?);
+        }
+        Ok(RegistryOptions {
+            host,
+            keep_host,
+            plain_http: self.plain_http,
+            credentials,
+            net: FetchOptions {
+                cache_dir: PathBuf::new(),
+                jobs: self.jobs as usize,
+                ca: self.registry_ca.clone(),
+                retries: self.retries,
+                timeout: std::time::Duration::from_secs(self.timeout),
+            },
+        })
+    }
+
+    /// Registry flags without a registry are a usage error.
+    fn check_used(&self, has_registry: bool) -> Result<()> {
+        for (given, flag) in [
+            (self.registry_user.is_some(), "--registry-user"),
+            (self.registry_ca.is_some(), "--registry-ca"),
+        ] {
+            if given && !has_registry {
+                return Err(Error::Usage(format!(
+                    "{flag} needs --registry or --chart-registry"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -299,6 +376,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             parity,
             include_tool,
             threads,
+            base,
             net,
         } => {
             let split = split_size
@@ -320,6 +398,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 plain_http: net.plain_http,
                 split,
                 include_tool,
+                base,
             };
             let written = create(&options, &secret, reporter)?;
             if json {
@@ -447,53 +526,20 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             base_url,
             registry,
             chart_registry,
-            registry_user,
-            registry_ca,
-            plain_http,
             keep_host,
             oci_dir,
-            jobs,
-            retries,
-            timeout,
+            registry_access,
             media,
         } => {
             let key = PublicKey::load(&pubkey)?;
-            if registry.is_none() && chart_registry.is_none() {
-                for (given, flag) in [
-                    (registry_user.is_some(), "--registry-user"),
-                    (registry_ca.is_some(), "--registry-ca"),
-                ] {
-                    if given {
-                        return Err(Error::Usage(format!(
-                            "{flag} needs --registry or --chart-registry"
-                        )));
-                    }
-                }
-            }
-            let registry_options = |host: &str| -> Result<RegistryOptions> {
-                let host = registry_host(host)?;
-                let mut credentials = Credentials::from_auth_files()?;
-                if let Some(user) = &registry_user {
-                    credentials = credentials.with_login(&host, password_from_env(user)?);
-                }
-                Ok(RegistryOptions {
-                    host,
-                    keep_host,
-                    plain_http,
-                    credentials,
-                    net: FetchOptions {
-                        cache_dir: PathBuf::new(),
-                        jobs: jobs as usize,
-                        ca: registry_ca.clone(),
-                        retries,
-                        timeout: std::time::Duration::from_secs(timeout),
-                    },
-                })
-            };
-            let registry = registry.as_deref().map(registry_options).transpose()?;
+            registry_access.check_used(registry.is_some() || chart_registry.is_some())?;
+            let registry = registry
+                .as_deref()
+                .map(|h| registry_access.options(h, keep_host))
+                .transpose()?;
             let chart_registry = chart_registry
                 .as_deref()
-                .map(registry_options)
+                .map(|h| registry_access.options(h, keep_host))
                 .transpose()?;
             let options = InstallOptions {
                 bundle,
@@ -564,6 +610,38 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             if let Some(vars) = &report.kubespray_vars {
                 reporter.info(format!("Kubespray variables: {}", vars.display()));
             }
+            Ok(())
+        }
+        Command::Receipt {
+            command:
+                ReceiptCommand::Export {
+                    web_root,
+                    registry,
+                    registry_access,
+                    output,
+                },
+        } => {
+            registry_access.check_used(!registry.is_empty())?;
+            let registries = registry
+                .iter()
+                .map(|h| registry_access.options(h, false))
+                .collect::<Result<Vec<_>>>()?;
+            let exported = export_site(&web_root, &registries, reporter)?;
+            write_atomically(&output, &exported.to_json(), 0o644)?;
+            if json {
+                print_json(&exported)?;
+            }
+            reporter.info(format!(
+                "wrote {}: {} bundle(s), {} files, {} registry blob(s)",
+                output.display(),
+                exported.bundles.len(),
+                exported.files.len(),
+                exported
+                    .registries
+                    .iter()
+                    .map(|r| r.blobs.len())
+                    .sum::<usize>()
+            ));
             Ok(())
         }
         Command::Inspect { bundle, media } => {

@@ -543,6 +543,7 @@ fn index_of(name: &str, version: &str, manifest: &[u8], content: &[(String, Vec<
         created: "2023-11-14T22:13:20Z".to_string(),
         tool: format!("airgap-bundle {}", env!("CARGO_PKG_VERSION")),
         manifest_sha256: Sha256Digest::of_bytes(manifest),
+        base: None,
         artifacts: Vec::new(),
         entries: vec![IndexEntry {
             path: MANIFEST_PATH.to_string(),
@@ -550,6 +551,7 @@ fn index_of(name: &str, version: &str, manifest: &[u8], content: &[(String, Vec<
             sha256: Sha256Digest::of_bytes(manifest),
             kind: EntryKind::Manifest,
             artifacts: Vec::new(),
+            in_place: false,
         }],
     };
     for (path, data) in content {
@@ -571,6 +573,7 @@ fn index_of(name: &str, version: &str, manifest: &[u8], content: &[(String, Vec<
             sha256: digest,
             kind: EntryKind::File,
             artifacts: vec![index.artifacts.len() - 1],
+            in_place: false,
         });
     }
     index
@@ -965,6 +968,7 @@ fn a_big_signed_index_is_handled_in_linear_time() {
             sha256: digest,
             kind: EntryKind::File,
             artifacts: vec![i],
+            in_place: false,
         });
     }
     index.entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -1246,6 +1250,7 @@ fn deep_paths_are_checked_in_linear_time() {
         sha256: empty,
         kind: EntryKind::File,
         artifacts: Vec::new(),
+        in_place: false,
     }));
     let json = index.to_canonical_json();
     let bundle = site.bundle("deep.bundle.tar.zst", &json, &manifest, &[]);
@@ -1339,6 +1344,7 @@ fn more_artifact_references_than_any_bundle_makes_are_refused() {
         sha256: Sha256Digest::of_bytes(b""),
         kind: EntryKind::File,
         artifacts: (0..ARTIFACTS).collect(),
+        in_place: false,
     });
     let json = index.to_canonical_json();
     let bundle = site.bundle("references.bundle.tar.zst", &json, &manifest, &[]);

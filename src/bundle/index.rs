@@ -67,6 +67,20 @@ impl EntryKind {
         }
     }
 
+    /// Content a site keeps under its own digest (a file in the web root, a blob in the
+    /// registry), which a delta may leave out and expect in place. Indexes, manifests and
+    /// the layout's own files are always carried: they are small and say what the set is.
+    pub fn may_be_in_place(self) -> bool {
+        matches!(
+            self,
+            EntryKind::File
+                | EntryKind::Deb
+                | EntryKind::Chart
+                | EntryKind::Python
+                | EntryKind::OciBlob
+        )
+    }
+
     /// Part of the bundle's OCI image layout (`oci/`).
     pub fn is_oci(self) -> bool {
         matches!(
@@ -104,6 +118,35 @@ pub struct IndexEntry {
     /// blob belongs to several).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<usize>,
+    /// A delta left this entry out: the site holds it already (a file in the web root with
+    /// this sha256, a blob in the registry), and install checks that before reading.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
+}
+
+/// The entry path of an OCI blob in a bundle.
+pub fn blob_path(digest: &Sha256Digest) -> String {
+    format!("oci/blobs/sha256/{}", digest.hex())
+}
+
+/// What a delta bundle was made against (`create --base`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeltaBase {
+    /// `site` (a site export), `bundle` or `index` (an earlier bundle or its index.json).
+    pub from: String,
+    /// The sha256 of the base as given: the export's bytes, or the earlier index's.
+    pub sha256: Sha256Digest,
+    /// The bundles the base says the site has installed.
+    pub bundles: Vec<BaseBundle>,
+}
+
+/// One installed bundle a delta's base names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BaseBundle {
+    pub name: String,
+    pub version: String,
+    pub index_sha256: Sha256Digest,
+    pub manifest_sha256: Sha256Digest,
 }
 
 /// The whole index. Fields may be added in later versions, never renamed or removed.
@@ -115,6 +158,10 @@ pub struct Index {
     pub created: String,
     pub tool: String,
     pub manifest_sha256: Sha256Digest,
+    /// Set on a delta: what it was made against. Its entries marked `in_place` are not
+    /// in the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<DeltaBase>,
     pub artifacts: Vec<Artifact>,
     pub entries: Vec<IndexEntry>,
 }
@@ -175,6 +222,18 @@ impl Index {
             {
                 return Err(bad(format!("it lists `{}` twice", e.path)));
             }
+            if e.in_place && (self.base.is_none() || !e.kind.may_be_in_place()) {
+                return Err(bad(format!(
+                    "entry `{}` of kind {} is marked in place{}",
+                    e.path,
+                    e.kind.as_str(),
+                    if self.base.is_none() {
+                        " but the bundle is not a delta"
+                    } else {
+                        ", which a delta never leaves out"
+                    }
+                )));
+            }
             if e.artifacts.iter().any(|&a| a >= self.artifacts.len()) {
                 return Err(bad(format!("entry `{}` names an unknown artifact", e.path)));
             }
@@ -217,6 +276,14 @@ impl Index {
         self.entries
             .iter()
             .fold(0u64, |sum, e| sum.saturating_add(e.size))
+    }
+
+    /// Entries a delta left out (and their bytes): what install expects in place.
+    pub fn in_place(&self) -> (usize, u64) {
+        self.entries
+            .iter()
+            .filter(|e| e.in_place)
+            .fold((0, 0u64), |(n, b), e| (n + 1, b.saturating_add(e.size)))
     }
 
     /// The entries of every artifact, in one pass (artifact `i` → its entries' paths).

@@ -46,6 +46,14 @@ pub trait EntrySink {
     fn skipped(&mut self, _entry: &IndexEntry) -> Result<()> {
         Ok(())
     }
+
+    /// `entry` is one a delta left out (marked `in_place` in the signed index): it is not
+    /// in the archive, and the sink's pre-flight (`on_index`) checked that its destinations
+    /// hold it. Called in signed order among the entries that stream past whenever the
+    /// archive is in that order (the writer's), else at the end.
+    fn expected(&mut self, _entry: &IndexEntry) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A sink that only lets the bytes be hashed (`bundle verify`).
@@ -386,6 +394,28 @@ pub fn read_unverified_head(source: &BundleSource, data_len: u64) -> Result<Unve
     read_head(&mut entries, &budget)
 }
 
+/// The head (index and signature, not verified) and the seek table of a bundle, without
+/// reading its content: instant on any size (`inspect`, `create --base`). A seek table
+/// that does not check out is ignored here (verify reports it).
+pub fn read_unverified(source: &BundleSource) -> Result<(UnverifiedHead, Option<Vec<FrameSizes>>)> {
+    // With --wait the seek table is on the last medium: the head is on the first.
+    let table = match source.in_order_only() {
+        true => None,
+        false => match frames::read_seek_table(&mut source.reader()?, source.total_len()) {
+            Ok(t) => t,
+            Err(e) if e.exit_code() == 3 => None,
+            Err(e) => return Err(e),
+        },
+    };
+    // Decode only the frames, so the serial walker never meets the seek table.
+    let data_len = table.as_ref().map_or(source.total_len(), |frames| {
+        frames.iter().map(|f| u64::from(f.compressed)).sum()
+    });
+    let head = read_unverified_head(source, data_len)
+        .map_err(|e| source.take_media_failure().unwrap_or(e))?;
+    Ok((head, table))
+}
+
 /// Options for a full read.
 pub struct ReadOptions<'a> {
     pub pubkey: &'a PublicKey,
@@ -440,7 +470,12 @@ fn read_verified_stream(
     };
     on_index(&verified)?;
     let index = &verified.index;
-    let held: Vec<bool> = index.entries.iter().map(|e| sink.holds(e)).collect();
+    // What a delta left out is not in the archive: held, at no tar bytes.
+    let held: Vec<bool> = index
+        .entries
+        .iter()
+        .map(|e| e.in_place || sink.holds(e))
+        .collect();
     let head_bytes = tar_record_len(INDEX_PATH, head.index_bytes.len() as u64)
         + tar_record_len(INDEX_SIG_PATH, head.signature_len);
     let jumps = table
@@ -464,7 +499,7 @@ fn read_verified_stream(
             for i in jump.from..jump.to {
                 walk.skip(i, sink)?;
             }
-            walk.finish()?;
+            walk.finish(sink)?;
             return Ok(verified);
         };
         let frames = table.as_deref().unwrap_or_default();
@@ -482,7 +517,7 @@ fn read_verified_stream(
             walk.skip(i, sink)?;
         }
     }
-    walk.finish()?;
+    walk.finish(sink)?;
     budget.set(MAX_TRAILING_ZEROS);
     expect_only_padding(metered.archive.into_inner(), &budget)?;
     Ok(verified)
@@ -523,7 +558,9 @@ fn plan_jumps(frames: &[FrameSizes], index: &Index, head_bytes: u64, held: &[boo
         .iter()
         .map(|e| {
             let at = offset;
-            offset = offset.saturating_add(tar_record_len(&e.path, e.size));
+            if !e.in_place {
+                offset = offset.saturating_add(tar_record_len(&e.path, e.size));
+            }
             at
         })
         .collect();
@@ -664,10 +701,25 @@ impl<'a> EntryWalk<'a> {
             let Some(&i) = self.by_path.get(path.as_str()) else {
                 return Err(reject("not in the signed index (extra or renamed entry)"));
             };
+            if self.index.entries[i].in_place {
+                return Err(reject(
+                    "the signed index marks it as left out of this delta, yet it is in the archive",
+                ));
+            }
             if std::mem::replace(&mut self.seen[i], true) {
                 return Err(reject("appears twice"));
             }
-            self.next_in_order = self.next_in_order.filter(|&n| n == i).map(|n| n + 1);
+            // In signed order when the entries between the last one and this are all
+            // left out of the delta (reported to the sink here, in that order).
+            match self.next_in_order {
+                Some(n) if n <= i && self.index.entries[n..i].iter().all(|e| e.in_place) => {
+                    for k in n..i {
+                        self.report_in_place(k, sink)?;
+                    }
+                    self.next_in_order = Some(i + 1);
+                }
+                _ => self.next_in_order = None,
+            }
             let expected = &self.index.entries[i];
             let from = expected
                 .artifacts
@@ -709,9 +761,25 @@ impl<'a> EntryWalk<'a> {
         Ok(false)
     }
 
-    /// Entry `i` was jumped over: the sink holds it.
+    /// Entry `i` was left out of the delta: the sink checked that it is in place.
+    fn report_in_place(&mut self, i: usize, sink: &mut dyn EntrySink) -> Result<()> {
+        let entry = &self.index.entries[i];
+        if std::mem::replace(&mut self.seen[i], true) {
+            return Ok(());
+        }
+        if let Some(bar) = self.progress {
+            bar.inc(entry.size);
+        }
+        sink.expected(entry)
+    }
+
+    /// Entry `i` was jumped over: the sink holds it (or the delta left it out).
     fn skip(&mut self, i: usize, sink: &mut dyn EntrySink) -> Result<()> {
         let entry = &self.index.entries[i];
+        if entry.in_place {
+            self.next_in_order = Some(i + 1);
+            return self.report_in_place(i, sink);
+        }
         self.seen[i] = true;
         self.next_in_order = Some(i + 1);
         if let Some(bar) = self.progress {
@@ -720,8 +788,14 @@ impl<'a> EntryWalk<'a> {
         sink.skipped(entry)
     }
 
-    /// Every signed entry must have been seen (or jumped over).
-    fn finish(&self) -> Result<()> {
+    /// Every signed entry must have been seen (or jumped over); what the delta left out
+    /// and was not reported yet is reported now.
+    fn finish(&mut self, sink: &mut dyn EntrySink) -> Result<()> {
+        for i in 0..self.index.entries.len() {
+            if self.index.entries[i].in_place {
+                self.report_in_place(i, sink)?;
+            }
+        }
         let missing: Vec<&str> = self
             .index
             .entries
@@ -813,6 +887,7 @@ mod tests {
             }],
             contents,
             created_epoch: 1_700_000_000,
+            base: None,
         };
         let out = dir.path().join("layout.bundle.tar.zst");
         write_bundle(plan, &key, &out, None, 2, &ProgressBar::hidden()).unwrap();

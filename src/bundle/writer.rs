@@ -12,7 +12,7 @@ use indicatif::ProgressBar;
 
 use super::frames::{FrameSizes, FrameWriter};
 use super::index::{
-    Artifact, EntryKind, FORMAT_VERSION, INDEX_PATH, INDEX_SIG_PATH, Index, IndexEntry,
+    Artifact, DeltaBase, EntryKind, FORMAT_VERSION, INDEX_PATH, INDEX_SIG_PATH, Index, IndexEntry,
     MANIFEST_PATH,
 };
 use super::signing::{Prehasher, SecretKey};
@@ -29,6 +29,8 @@ pub enum ContentSource {
     File(PathBuf),
     /// Content the tool generated (an OCI `index.json`, later apt and PyPI indexes).
     Generated(std::sync::Arc<[u8]>),
+    /// Left out of a delta: the base holds it, the index marks it in place.
+    InPlace,
 }
 
 impl ContentSource {
@@ -36,6 +38,9 @@ impl ContentSource {
         match self {
             ContentSource::File(path) => Ok(Box::new(File::open(path).at("cannot read", path)?)),
             ContentSource::Generated(bytes) => Ok(Box::new(io::Cursor::new(bytes.clone()))),
+            ContentSource::InPlace => Err(Error::Runtime(
+                "an entry left out of a delta has no bytes to read".into(),
+            )),
         }
     }
 
@@ -44,6 +49,7 @@ impl ContentSource {
         match self {
             ContentSource::File(path) => format!("cached copy {}", path.display()),
             ContentSource::Generated(_) => "generated content".to_string(),
+            ContentSource::InPlace => "an entry expected in place".to_string(),
         }
     }
 }
@@ -70,6 +76,9 @@ pub struct BundlePlan {
     pub contents: Vec<ContentEntry>,
     /// Unix seconds recorded as creation time and as every entry's mtime.
     pub created_epoch: u64,
+    /// `create --base`: what the delta was made against (its in-place entries are the
+    /// contents whose source is [`ContentSource::InPlace`]).
+    pub base: Option<DeltaBase>,
 }
 
 /// What `write_bundle` produced.
@@ -194,6 +203,7 @@ impl BundlePlan {
             sha256: Sha256Digest::of_bytes(&self.locked_manifest),
             kind: EntryKind::Manifest,
             artifacts: Vec::new(),
+            in_place: false,
         }];
         entries.extend(self.contents.iter().map(|c| IndexEntry {
             path: c.path.clone(),
@@ -201,6 +211,7 @@ impl BundlePlan {
             sha256: c.sha256,
             kind: c.kind,
             artifacts: c.artifacts.clone(),
+            in_place: matches!(c.source, ContentSource::InPlace),
         }));
         Ok(Index {
             format: FORMAT_VERSION,
@@ -209,6 +220,7 @@ impl BundlePlan {
             created: crate::timefmt::rfc3339(self.created_epoch),
             tool: tool.to_string(),
             manifest_sha256: Sha256Digest::of_bytes(&self.locked_manifest),
+            base: self.base.clone(),
             artifacts: self.artifacts.clone(),
             entries,
         })
@@ -255,7 +267,11 @@ pub fn write_bundle(
         tar.append_data(&mut tar_header(bytes.len() as u64, mtime), path, bytes)
             .map_err(write_err)?;
     }
-    for c in &plan.contents {
+    for c in plan
+        .contents
+        .iter()
+        .filter(|c| !matches!(c.source, ContentSource::InPlace))
+    {
         tar.get_mut().cut().map_err(write_err)?;
         let file = c.source.open()?;
         let mut hashing = HashingReader::new(ProgressReader {

@@ -144,7 +144,7 @@ pub fn collect(
             .find(|c| c.sha256 == layer_digest)
             .and_then(|c| match &c.source {
                 ContentSource::File(p) => Some((p.clone(), c.size)),
-                ContentSource::Generated(_) => None,
+                ContentSource::Generated(_) | ContentSource::InPlace => None,
             })
             .ok_or_else(|| Error::Runtime(format!("{what}: its layer was not fetched")))?;
         let meta = helm::read_chart_metadata(&path, &what)?;

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use crate::bundle::index::{Artifact, EntryKind};
 use crate::bundle::signing::SecretKey;
 use crate::bundle::writer::{BundlePlan, ContentEntry, ContentSource, WrittenBundle, write_bundle};
+use crate::delta::Base;
 use crate::error::{Error, Result};
-use crate::fetch::{Cache, Download, FetchOptions, Fetcher};
+use crate::fetch::{Cache, Download, FetchOptions, Fetched, Fetcher};
 use crate::manifest;
 use crate::progress::Reporter;
 use crate::registry::RegistryClient;
@@ -30,11 +31,16 @@ pub struct CreateOptions {
     pub split: Option<crate::bundle::split::Split>,
     /// `--include-tool`: the running binary and its signature beside the bundle.
     pub include_tool: bool,
+    /// `--base OLD`: make a delta that leaves out what OLD holds (a site export, an
+    /// earlier bundle, or its index.json).
+    pub base: Option<PathBuf>,
 }
 
 /// Checks a locked manifest and the output path before any download starts.
 /// Returns the manifest and each file's `files/<host>/<path>`.
-fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<String>)> {
+fn preflight(
+    options: &CreateOptions,
+) -> Result<(manifest::LoadedManifest, Vec<String>, Option<Base>)> {
     let loaded = manifest::load(&options.locked)?;
     let m = &loaded.manifest;
     m.check_image_names()?;
@@ -70,7 +76,9 @@ fn preflight(options: &CreateOptions) -> Result<(manifest::LoadedManifest, Vec<S
             parent.display()
         )));
     }
-    Ok((loaded, dests))
+    // Read before any download: a malformed base is a usage error (exit 2) up front.
+    let base = options.base.as_deref().map(Base::load).transpose()?;
+    Ok((loaded, dests, base))
 }
 
 /// The lock as the bundle carries it: canonical YAML without `mirrors`, so a bundle made
@@ -86,25 +94,55 @@ pub fn create(
     key: &SecretKey,
     reporter: &Reporter,
 ) -> Result<WrittenBundle> {
-    let (loaded, dests) = preflight(options)?;
+    let (loaded, dests, base) = preflight(options)?;
     let m = &loaded.manifest;
+    // A file the base holds (same path, same sha256) is not even downloaded.
+    let held: Vec<Option<Fetched>> = m
+        .files
+        .iter()
+        .zip(&dests)
+        .map(|(f, dest)| {
+            let sha256 = f.sha256?;
+            let size = base.as_ref()?.holds(dest, EntryKind::File, &sha256)?;
+            Some(Fetched {
+                sha256,
+                size,
+                path: PathBuf::new(),
+                from_cache: true,
+            })
+        })
+        .collect();
     let downloads = m
         .files
         .iter()
-        .map(|f| Download::for_file(m, f))
+        .zip(&held)
+        .filter(|(_, held)| held.is_none())
+        .map(|(f, _)| Download::for_file(m, f))
         .collect::<Result<Vec<_>>>()?;
     let total: u64 = downloads.iter().filter_map(|d| d.expected_size).sum();
     let fetcher = Fetcher::new(&options.fetch)?;
     let bar = reporter.bytes_bar(total, "download");
-    let fetched = fetcher.fetch_all(&downloads, &bar)?;
+    let mut fetched = fetcher.fetch_all(&downloads, &bar)?.into_iter();
     bar.finish_and_clear();
+    let fetched: Vec<(Fetched, bool)> = held
+        .into_iter()
+        .map(|held| match held {
+            Some(f) => Some((f, true)),
+            None => fetched.next().map(|f| (f, false)),
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::Runtime("a download went missing".into()))?;
 
     let mut artifacts = Vec::with_capacity(fetched.len());
     let mut contents = Vec::with_capacity(fetched.len());
-    for (i, ((entry, dest), f)) in m.files.iter().zip(dests).zip(&fetched).enumerate() {
+    for (i, ((entry, dest), (f, in_place))) in m.files.iter().zip(dests).zip(&fetched).enumerate() {
         reporter.detail(format!(
             "{} {} -> {dest}",
-            if f.from_cache { "cached " } else { "fetched" },
+            match (in_place, f.from_cache) {
+                (true, _) => "in place",
+                (false, true) => "cached  ",
+                (false, false) => "fetched ",
+            },
             entry.url
         ));
         artifacts.push(Artifact {
@@ -118,7 +156,10 @@ pub fn create(
         contents.push(ContentEntry {
             path: dest,
             kind: EntryKind::File,
-            source: ContentSource::File(f.path.clone()),
+            source: match in_place {
+                true => ContentSource::InPlace,
+                false => ContentSource::File(f.path.clone()),
+            },
             size: f.size,
             sha256: f.sha256,
             artifacts: vec![i],
@@ -176,6 +217,15 @@ pub fn create(
         artifacts.extend(carried.artifacts);
         contents.extend(carried.contents);
     }
+    if let Some(base) = &base {
+        // Everything else the base holds with the same sha256 (blobs, debs, charts,
+        // wheels) is left out too.
+        for c in &mut contents {
+            if base.holds(&c.path, c.kind, &c.sha256) == Some(c.size) {
+                c.source = ContentSource::InPlace;
+            }
+        }
+    }
     let plan = BundlePlan {
         name: m.name.clone(),
         version: m.version.clone(),
@@ -183,6 +233,7 @@ pub fn create(
         artifacts,
         contents,
         created_epoch,
+        base: base.map(|b| b.record),
     };
     let total_content: u64 = plan.contents.iter().map(|c| c.size).sum();
     let bar = reporter.bytes_bar(total_content, "pack");

@@ -13,6 +13,7 @@ pub mod oci_dir;
 pub mod pypi;
 pub mod receipt;
 pub mod registry;
+pub mod site_export;
 pub mod web_root;
 
 use std::cell::RefCell;
