@@ -25,6 +25,10 @@
 #   BENCH_DEBS_COUNT=50  how many packages of the fixed list below (at most its length)
 #   BENCH_DEBS_CACHE=... where the downloaded .debs are kept between runs (default: the
 #                        tests' cache, \${CARGO_TARGET_DIR:-target}/tmp/apt-debs/<arch>)
+#   BENCH_DELTA=1        also benchmark a delta bundle (one file of ~1 % of the content
+#                        changes; create of the full v2 vs create --base the v1 bundle, and
+#                        the delta installed over v1); 0 skips it. Needs ~2x BENCH_SIZE_MB
+#                        more free disk (the v2 bundle, a web root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,6 +41,7 @@ IMAGES=${BENCH_IMAGES:-1}
 IMAGES_MB=${BENCH_IMAGES_MB:-320}
 DEBS=${BENCH_DEBS:-1}
 DEBS_COUNT=${BENCH_DEBS_COUNT:-50}
+DELTA=${BENCH_DELTA:-1}
 # Real packages of Debian 12 (bookworm): small libraries and tools, most of them with their
 # libraries, two of them Architecture: all. The first BENCH_DEBS_COUNT are benchmarked.
 DEB_LIST=(jq libjq1 libonig5 hello curl libcurl4 tree less file libmagic1 libmagic-mgc zstd
@@ -52,6 +57,7 @@ DEB_LIST=(jq libjq1 libonig5 hello curl libcurl4 tree less file libmagic1 libmag
 [[ $IMAGES == 0 || $IMAGES == 1 ]] || { echo "BENCH_IMAGES must be 0 or 1" >&2; exit 1; }
 [[ $IMAGES_MB =~ ^[0-9]+$ && $IMAGES_MB -ge 10 ]] || { echo "BENCH_IMAGES_MB must be an integer >= 10" >&2; exit 1; }
 [[ $DEBS == 0 || $DEBS == 1 ]] || { echo "BENCH_DEBS must be 0 or 1" >&2; exit 1; }
+[[ $DELTA == 0 || $DELTA == 1 ]] || { echo "BENCH_DELTA must be 0 or 1" >&2; exit 1; }
 [[ $DEBS_COUNT =~ ^[1-9][0-9]*$ && $DEBS_COUNT -le ${#DEB_LIST[@]} ]] \
     || { echo "BENCH_DEBS_COUNT must be an integer from 1 to ${#DEB_LIST[@]}" >&2; exit 1; }
 
@@ -70,6 +76,11 @@ if [[ $DEBS == 1 ]]; then
     # apt's download, two web roots, slack
     NEED_MB=$((NEED_MB + 256))
     NEED_WHY+=" + 256 for debs"
+fi
+if [[ $DELTA == 1 ]]; then
+    # the full v2 bundle beside the v1 one, and a web root holding v1 then v2
+    NEED_MB=$((NEED_MB + SIZE_MB * 2))
+    NEED_WHY+=" + 2 x BENCH_SIZE_MB for the delta"
 fi
 if [[ -n ${BENCH_DIR:-} ]]; then
     probe=$BENCH_DIR
@@ -344,6 +355,64 @@ measure install_parity_clean "rm -rf '$X'; mkdir -p '$X'" \
 measure install_rebuild "rm -rf '$X'; mkdir -p '$X'; rm -f '$PARITY_DIR/full.bundle.001'" \
     "$BUNDLE" install "$PARITY_DIR/full.bundle" --pubkey "$B/key.pub" --web-root "$X" --quiet
 rm -rf "$X" "$PARITY_DIR"
+
+# i. delta bundle: the random file closest to 1 % of the content gets new bytes upstream
+# (same size, same URL) and v2 is locked (untimed, through a `mirrors:` entry to a new
+# apache: the canonical URLs, hence the web-root paths, stay v1's). Then, from the warm
+# cache: create of the full v2 bundle beside create --base the v1 bundle (the delta
+# carries only the changed file); and install of the delta over a web root holding v1,
+# beside the full v2 installed over the same (v1's untimed install is the preparation of
+# each run), the result checked with sha256sum -c against v2's data.
+if [[ $DELTA == 1 ]]; then
+    read -r DELTA_FILE_BYTES DELTA_FILE < <(cd "$DATA" && find rand -type f -printf '%s %p\n' \
+        | awk -v t=$((DATA_BYTES / 100)) '{d = $1 - t; if (d < 0) d = -d; print d, $1, $2}' \
+        | sort -k1,1n -k3,3 | head -n1 | cut -d' ' -f2-)
+    DELTA_OLD_SHA=$(sha256sum "$DATA/$DELTA_FILE" | cut -d' ' -f1)
+    log "delta: $DELTA_FILE ($DELTA_FILE_BYTES bytes) changes upstream; lock v2 (not timed)"
+    make_rand "$DATA/$DELTA_FILE" "$DELTA_FILE_BYTES"
+    chmod a+r "$DATA/$DELTA_FILE"
+    DELTA_NEW_SHA=$(sha256sum "$DATA/$DELTA_FILE" | cut -d' ' -f1)
+    V1_BASE=$BASE
+    start_apache "$DATA" "$B/apache-v2"
+    {
+        sed 's/^version: 1.0.0$/version: 2.0.0/' "$B/full.yaml"
+        echo "mirrors:"
+        echo "  - {prefix: '$V1_BASE/', url: 'http://127.0.0.1:$APACHE_PORT/'}"
+    } >"$B/v2.yaml"
+    "$BUNDLE" lock "$B/v2.yaml" -o "$B/v2.lock.yaml" --cache "$CACHE" --quiet
+    stop_apache
+    # v2's data as the web root must hold it: v1's list with the changed file's new hash
+    sed "s/^$DELTA_OLD_SHA /$DELTA_NEW_SHA /" "$TMPW/SUMS" >"$TMPW/V2SUMS"
+    [[ $(grep -c "^$DELTA_NEW_SHA " "$TMPW/V2SUMS") == 1 ]] \
+        || { echo "delta: $DELTA_FILE is not listed once in the bundle's checksums" >&2; exit 1; }
+
+    V1_BUNDLE=$TOOL_BUNDLE
+    V2_BUNDLE=$OUT/v2.bundle
+    DELTA_BUNDLE=$OUT/v2-delta.bundle
+    log "delta: measuring create ($RUNS runs each, warm cache)"
+    find "$CACHE" -type f -print0 | xargs -0 cat >/dev/null
+    measure delta_full_create "rm -f '$V2_BUNDLE' '$V2_BUNDLE.minisig'" \
+        "$BUNDLE" create "$B/v2.lock.yaml" -o "$V2_BUNDLE" --key "$B/key.key" --cache "$CACHE" --quiet
+    measure delta_create "rm -f '$DELTA_BUNDLE' '$DELTA_BUNDLE.minisig'" \
+        "$BUNDLE" create "$B/v2.lock.yaml" -o "$DELTA_BUNDLE" --key "$B/key.key" --cache "$CACHE" \
+        --base "$V1_BUNDLE" --quiet
+    V2_BUNDLE_BYTES=$(stat -c %s "$V2_BUNDLE")
+    DELTA_BUNDLE_BYTES=$(stat -c %s "$DELTA_BUNDLE")
+
+    log "delta: measuring install over v1 ($RUNS runs each; v1 installed untimed before each)"
+    V1_INSTALL="rm -rf '$X'; mkdir -p '$X'; '$BUNDLE' install '$V1_BUNDLE' --pubkey '$B/key.pub' --web-root '$X' --quiet"
+    measure delta_full_install "$V1_INSTALL" \
+        "$BUNDLE" install "$V2_BUNDLE" --pubkey "$B/key.pub" --web-root "$X" --quiet
+    measure delta_install "$V1_INSTALL" \
+        "$BUNDLE" install "$DELTA_BUNDLE" --pubkey "$B/key.pub" --web-root "$X" --quiet
+    # the web root after the delta: v2's data, byte for byte, and no other file
+    (cd "$X" && sha256sum -c --quiet "$TMPW/V2SUMS") \
+        || { echo "delta: the web root after the delta install differs from v2's data" >&2; exit 1; }
+    DELTA_INSTALLED_FILES=$(find "$X/files" -type f | wc -l)
+    ((DELTA_INSTALLED_FILES == N_FILES)) \
+        || { echo "delta: the web root holds $DELTA_INSTALLED_FILES files, v2 has $N_FILES" >&2; exit 1; }
+    rm -rf "$X" "$V2_BUNDLE" "$V2_BUNDLE.minisig"
+fi
 
 # components: where the time goes
 if [[ $COMPONENTS == 1 ]]; then
@@ -853,6 +922,19 @@ printf '  install, 1 rebuilt   %8s s  vs clean   %8s s  ratio %5s  peak RSS %7s 
 echo "resumed install (killed once $(mib "$RESUME_STAGED") of $(mib "$DATA_BYTES") MiB were staged, then run again; checked with sha256sum -c):"
 printf '  resumed install      %8s s  vs full   %8s s  ratio %5s  peak RSS %7s MiB  (target <= 0.35)\n' \
     "${WALL[install_resumed]}" "${WALL[install]}" "$(ratio "${WALL[install_resumed]}" "${WALL[install]}")" "$(kib_mib "${RSS[install_resumed]}")"
+if [[ $DELTA == 1 ]]; then
+    echo "delta (create --base the v1 bundle; $DELTA_FILE, $(mib "$DELTA_FILE_BYTES") MiB = $(awk -v a="$DELTA_FILE_BYTES" -v b="$DATA_BYTES" 'BEGIN {printf "%.1f", 100 * a / b}') % of the content, changed; warm cache):"
+    printf '  full v2 bundle  %10s MiB  create %8s s  peak RSS %7s MiB\n' \
+        "$(mib "$V2_BUNDLE_BYTES")" "${WALL[delta_full_create]}" "$(kib_mib "${RSS[delta_full_create]}")"
+    printf '  delta bundle    %10s MiB  create %8s s  peak RSS %7s MiB\n' \
+        "$(mib "$DELTA_BUNDLE_BYTES")" "${WALL[delta_create]}" "$(kib_mib "${RSS[delta_create]}")"
+    printf '  delta / full    %10s size     %8s time\n' \
+        "$(ratio "$DELTA_BUNDLE_BYTES" "$V2_BUNDLE_BYTES")" "$(ratio "${WALL[delta_create]}" "${WALL[delta_full_create]}")"
+    printf '  install over v1: delta %8s s  vs full v2 %8s s  ratio %5s  peak RSS %7s MiB\n' \
+        "${WALL[delta_install]}" "${WALL[delta_full_install]}" "$(ratio "${WALL[delta_install]}" "${WALL[delta_full_install]}")" \
+        "$(kib_mib "${RSS[delta_install]}")"
+    echo "  after the delta the web root holds v2's data byte for byte (sha256sum -c, $DELTA_INSTALLED_FILES files)"
+fi
 if [[ $COMPONENTS == 1 ]]; then
     echo
     echo "components (same data):"
