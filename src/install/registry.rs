@@ -820,6 +820,65 @@ fn spread(
 }
 
 impl RegistryTarget {
+    /// Puts a blob into every repository that needs it: nothing where it is, a mount from
+    /// a repository that has it, else an upload of `data` as it verifies (`None`: a blob
+    /// a delta left out, which pre-flight found in at least one repository).
+    fn place_blob(&mut self, entry: &IndexEntry, data: Option<&mut EntryReader<'_>>) -> Result<()> {
+        let Some(repos) = self.blob_repos.get(&entry.sha256) else {
+            return Ok(());
+        };
+        let (have, missing): (Vec<&String>, Vec<&String>) = repos
+            .iter()
+            .partition(|r| self.found.present.contains(&((*r).clone(), entry.sha256)));
+        let missing: Vec<String> = missing.into_iter().cloned().collect();
+        match (have.first(), missing.is_empty(), data) {
+            (_, true, _) => {
+                self.blobs_present += 1;
+                Ok(())
+            }
+            (Some(from), false, _) => {
+                let from = (*from).clone();
+                self.dispatch(Job::Mount {
+                    digest: entry.sha256,
+                    size: entry.size,
+                    from,
+                    repos: missing,
+                })
+            }
+            (None, false, Some(data)) => self.upload(entry, missing, data),
+            (None, false, None) => Err(Error::Runtime(format!(
+                "{}: blob sha256:{} expected in place is in none of the repositories {}",
+                self.host,
+                entry.sha256,
+                missing.join(", ")
+            ))),
+        }
+    }
+
+    /// The blobs a delta left out that none of their repositories on this registry holds
+    /// (pre-flight's `HEAD`), named for the refusal.
+    pub fn missing_in_place(&self, index: &Index) -> Vec<String> {
+        index
+            .entries
+            .iter()
+            .filter(|e| e.in_place && e.kind == EntryKind::OciBlob)
+            .filter_map(|e| {
+                let repos = self.blob_repos.get(&e.sha256)?;
+                let there = repos
+                    .iter()
+                    .any(|r| self.found.present.contains(&(r.clone(), e.sha256)));
+                (!there).then(|| {
+                    format!(
+                        "blob sha256:{} (for {}) on {}",
+                        e.sha256,
+                        repos.join(", "),
+                        self.host
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Whether this target takes `entry`: the manifests of its images and the blobs it
     /// pushes.
     pub fn wants(&self, entry: &IndexEntry) -> bool {
@@ -850,6 +909,15 @@ impl EntrySink for RegistryTarget {
         Ok(())
     }
 
+    /// A blob a delta left out: pre-flight found it in at least one of its repositories
+    /// ([`RegistryTarget::missing_in_place`]); it is mounted into the others.
+    fn expected(&mut self, entry: &IndexEntry) -> Result<()> {
+        match entry.kind {
+            EntryKind::OciBlob => self.place_blob(entry, None),
+            _ => Ok(()),
+        }
+    }
+
     fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
         match entry.kind {
             EntryKind::OciManifest => {
@@ -862,31 +930,7 @@ impl EntrySink for RegistryTarget {
                 self.manifests.insert(entry.sha256, bytes);
                 Ok(())
             }
-            EntryKind::OciBlob => {
-                let Some(repos) = self.blob_repos.get(&entry.sha256) else {
-                    return Ok(());
-                };
-                let (have, missing): (Vec<&String>, Vec<&String>) = repos
-                    .iter()
-                    .partition(|r| self.found.present.contains(&((*r).clone(), entry.sha256)));
-                let missing: Vec<String> = missing.into_iter().cloned().collect();
-                match (have.first(), missing.is_empty()) {
-                    (_, true) => {
-                        self.blobs_present += 1;
-                        Ok(())
-                    }
-                    (Some(from), false) => {
-                        let from = (*from).clone();
-                        self.dispatch(Job::Mount {
-                            digest: entry.sha256,
-                            size: entry.size,
-                            from,
-                            repos: missing,
-                        })
-                    }
-                    (None, false) => self.upload(entry, missing, data),
-                }
-            }
+            EntryKind::OciBlob => self.place_blob(entry, Some(data)),
             _ => Ok(()),
         }
     }
