@@ -455,10 +455,21 @@ pub fn install(
                         staging,
                     )?);
                 }
+                // Repositories earlier installs pushed to each registry, from the receipts.
+                let pushed_before = |host: &str| {
+                    root.as_ref()
+                        .map(|root| receipt::pushed_repositories(&receipt::all_receipts(root), host))
+                        .unwrap_or_default()
+                };
                 if let (Some(images), Some(r)) = (images, &options.registry) {
                     let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
                     t.registry = Some(RegistryTarget::preflight(
-                        client, &r.host, &v.index, images, r.net.jobs,
+                        client,
+                        &r.host,
+                        &v.index,
+                        images,
+                        r.net.jobs,
+                        &pushed_before(&r.host),
                     )?);
                 }
                 if let Some(r) = &options.chart_registry {
@@ -471,7 +482,12 @@ pub fn install(
                     }
                     let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
                     t.chart_registry = Some(RegistryTarget::preflight(
-                        client, &r.host, &v.index, charts, r.net.jobs,
+                        client,
+                        &r.host,
+                        &v.index,
+                        charts,
+                        r.net.jobs,
+                        &pushed_before(&r.host),
                     )?);
                 }
                 for registry in [&t.registry, &t.chart_registry].into_iter().flatten() {
