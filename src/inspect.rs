@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::bundle::index::Index;
+use crate::bundle::index::{BaseBundle, Index};
 use crate::bundle::reader::read_unverified;
 use crate::bundle::volumes::BundleSource;
 use crate::digest::Sha256Digest;
@@ -32,7 +32,24 @@ pub struct InspectReport {
     pub compression: Compression,
     pub totals: Totals,
     pub kinds: BTreeMap<String, Totals>,
+    /// Set on a delta: what it was made against and what it leaves out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaReport>,
     pub artifacts: Vec<ArtifactReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeltaReport {
+    /// `site` (a site export), `bundle` or `index`.
+    pub from: String,
+    pub base_sha256: Sha256Digest,
+    pub bundles: Vec<BaseBundle>,
+    /// Entries left out (expected in place at the site) and their bytes: what the delta
+    /// saves.
+    pub in_place_entries: usize,
+    pub in_place_bytes: u64,
+    /// The content bytes the delta does carry.
+    pub carried_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,6 +167,17 @@ pub fn inspect(source: &BundleSource) -> Result<InspectReport> {
             bytes: index.total_bytes(),
         },
         kinds,
+        delta: index.base.as_ref().map(|base| {
+            let (in_place_entries, in_place_bytes) = index.in_place();
+            DeltaReport {
+                from: base.from.clone(),
+                base_sha256: base.sha256,
+                bundles: base.bundles.clone(),
+                in_place_entries,
+                in_place_bytes,
+                carried_bytes: index.total_bytes() - in_place_bytes,
+            }
+        }),
         artifacts,
     })
 }
@@ -210,6 +238,30 @@ impl InspectReport {
                 "  {kind:<9} {} entries, {}",
                 t.entries,
                 human_bytes(t.bytes)
+            );
+        }
+        if let Some(d) = &self.delta {
+            let bundles: Vec<String> = d
+                .bundles
+                .iter()
+                .map(|b| format!("{} {}", b.name, b.version))
+                .collect();
+            let _ = writeln!(
+                s,
+                "delta     made against {} {} (sha256:{}): carries {}, leaves out {} entries ({}) expected in place",
+                match d.from.as_str() {
+                    "site" => "the site export of",
+                    _ => "the bundle",
+                },
+                if bundles.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    bundles.join(", ")
+                },
+                d.base_sha256,
+                human_bytes(d.carried_bytes),
+                d.in_place_entries,
+                human_bytes(d.in_place_bytes)
             );
         }
         let _ = writeln!(s, "artifacts");

@@ -492,6 +492,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 Ok(verified)
             })?;
             let index = &verified.index;
+            let (in_place_entries, in_place_bytes) = index.in_place();
             if json {
                 print_json(&serde_json::json!({
                     "verified": true,
@@ -501,16 +502,30 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                     "index_sha256": verified.index_sha256,
                     "entries": index.entries.len(),
                     "bytes": index.total_bytes(),
+                    "in_place_entries": in_place_entries,
+                    "in_place_bytes": in_place_bytes,
                     "rebuilt": rebuilt,
                 }))?;
             }
+            let carried = match index.base {
+                None => format!(
+                    "all {} entries ({})",
+                    index.entries.len(),
+                    human_bytes(index.total_bytes())
+                ),
+                Some(_) => format!(
+                    "all {} carried entries ({}) of this delta ({} more, {}, are expected in place at the site)",
+                    index.entries.len() - in_place_entries,
+                    human_bytes(index.total_bytes() - in_place_bytes),
+                    in_place_entries,
+                    human_bytes(in_place_bytes)
+                ),
+            };
             reporter.info(format!(
-                "OK: {} {} — signature by key {} and all {} entries ({}) verified{}",
+                "OK: {} {} — signature by key {} and {carried} verified{}",
                 index.name,
                 index.version,
                 verified.signature.key_id,
-                index.entries.len(),
-                human_bytes(index.total_bytes()),
                 match rebuilt.len() {
                     0 => String::new(),
                     1 => " (1 volume rebuilt from parity)".into(),
@@ -565,6 +580,13 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 ));
             } else {
                 reporter.info(format!("installed {} {}", report.name, report.version));
+            }
+            if report.in_place_entries > 0 {
+                reporter.info(format!(
+                    "delta: {} entries ({}) it left out were found in place and kept",
+                    report.in_place_entries,
+                    human_bytes(report.in_place_bytes)
+                ));
             }
             if report.reused_entries > 0 {
                 reporter.info(format!(

@@ -108,7 +108,18 @@ pub fn collect(
         }
     }
     // OCI charts: fetched as images are (manifest and blobs by digest, checked).
-    let mut carried = images::collect(&oci, &[], registry, fetcher, cache, first, reporter)?;
+    // A chart's layer is read for its metadata: always downloaded (the post-collection
+    // pass may still leave it out of a delta).
+    let mut carried = images::collect(
+        &oci,
+        &[],
+        registry,
+        fetcher,
+        cache,
+        first,
+        &|_, _| false,
+        reporter,
+    )?;
     let mut tgz_entries = Vec::new();
     let mut chart_artifacts = Vec::new();
     let next_artifact = |carried: &CarriedImages, extra: &Vec<Artifact>| {

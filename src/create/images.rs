@@ -134,6 +134,9 @@ struct Wanted {
 /// Collects every image of `images` (each pinned by digest) into the layout. `first` is the
 /// index of the first image artifact in the bundle's artifact list. Manifests are small and
 /// fetched one by one; blobs go through `fetcher` (in parallel, resumable, deduplicated).
+/// A blob `in_place` says the base of a delta holds (digest, size) is not downloaded: it
+/// becomes an entry left out of the archive.
+#[allow(clippy::too_many_arguments)]
 pub fn collect(
     images: &[ImageEntry],
     default_platforms: &[Platform],
@@ -141,6 +144,7 @@ pub fn collect(
     fetcher: &Fetcher,
     cache: &Cache,
     first: usize,
+    in_place: &dyn Fn(&Sha256Digest, u64) -> bool,
     reporter: &Reporter,
 ) -> Result<CarriedImages> {
     let mut carried = CarriedImages::default();
@@ -225,9 +229,10 @@ pub fn collect(
     if images.is_empty() {
         return Ok(carried);
     }
+    let downloaded = |w: &Wanted| w.kind == EntryKind::OciBlob && !in_place(&w.digest, w.size);
     let downloads = wanted_blobs
         .iter()
-        .filter(|w| w.kind == EntryKind::OciBlob)
+        .filter(|w| downloaded(w))
         .map(|w| registry.blob_download(&w.image, &w.digest, w.size))
         .collect::<Result<Vec<_>>>()?;
     let total = downloads.iter().filter_map(|d| d.expected_size).sum();
@@ -237,13 +242,15 @@ pub fn collect(
     let mut fetched = fetched.into_iter();
     for w in wanted_blobs {
         let local = match w.kind {
-            EntryKind::OciBlob => fetched
-                .next()
-                .map(|f| f.path)
-                .ok_or_else(|| Error::Runtime("a blob download went missing".into()))?,
-            _ => cache.blob_path(&w.digest),
+            EntryKind::OciBlob if !downloaded(&w) => ContentSource::InPlace,
+            EntryKind::OciBlob => ContentSource::File(
+                fetched
+                    .next()
+                    .map(|f| f.path)
+                    .ok_or_else(|| Error::Runtime("a blob download went missing".into()))?,
+            ),
+            _ => ContentSource::File(cache.blob_path(&w.digest)),
         };
-        let local = ContentSource::File(local);
         carried.contents.push(ContentEntry {
             path: format!("oci/blobs/sha256/{}", w.digest.hex()),
             kind: w.kind,

@@ -8,7 +8,7 @@ pub mod python;
 
 use std::path::{Path, PathBuf};
 
-use crate::bundle::index::{Artifact, EntryKind};
+use crate::bundle::index::{Artifact, EntryKind, blob_path};
 use crate::bundle::signing::SecretKey;
 use crate::bundle::writer::{BundlePlan, ContentEntry, ContentSource, WrittenBundle, write_bundle};
 use crate::delta::Base;
@@ -181,6 +181,11 @@ pub fn create(
             &fetcher,
             &cache,
             artifacts.len(),
+            &|digest, size| {
+                base.as_ref().is_some_and(|b| {
+                    b.holds(&blob_path(digest), EntryKind::OciBlob, digest) == Some(size)
+                })
+            },
             reporter,
         )?;
         let mut layout = carried.layout;

@@ -7,6 +7,7 @@
 //! as it was; a run killed at any point is finished by running it again.
 
 pub mod apt_sources;
+pub mod delta;
 pub mod helm_repo;
 pub mod kubespray;
 pub mod oci_dir;
@@ -82,6 +83,9 @@ pub struct InstallReport {
     /// or on the registry).
     pub jumped_entries: usize,
     pub jumped_bytes: u64,
+    /// Entries (and their bytes) a delta left out, checked in place before anything moved.
+    pub in_place_entries: usize,
+    pub in_place_bytes: u64,
     pub bytes_written: u64,
     pub receipt: Option<PathBuf>,
     pub kubespray_vars: Option<PathBuf>,
@@ -113,6 +117,8 @@ struct Targets {
     charts: Vec<helm_repo::CarriedChart>,
     /// Entries (and bytes) the reader jumped over because every target held them.
     jumped: (usize, u64),
+    /// Entries (and bytes) a delta left out, found in place by pre-flight.
+    in_place: (usize, u64),
 }
 
 impl EntrySink for Targets {
@@ -139,23 +145,13 @@ impl EntrySink for Targets {
     fn skipped(&mut self, entry: &IndexEntry) -> Result<()> {
         self.jumped.0 += 1;
         self.jumped.1 += entry.size;
-        if web_root::is_web_entry(entry) {
-            if let Some(web) = &mut self.web {
-                web.skipped(entry)?;
-            }
-            return self.carry_chart(entry);
-        }
-        if let Some(dir) = &mut self.oci_dir {
-            dir.skipped(entry)?;
-        }
-        for registry in [&mut self.registry, &mut self.chart_registry]
-            .into_iter()
-            .flatten()
-            .filter(|r| r.wants(entry))
-        {
-            registry.skipped(entry)?;
-        }
-        Ok(())
+        self.held_by_targets(entry, false)
+    }
+
+    fn expected(&mut self, entry: &IndexEntry) -> Result<()> {
+        self.in_place.0 += 1;
+        self.in_place.1 += entry.size;
+        self.held_by_targets(entry, true)
     }
 
     fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
@@ -228,6 +224,31 @@ impl EntrySink for Targets {
 }
 
 impl Targets {
+    /// Every target that takes `entry` records it as held: jumped over (`in_place` false)
+    /// or left out of the delta (true; a registry mounts it where it is missing).
+    fn held_by_targets(&mut self, entry: &IndexEntry, in_place: bool) -> Result<()> {
+        if web_root::is_web_entry(entry) {
+            if let Some(web) = &mut self.web {
+                web.skipped(entry)?;
+            }
+            return self.carry_chart(entry);
+        }
+        if let Some(dir) = &mut self.oci_dir {
+            dir.skipped(entry)?;
+        }
+        for registry in [&mut self.registry, &mut self.chart_registry]
+            .into_iter()
+            .flatten()
+            .filter(|r| r.wants(entry))
+        {
+            match in_place {
+                true => registry.expected(entry)?,
+                false => registry.skipped(entry)?,
+            }
+        }
+        Ok(())
+    }
+
     /// The install stopped early: the staging sinks keep what verified.
     fn keep_verified(&mut self) {
         for sink in [&mut self.web, &mut self.oci_dir].into_iter().flatten() {
@@ -269,6 +290,10 @@ impl EntrySink for LateSink<'_> {
 
     fn skipped(&mut self, entry: &IndexEntry) -> Result<()> {
         self.0.borrow_mut().skipped(entry)
+    }
+
+    fn expected(&mut self, entry: &IndexEntry) -> Result<()> {
+        self.0.borrow_mut().expected(entry)
     }
 }
 
@@ -337,6 +362,8 @@ pub fn install(
             &mut |v| {
                 bar.set_length(v.index.total_bytes());
                 let mut t = targets.borrow_mut();
+                // What a delta expects in place and the destinations do not hold.
+                let mut missing: Vec<String> = Vec::new();
                 let images = registry_images(v, options, oci_root.is_some())?;
                 let mut web_entries: std::collections::BTreeMap<&str, usize> = Default::default();
                 for e in v.index.entries.iter().filter(|e| web_root::is_web_entry(e)) {
@@ -360,6 +387,7 @@ pub fn install(
                             .map(|a| format!("{}.sources", a.dest))
                             .collect();
                         check_shared_apt_repos(root, &v.index)?;
+                        missing.extend(delta::missing_receipts(root, &v.index));
                         let pypi_pages = pypi::generated_paths(&v.index)?;
                         let mut generated: Vec<&str> = vec![&receipt, VARS_PATH];
                         if v.index.entries.iter().any(|e| e.kind == EntryKind::Chart) {
@@ -376,6 +404,10 @@ pub fn install(
                             &generated,
                             &staging,
                         )?;
+                        missing.extend(
+                            web_root::missing_in_place(&v.index, Layout::WebRoot, &found)
+                                .map(|p| format!("{p} (not in the web root with its sha256)")),
+                        );
                         if generated.contains(&helm_repo::INDEX_PATH) {
                             helm_repo::existing_index(root)?;
                         }
@@ -409,6 +441,11 @@ pub fn install(
                         &["index.json"],
                         &staging,
                     )?;
+                    missing.extend(
+                        web_root::missing_in_place(&v.index, Layout::OciDir, &found).map(|p| {
+                            format!("{p} (not in the OCI directory {})", oci_root.path().display())
+                        }),
+                    );
                     t.oci_existing = oci_dir::existing_index(oci_root)?;
                     t.oci_dir = Some(WebRootSink::new(
                         oci_root,
@@ -418,10 +455,21 @@ pub fn install(
                         staging,
                     )?);
                 }
+                // Repositories earlier installs pushed to each registry, from the receipts.
+                let pushed_before = |host: &str| {
+                    root.as_ref()
+                        .map(|root| receipt::pushed_repositories(&receipt::all_receipts(root), host))
+                        .unwrap_or_default()
+                };
                 if let (Some(images), Some(r)) = (images, &options.registry) {
                     let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
                     t.registry = Some(RegistryTarget::preflight(
-                        client, &r.host, &v.index, images, r.net.jobs,
+                        client,
+                        &r.host,
+                        &v.index,
+                        images,
+                        r.net.jobs,
+                        &pushed_before(&r.host),
                     )?);
                 }
                 if let Some(r) = &options.chart_registry {
@@ -434,10 +482,18 @@ pub fn install(
                     }
                     let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
                     t.chart_registry = Some(RegistryTarget::preflight(
-                        client, &r.host, &v.index, charts, r.net.jobs,
+                        client,
+                        &r.host,
+                        &v.index,
+                        charts,
+                        r.net.jobs,
+                        &pushed_before(&r.host),
                     )?);
                 }
-                Ok(())
+                for registry in [&t.registry, &t.chart_registry].into_iter().flatten() {
+                    missing.extend(registry.missing_in_place(&v.index));
+                }
+                delta::refuse_if_missing(&v.index, missing)
             },
             &mut LateSink(&targets),
         )
@@ -465,6 +521,7 @@ pub fn install(
         chart_registry,
         charts,
         jumped,
+        in_place,
     } = targets;
     let index = &verified.index;
     let (reused_entries, reused_bytes) = [&web, &oci_dir]
@@ -481,6 +538,8 @@ pub fn install(
         reused_bytes,
         jumped_entries: jumped.0,
         jumped_bytes: jumped.1,
+        in_place_entries: in_place.0,
+        in_place_bytes: in_place.1,
         bytes_written: 0,
         receipt: None,
         kubespray_vars: None,

@@ -63,6 +63,33 @@ pub fn all_receipts(root: &RootDir) -> Vec<Receipt> {
         .collect()
 }
 
+/// The repositories the receipts say were pushed to registry `host` (images and charts),
+/// each once, sorted.
+pub fn pushed_repositories(receipts: &[Receipt], host: &str) -> Vec<String> {
+    let mut repos: Vec<String> = receipts
+        .iter()
+        .flat_map(|r| [&r.registry, &r.chart_registry])
+        .flatten()
+        .filter(|report| report.host == host)
+        .flat_map(|report| &report.images)
+        .filter_map(|image| {
+            let path = image.name.strip_prefix(host)?.strip_prefix('/')?;
+            let repo = match path.split_once('@') {
+                Some((repo, _)) => repo,
+                // The tag follows the last `:` after the last `/`.
+                None => match path.rsplit_once(':') {
+                    Some((repo, tag)) if !tag.contains('/') => repo,
+                    _ => path,
+                },
+            };
+            Some(repo.to_string())
+        })
+        .collect();
+    repos.sort();
+    repos.dedup();
+    repos
+}
+
 impl Receipt {
     pub fn to_json(&self) -> Result<Vec<u8>> {
         let mut v =

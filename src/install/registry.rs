@@ -273,6 +273,9 @@ pub struct RegistryTarget {
     /// The repositories each blob goes to.
     blob_repos: HashMap<Sha256Digest, Vec<String>>,
     found: Found,
+    /// Blobs a delta left out that none of their own repositories has, and a repository
+    /// an earlier install pushed that has each (mounted from there).
+    elsewhere: HashMap<Sha256Digest, String>,
     manifests: HashMap<Sha256Digest, Vec<u8>>,
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
@@ -290,12 +293,16 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl RegistryTarget {
     /// Pre-flight (SPEC §4) for `images` on `host`; starts `jobs` upload workers.
+    /// `pushed_before` are repositories earlier installs pushed to `host` (from the
+    /// receipts): where a blob a delta left out is looked for when none of its own
+    /// repositories has it.
     pub fn preflight(
         client: RegistryClient,
         host: &str,
         index: &Index,
         images: Vec<PlannedImage>,
         jobs: usize,
+        pushed_before: &[String],
     ) -> Result<Self> {
         let client = Arc::new(client);
         let mut repos: Vec<&str> = images.iter().map(|i| i.repository.as_str()).collect();
@@ -346,6 +353,15 @@ impl RegistryTarget {
             .flat_map(|i| std::iter::once(i.digest).chain(i.children.iter().copied()))
             .collect();
         let present = parallel_probe(&client, host, &probes, &manifests, jobs)?;
+        let elsewhere = find_elsewhere(
+            &client,
+            host,
+            index,
+            &blob_repos,
+            &present,
+            pushed_before,
+            jobs,
+        );
         let mut found = Found {
             present,
             tags: HashMap::new(),
@@ -384,6 +400,7 @@ impl RegistryTarget {
             images,
             blob_repos,
             found,
+            elsewhere,
             manifests: HashMap::new(),
             jobs: Some(jobs_tx),
             workers,
@@ -725,6 +742,48 @@ fn parallel_probe(
     }
 }
 
+/// For each blob a delta left out that none of its own repositories holds, a repository
+/// among `pushed_before` that does (`HEAD`), if any. A registry that refuses these lookups
+/// (a login without pull rights there) leaves them unfound: the blob is then reported
+/// missing, never guessed.
+fn find_elsewhere(
+    client: &RegistryClient,
+    host: &str,
+    index: &Index,
+    blob_repos: &HashMap<Sha256Digest, Vec<String>>,
+    present: &HashSet<(String, Sha256Digest)>,
+    pushed_before: &[String],
+    jobs: usize,
+) -> HashMap<Sha256Digest, String> {
+    let stray: Vec<(Sha256Digest, &Vec<String>)> = index
+        .entries
+        .iter()
+        .filter(|e| e.in_place && e.kind == EntryKind::OciBlob)
+        .filter_map(|e| Some((e.sha256, blob_repos.get(&e.sha256)?)))
+        .filter(|(d, repos)| !repos.iter().any(|r| present.contains(&(r.clone(), *d))))
+        .collect();
+    let probes: Vec<(String, Sha256Digest)> = stray
+        .iter()
+        .flat_map(|(d, own)| {
+            pushed_before
+                .iter()
+                .filter(|r| !own.contains(r))
+                .map(|r| (r.clone(), *d))
+        })
+        .collect();
+    if probes.is_empty() {
+        return HashMap::new();
+    }
+    let found = parallel_probe(client, host, &probes, &HashSet::new(), jobs).unwrap_or_default();
+    let mut elsewhere = HashMap::new();
+    let mut found: Vec<(String, Sha256Digest)> = found.into_iter().collect();
+    found.sort();
+    for (repo, digest) in found {
+        elsewhere.entry(digest).or_insert(repo);
+    }
+    elsewhere
+}
+
 /// An upload worker: takes jobs until the channel closes.
 fn worker(
     client: &RegistryClient,
@@ -820,6 +879,75 @@ fn spread(
 }
 
 impl RegistryTarget {
+    /// Puts a blob into every repository that needs it: nothing where it is, a mount from
+    /// a repository that has it, else an upload of `data` as it verifies (`None`: a blob
+    /// a delta left out, which pre-flight found in at least one repository).
+    fn place_blob(&mut self, entry: &IndexEntry, data: Option<&mut EntryReader<'_>>) -> Result<()> {
+        let Some(repos) = self.blob_repos.get(&entry.sha256) else {
+            return Ok(());
+        };
+        let (have, missing): (Vec<&String>, Vec<&String>) = repos
+            .iter()
+            .partition(|r| self.found.present.contains(&((*r).clone(), entry.sha256)));
+        let missing: Vec<String> = missing.into_iter().cloned().collect();
+        match (have.first(), missing.is_empty(), data) {
+            (_, true, _) => {
+                self.blobs_present += 1;
+                Ok(())
+            }
+            (Some(from), false, _) => {
+                let from = (*from).clone();
+                self.dispatch(Job::Mount {
+                    digest: entry.sha256,
+                    size: entry.size,
+                    from,
+                    repos: missing,
+                })
+            }
+            (None, false, None) if self.elsewhere.contains_key(&entry.sha256) => {
+                let from = self.elsewhere[&entry.sha256].clone();
+                self.dispatch(Job::Mount {
+                    digest: entry.sha256,
+                    size: entry.size,
+                    from,
+                    repos: missing,
+                })
+            }
+            (None, false, Some(data)) => self.upload(entry, missing, data),
+            (None, false, None) => Err(Error::Runtime(format!(
+                "{}: blob sha256:{} expected in place is in none of the repositories {}",
+                self.host,
+                entry.sha256,
+                missing.join(", ")
+            ))),
+        }
+    }
+
+    /// The blobs a delta left out that none of their repositories on this registry holds
+    /// (pre-flight's `HEAD`), named for the refusal.
+    pub fn missing_in_place(&self, index: &Index) -> Vec<String> {
+        index
+            .entries
+            .iter()
+            .filter(|e| e.in_place && e.kind == EntryKind::OciBlob)
+            .filter_map(|e| {
+                let repos = self.blob_repos.get(&e.sha256)?;
+                let there = self.elsewhere.contains_key(&e.sha256)
+                    || repos
+                        .iter()
+                        .any(|r| self.found.present.contains(&(r.clone(), e.sha256)));
+                (!there).then(|| {
+                    format!(
+                        "blob sha256:{} (for {}) on {}",
+                        e.sha256,
+                        repos.join(", "),
+                        self.host
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Whether this target takes `entry`: the manifests of its images and the blobs it
     /// pushes.
     pub fn wants(&self, entry: &IndexEntry) -> bool {
@@ -850,6 +978,15 @@ impl EntrySink for RegistryTarget {
         Ok(())
     }
 
+    /// A blob a delta left out: pre-flight found it in at least one of its repositories
+    /// ([`RegistryTarget::missing_in_place`]); it is mounted into the others.
+    fn expected(&mut self, entry: &IndexEntry) -> Result<()> {
+        match entry.kind {
+            EntryKind::OciBlob => self.place_blob(entry, None),
+            _ => Ok(()),
+        }
+    }
+
     fn accept(&mut self, entry: &IndexEntry, data: &mut EntryReader<'_>) -> Result<()> {
         match entry.kind {
             EntryKind::OciManifest => {
@@ -862,31 +999,7 @@ impl EntrySink for RegistryTarget {
                 self.manifests.insert(entry.sha256, bytes);
                 Ok(())
             }
-            EntryKind::OciBlob => {
-                let Some(repos) = self.blob_repos.get(&entry.sha256) else {
-                    return Ok(());
-                };
-                let (have, missing): (Vec<&String>, Vec<&String>) = repos
-                    .iter()
-                    .partition(|r| self.found.present.contains(&((*r).clone(), entry.sha256)));
-                let missing: Vec<String> = missing.into_iter().cloned().collect();
-                match (have.first(), missing.is_empty()) {
-                    (_, true) => {
-                        self.blobs_present += 1;
-                        Ok(())
-                    }
-                    (Some(from), false) => {
-                        let from = (*from).clone();
-                        self.dispatch(Job::Mount {
-                            digest: entry.sha256,
-                            size: entry.size,
-                            from,
-                            repos: missing,
-                        })
-                    }
-                    (None, false) => self.upload(entry, missing, data),
-                }
-            }
+            EntryKind::OciBlob => self.place_blob(entry, Some(data)),
             _ => Ok(()),
         }
     }

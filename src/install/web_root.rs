@@ -165,7 +165,18 @@ pub fn preflight(
         .iter()
         .filter_map(|e| Some((layout.dest(e)?, Some((e.size, e.sha256)))));
     let generated = generated.iter().map(|p| (*p, None));
+    // Files of the signed size, opened here (without following links) and hashed on
+    // every core a batch at a time: few descriptors open, and a site that holds most of
+    // a bundle (a re-install, a delta) is checked at the disk's speed.
+    let mut candidates: Vec<(&str, std::fs::File, Sha256Digest)> = Vec::new();
+    let mut signed_sizes: Vec<(&str, u64)> = Vec::new();
     for (path, signed) in web.chain(generated) {
+        if let Some((size, _)) = signed {
+            signed_sizes.push((path, size));
+        }
+        if candidates.len() >= HASH_BATCH {
+            hash_candidates(&mut candidates, &mut found.in_place);
+        }
         let (parent, name) = split_parent(path);
         let (deepest, dir, complete) = cursor
             .deepest_existing(parent)
@@ -178,21 +189,13 @@ pub fn preflight(
                 Some(st) => {
                     if let Some((size, sha256)) = signed
                         && st.st_size as u64 == size
-                        && holds(dir, name, &sha256)
+                        && let Ok(file) = open_file_at(dir, name)
                     {
-                        found.in_place.insert(path.to_string());
+                        candidates.push((path, file, sha256));
                     }
                 }
                 None => {}
             }
-        }
-        // What is in place, or kept staged by an earlier run of this bundle (its room
-        // already taken), needs no room.
-        if let Some((size, _)) = signed
-            && !found.in_place.contains(path)
-            && !staging.kept.contains_key(path)
-        {
-            found.needed = found.needed.saturating_add(size);
         }
         if checked_writable.insert(deepest.clone()) && !writable(dir) {
             let shown = if deepest.is_empty() {
@@ -203,6 +206,14 @@ pub fn preflight(
             return Err(Error::Runtime(format!("{} is not writable", shown.display())).with_hint(
                 "run as a user that may write there, and check that its filesystem is not mounted read-only; nothing was written",
             ));
+        }
+    }
+    hash_candidates(&mut candidates, &mut found.in_place);
+    // What is in place, or kept staged by an earlier run of this bundle (its room already
+    // taken), needs no room.
+    for (path, size) in signed_sizes {
+        if !found.in_place.contains(path) && !staging.kept.contains_key(path) {
+            found.needed = found.needed.saturating_add(size);
         }
     }
     // The receipt lists every file (path, sha256, size, status: well under 256 bytes each
@@ -230,11 +241,35 @@ pub fn preflight(
     Ok(found)
 }
 
-/// True when the regular file `name` in `dir` (not a link) hashes to `sha256`.
-fn holds(dir: std::os::fd::BorrowedFd<'_>, name: &str, sha256: &Sha256Digest) -> bool {
-    open_file_at(dir, name)
-        .and_then(Sha256Digest::of_reader)
-        .is_ok_and(|(d, _)| d == *sha256)
+/// Files pre-flight hashes at once (each batch holds its files open).
+const HASH_BATCH: usize = 256;
+
+/// Hashes the opened candidates on every core; those that match their signed sha256 are
+/// in place. Empties `candidates`.
+fn hash_candidates(
+    candidates: &mut Vec<(&str, std::fs::File, Sha256Digest)>,
+    in_place: &mut HashSet<String>,
+) {
+    let matched = crate::bundle::pool::map_on_every_core(candidates, |(_, file, sha256)| {
+        Sha256Digest::of_reader(file).is_ok_and(|(d, _)| d == *sha256)
+    });
+    for ((path, _, _), matched) in candidates.drain(..).zip(matched) {
+        if matched {
+            in_place.insert(path.to_string());
+        }
+    }
+}
+
+/// The entries a delta left out that `found` does not hold in place (for `layout`).
+pub fn missing_in_place<'a>(
+    index: &'a Index,
+    layout: Layout,
+    found: &Preflight,
+) -> impl Iterator<Item = &'a str> {
+    index.entries.iter().filter_map(move |e| {
+        let dest = layout.dest(e)?;
+        (e.in_place && !found.in_place.contains(dest)).then_some(e.path.as_str())
+    })
 }
 
 fn walk_error_io(path: &str, source: io::Error, root: &RootDir) -> Error {
