@@ -587,16 +587,7 @@ fn parity_without_a_split_size_or_out_of_range_is_a_usage_error() {
         (vec!["--split-size", "64M", "--parity", "256"], "--parity"),
         (vec!["--split-size", "1048577", "--parity", "1"], "odd"),
     ] {
-        let mut args: Vec<&OsStr> = vec![
-            "create".as_ref(),
-            lock.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-            "--key".as_ref(),
-            key.as_os_str(),
-        ];
-        args.extend(extra.iter().map(OsStr::new));
-        let run = run_bundle(&args, &[]);
+        let run = create_from_cache(&lock, &out, &key, &ws.path("cache"), &extra, &[]);
         run.assert_code(2).assert_stderr_contains(needle);
         assert_empty_dir(&out_dir, &format!("{extra:?}"));
     }
