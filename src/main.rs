@@ -401,8 +401,11 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                 base,
             };
             let written = create(&options, &secret, reporter)?;
+            let (in_place_entries, in_place_bytes) = written.index.in_place();
             if json {
                 print_json(&serde_json::json!({
+                    "in_place_entries": in_place_entries,
+                    "in_place_bytes": in_place_bytes,
                     "bundle": written.path,
                     "signature": written.signature_path,
                     "bytes": written.bytes,
@@ -456,6 +459,12 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                         list.display()
                     ));
                 }
+            }
+            if written.index.base.is_some() {
+                reporter.info(format!(
+                    "delta: {in_place_entries} entries ({}) the base holds were left out; the install checks they are in place",
+                    human_bytes(in_place_bytes)
+                ));
             }
             if let Some((tool, sig)) = &written.tool {
                 reporter.info(format!(

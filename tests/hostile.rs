@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use airgap_bundle::bundle::frames::{FrameSizes, encode_seek_table};
 use airgap_bundle::bundle::index::{
-    Artifact, EntryKind, FORMAT_VERSION, INDEX_PATH, INDEX_SIG_PATH, Index, IndexEntry,
+    Artifact, DeltaBase, EntryKind, FORMAT_VERSION, INDEX_PATH, INDEX_SIG_PATH, Index, IndexEntry,
     MANIFEST_PATH, MAX_INDEX_BYTES,
 };
 use airgap_bundle::bundle::signing::SecretKey;
@@ -1417,4 +1417,78 @@ fn a_zstd_window_over_the_cap_is_refused_by_its_header() {
     let args = verify_args(&plain, &site.pubkey);
     failures.measure(&scratch, "verify zstd-19", &args, deadline, &verified);
     failures.assert_none();
+}
+
+/// The marks of a delta are part of what the signature covers, and checked: an entry
+/// marked in place in an index that is not a delta, or of a kind a delta never leaves out,
+/// is a malformed index; one marked in place that is in the archive all the same is
+/// refused; one marked in place and absent verifies (it is the install that checks the
+/// site holds it), and verify says so.
+#[test]
+fn delta_marks_are_checked() {
+    let site = Site::new();
+    let content = small_content();
+    let manifest = manifest_bytes("delta");
+    let base = DeltaBase {
+        from: "bundle".into(),
+        sha256: Sha256Digest::of_bytes(b"an earlier index"),
+        bundles: Vec::new(),
+    };
+    // Entries are sorted by path: [manifest, docs/readme.txt, tools/run.sh].
+    let marked = |base: Option<DeltaBase>| {
+        let mut index = index_of("delta", "1.0.0", &manifest, &content);
+        index.base = base;
+        index.entries[1].in_place = true;
+        index
+    };
+
+    let json = marked(None).to_canonical_json();
+    let bundle = site.bundle(
+        "not-a-delta.bundle.tar.zst",
+        &json,
+        &manifest,
+        &content[1..],
+    );
+    expect_refused_index(
+        &site,
+        &bundle,
+        "in-place-without-base",
+        &[
+            "verification failed",
+            "marked in place but the bundle is not a delta",
+        ],
+        RSS_LIMIT_KIB,
+    );
+
+    let mut index = marked(Some(base.clone()));
+    index.entries[1].kind = EntryKind::OciLayout;
+    let json = index.to_canonical_json();
+    let bundle = site.bundle("layout.bundle.tar.zst", &json, &manifest, &content[1..]);
+    expect_refused_index(
+        &site,
+        &bundle,
+        "in-place-layout",
+        &["verification failed", "which a delta never leaves out"],
+        RSS_LIMIT_KIB,
+    );
+
+    let json = marked(Some(base.clone())).to_canonical_json();
+    let present = site.bundle("present.bundle.tar.zst", &json, &manifest, &content);
+    let run = run_bundle(&verify_args(&present, &site.pubkey), &[]);
+    run.assert_code(3).assert_stderr_contains(
+        "the signed index marks it as left out of this delta, yet it is in the archive",
+    );
+
+    let absent = site.bundle("absent.bundle.tar.zst", &json, &manifest, &content[1..]);
+    let mut args = verify_args(&absent, &site.pubkey);
+    run_bundle(&args, &[])
+        .assert_ok()
+        .assert_stderr_contains("of this delta (1 more");
+    args.push("--json".into());
+    run_bundle(&args, &[])
+        .assert_ok()
+        .assert_stdout_contains("\"in_place_entries\": 1");
+    let run = run_bundle(&inspect_args(&absent), &[]);
+    run.assert_ok()
+        .assert_stdout_contains("leaves out 1 entries");
 }

@@ -12,24 +12,14 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
 
-use common::install::{assert_no_staging, install, make_world_readable};
+use common::install::{assert_no_staging, make_world_readable};
 use common::site::*;
 use common::*;
 use serde_json::Value;
 
 /// A 205 MiB site, its unsplit bundle, and the same bundle (same lock, key and
 /// `SOURCE_DATE_EPOCH`) as 64 MiB volumes with two parity volumes.
-struct Big {
-    site: Site,
-    unsplit: PathBuf,
-    base: PathBuf,
-    create_json: Value,
-    /// A web root with the unsplit bundle installed: what every rebuilt install must equal.
-    clean_web: PathBuf,
-}
-
 fn big_content() -> Vec<(&'static str, usize, u64)> {
     vec![
         ("images/k8s-images.tar", 96 * MIB as usize + 12_345, 31),
@@ -42,37 +32,12 @@ fn big_content() -> Vec<(&'static str, usize, u64)> {
 static BIG: Mutex<Weak<Big>> = Mutex::new(Weak::new());
 
 fn big() -> Arc<Big> {
-    let mut slot = BIG.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(big) = slot.upgrade() {
-        return big;
-    }
-    let started = Instant::now();
-    let site = Site::new("big", &big_content());
-    let unsplit = site.create("unsplit/big.bundle.tar.zst", &[]);
-    let base = site.ws.path("split/big.bundle.tar.zst");
-    let run = site.create_at(
-        &base,
-        EPOCH,
-        &["--split-size", "64M", "--parity", "2", "--json"],
-    );
-    run.assert_ok();
-    let create_json: Value = serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("create --json is not JSON: {e}\n{}", run.stdout));
-    let clean_web = site.ws.mkdir("web-clean");
-    install(&unsplit, &site.pubkey, &clean_web, &[]).assert_ok();
-    eprintln!(
-        "note: the 205 MiB site, its unsplit and its split bundle with parity took {:.1?}",
-        started.elapsed()
-    );
-    let big = Arc::new(Big {
-        site,
-        unsplit,
-        base,
-        create_json,
-        clean_web,
-    });
-    *slot = Arc::downgrade(&big);
-    big
+    shared_big(
+        &BIG,
+        &big_content(),
+        &["--split-size", "64M", "--parity", "2"],
+        true,
+    )
 }
 
 /// `BASE.pNN`.
@@ -367,7 +332,10 @@ fn check_rebuilt(big: &Big, label: &str, copy: &Path, rebuilt: &[PathBuf]) {
     let run = install_in(site, &base, &web, &tmp);
     assert_eq!(run.code, 0, "{label}: install\n{}", run.stderr);
     assert_eq!(rebuilt_of(&run), want, "{label}: install --json");
-    let clean = snapshot_without_receipt(&big.clean_web, &site.name);
+    let clean = snapshot_without_receipt(
+        big.clean_web.as_deref().expect("a clean install"),
+        &site.name,
+    );
     let got = snapshot_without_receipt(&web, &site.name);
     assert!(
         got == clean,
@@ -587,16 +555,7 @@ fn parity_without_a_split_size_or_out_of_range_is_a_usage_error() {
         (vec!["--split-size", "64M", "--parity", "256"], "--parity"),
         (vec!["--split-size", "1048577", "--parity", "1"], "odd"),
     ] {
-        let mut args: Vec<&OsStr> = vec![
-            "create".as_ref(),
-            lock.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-            "--key".as_ref(),
-            key.as_os_str(),
-        ];
-        args.extend(extra.iter().map(OsStr::new));
-        let run = run_bundle(&args, &[]);
+        let run = create_from_cache(&lock, &out, &key, &ws.path("cache"), &extra, &[]);
         run.assert_code(2).assert_stderr_contains(needle);
         assert_empty_dir(&out_dir, &format!("{extra:?}"));
     }

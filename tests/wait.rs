@@ -140,9 +140,15 @@ fn visible(web_root: &Path) -> std::collections::BTreeMap<String, String> {
     tree
 }
 
-/// What an interrupted install may leave: at most the one staging directory it keeps.
+/// What an interrupted install may leave: the web root as it was `before`, apart from at
+/// most the one staging directory it keeps.
 #[track_caller]
-fn at_most_kept_staging(web_root: &Path) {
+fn unchanged_but_kept_staging(
+    before: &std::collections::BTreeMap<String, String>,
+    web_root: &Path,
+) {
+    let now = visible(web_root);
+    assert_eq!(*before, now, "{}", snapshot_diff(before, &now));
     let staging = names_starting(web_root, ".bundle-staging-");
     assert!(staging.len() <= 1, "{staging:?}");
 }
@@ -453,13 +459,7 @@ fn install_wait_without_a_terminal_names_the_missing_volume_and_commits_nothing(
         "asked without a terminal:\n{}",
         run.stderr
     );
-    assert_eq!(
-        before,
-        visible(&web_root),
-        "{}",
-        snapshot_diff(&before, &visible(&web_root))
-    );
-    at_most_kept_staging(&web_root);
+    unchanged_but_kept_staging(&before, &web_root);
 
     // inspect needs only the first medium (the head is at the front of the stream).
     let run = run_bundle(
@@ -536,13 +536,7 @@ fn q_at_the_prompt_aborts_and_a_bad_list_is_refused_before_asking() {
         "{said}"
     );
     assert!(said.contains("what verified so far is kept"), "{said}");
-    assert_eq!(
-        before,
-        visible(&web_root),
-        "{}",
-        snapshot_diff(&before, &visible(&web_root))
-    );
-    at_most_kept_staging(&web_root);
+    unchanged_but_kept_staging(&before, &web_root);
 
     // One changed byte in the list (a sum of volume .001 would let a forged stick in).
     let list = mount.join(format!("{}.volumes", split.name()));

@@ -327,8 +327,9 @@ mod tests {
     use super::*;
     use crate::bundle::split::volume_list;
 
-    /// A list of three volumes of 4, 4 and 2 bytes over `0123456789`, and the volumes.
-    fn three() -> (VolumeList, Vec<(String, Vec<u8>)>) {
+    /// A list of three volumes of 4, 4 and 2 bytes over `0123456789` (parsed, and as its
+    /// text), and the volumes.
+    fn three() -> (VolumeList, String, Vec<(String, Vec<u8>)>) {
         let vols: Vec<(String, Vec<u8>)> = [&b"0123"[..], b"4567", b"89"]
             .iter()
             .enumerate()
@@ -338,10 +339,8 @@ mod tests {
             .iter()
             .map(|(n, b)| (n.clone(), Sha256Digest::of_bytes(b), b.len() as u64))
             .collect();
-        (
-            VolumeList::parse(&volume_list(4, &listed, &[], 0, None)).unwrap(),
-            vols,
-        )
+        let text = volume_list(4, &listed, &[], 0, None);
+        (VolumeList::parse(&text).unwrap(), text, vols)
     }
 
     /// Plays the operator: on each request, takes the previous volume out of the mount
@@ -378,21 +377,13 @@ mod tests {
     #[test]
     fn a_waiting_source_asks_for_each_volume_in_order_with_the_last_one_closed() {
         use std::io::Read;
-        let (list, vols) = three();
+        let (list, text, vols) = three();
         let stash = tempfile::tempdir().unwrap();
         let mount = tempfile::tempdir().unwrap();
         for (name, bytes) in &vols {
             std::fs::write(stash.path().join(name), bytes).unwrap();
         }
-        let listed: Vec<(String, Sha256Digest, u64)> = vols
-            .iter()
-            .map(|(n, b)| (n.clone(), Sha256Digest::of_bytes(b), b.len() as u64))
-            .collect();
-        std::fs::write(
-            mount.path().join("b.volumes"),
-            volume_list(4, &listed, &[], 0, None),
-        )
-        .unwrap();
+        std::fs::write(mount.path().join("b.volumes"), text).unwrap();
         assert_eq!(list.data.len(), 3);
         let log = std::sync::Arc::default();
         let supplier = Swapper {
@@ -432,7 +423,7 @@ mod tests {
 
     #[test]
     fn look_checks_size_then_sha256_and_names_other_volumes() {
-        let (list, vols) = three();
+        let (list, _, vols) = three();
         let dir = tempfile::tempdir().unwrap();
         let want = Wanted {
             list: &list,
@@ -466,7 +457,7 @@ mod tests {
 
     #[test]
     fn without_a_terminal_a_missing_volume_is_exit_1_and_a_wrong_one_exit_3() {
-        let (list, vols) = three();
+        let (list, _, vols) = three();
         let dir = tempfile::tempdir().unwrap();
         let want = Wanted {
             list: &list,
@@ -490,7 +481,7 @@ mod tests {
 
     #[test]
     fn the_prompt_repeats_until_the_right_medium_and_q_aborts() {
-        let (list, vols) = three();
+        let (list, _, vols) = three();
         let dir = tempfile::tempdir().unwrap();
         let want = Wanted {
             list: &list,

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::pool::map_on_every_core;
 use super::signing::PublicKey;
 use super::split::WrittenVolume;
-use super::volumes::{BundleSource, Unfit};
+use super::volumes::{BundleSource, Unfit, Verdict};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Reporter;
@@ -293,27 +293,31 @@ fn rebuild(source: &BundleSource, reporter: &Reporter) -> Result<Option<Rebuilt>
         return Ok(None);
     }
     let k = list.data.len();
-    let matched = source.matched_volumes();
     let unfit = source.unfit();
     let data_paths: Vec<PathBuf> = source.volumes().iter().map(|(p, _)| p.clone()).collect();
     let parity_paths = source.parity_paths();
-    // Every volume not already known good is hashed against the list, on every core.
-    let numbered: Vec<(usize, &PathBuf)> = data_paths.iter().enumerate().collect();
-    let bad_data: Vec<(usize, Why)> = map_on_every_core(&numbered, |&(i, path)| {
-        match unfit.iter().find(|(u, _)| *u == i) {
-            Some((_, Unfit::Missing)) => Some(Why::Missing),
-            Some((_, Unfit::Size(got))) => Some(Why::Size {
-                got: *got,
-                want: list.size_of(i),
-            }),
-            None if matched.get(i).copied().unwrap_or(false) => None,
-            None => check_volume(path, list.size_of(i), &list.data[i].1),
-        }
-    })
-    .into_iter()
-    .enumerate()
-    .filter_map(|(i, why)| Some((i, why?)))
-    .collect();
+    // Volumes open found missing or the wrong size are bad as they are; the others are
+    // judged by their hash against the list (computed once per source, on every core, and
+    // shared with the message that names bad volumes).
+    let verdicts = source.verdicts().unwrap_or_default();
+    let bad_data: Vec<(usize, Why)> = (0..data_paths.len())
+        .filter_map(|i| {
+            let why = match unfit.iter().find(|(u, _)| *u == i) {
+                Some((_, Unfit::Missing)) => Why::Missing,
+                Some((_, Unfit::Size(got))) => Why::Size {
+                    got: *got,
+                    want: list.size_of(i),
+                },
+                None => match verdicts.get(i) {
+                    Some(Verdict::Good) => return None,
+                    Some(Verdict::Differs) => Why::Differs,
+                    Some(Verdict::Unreadable(e)) => Why::Unreadable(e.clone()),
+                    None => return None,
+                },
+            };
+            Some((i, why))
+        })
+        .collect();
     if bad_data.is_empty() {
         return Ok(None);
     }

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
@@ -28,6 +28,23 @@ pub struct BundleSource {
     /// With parity: the data volumes `open` found missing or the wrong size, to be rebuilt
     /// (see [`super::parity::read_with_parity`]) before anything reads them.
     unfit: Vec<(usize, Unfit)>,
+    /// Each data volume hashed against the signed list, once, on the failure path (shared
+    /// by the message naming bad volumes and the parity rebuild).
+    verdicts: Arc<OnceLock<Vec<Verdict>>>,
+}
+
+/// A data volume against the signed volume list.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Good,
+    Differs,
+    Unreadable(String),
+}
+
+impl Default for Verdict {
+    fn default() -> Self {
+        Verdict::Unreadable("not checked".into())
+    }
 }
 
 /// What `open` found wrong with a listed data volume.
@@ -80,6 +97,7 @@ impl BundleSource {
                 matched: Arc::default(),
                 media: None,
                 unfit: Vec::new(),
+                verdicts: Default::default(),
             });
         }
         let list_path = super::split::list_path(path);
@@ -123,6 +141,7 @@ impl BundleSource {
             matched: Arc::default(),
             media: None,
             unfit: Vec::new(),
+            verdicts: Default::default(),
         })
     }
 
@@ -152,6 +171,7 @@ impl BundleSource {
             list: Some(ListedVolumes { path, text, parsed }),
             media: None,
             unfit,
+            verdicts: Default::default(),
         };
         // Without parity nothing can stand in for a bad volume: refuse before any read.
         if !source.unfit.is_empty() && !source.has_parity() {
@@ -250,6 +270,7 @@ impl BundleSource {
             list: self.list.clone(),
             media: None,
             unfit: Vec::new(),
+            verdicts: Default::default(),
         }
     }
 
@@ -286,6 +307,7 @@ impl BundleSource {
             matched: Arc::new(Mutex::new(vec![false; volumes.len()])),
             volumes,
             unfit: Vec::new(),
+            verdicts: Default::default(),
             media: Some(Arc::new(Mutex::new(Media::new(
                 supplier,
                 parsed.clone(),
@@ -347,16 +369,11 @@ impl BundleSource {
         if self.media.is_some() {
             return None;
         }
-        let list = self.list.as_ref()?;
         let bad: Vec<String> = self
             .volumes
             .iter()
-            .zip(&list.parsed.data)
-            .filter(|((path, _), (_, want))| {
-                File::open(path)
-                    .and_then(Sha256Digest::of_reader)
-                    .map_or(true, |(got, _)| got != *want)
-            })
+            .zip(self.verdicts()?)
+            .filter(|(_, v)| **v != Verdict::Good)
             .map(|((path, _), _)| path.display().to_string())
             .collect();
         (!bad.is_empty()).then(|| {
@@ -368,6 +385,34 @@ impl BundleSource {
                 if bad.len() == 1 { "" } else { "s" },
             )
         })
+    }
+
+    /// Each data volume against the signed list (`None` without a list): hashed on every
+    /// core the first time it is asked for, unless a reader already found it as listed
+    /// while it streamed.
+    pub fn verdicts(&self) -> Option<&[Verdict]> {
+        let list = self.list.as_ref()?;
+        let verdicts = self.verdicts.get_or_init(|| {
+            let matched = self.matched_volumes();
+            let numbered: Vec<(usize, &PathBuf, &Sha256Digest)> = self
+                .volumes
+                .iter()
+                .zip(&list.parsed.data)
+                .enumerate()
+                .map(|(i, ((path, _), (_, want)))| (i, path, want))
+                .collect();
+            super::pool::map_on_every_core(&numbered, |&(i, path, want)| {
+                if matched.get(i).copied().unwrap_or(false) {
+                    return Verdict::Good;
+                }
+                match File::open(path).and_then(Sha256Digest::of_reader) {
+                    Ok((got, _)) if got == *want => Verdict::Good,
+                    Ok(_) => Verdict::Differs,
+                    Err(e) => Verdict::Unreadable(e.to_string()),
+                }
+            })
+        });
+        Some(verdicts)
     }
 
     /// After a read that verified against the signed index `index_sha256`: the volumes

@@ -7,10 +7,12 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use serde_json::Value;
 
-use super::install::make_world_readable;
+use super::install::{install, make_world_readable};
 use super::*;
 
 /// `SOURCE_DATE_EPOCH` of every create whose bytes are compared.
@@ -22,6 +24,66 @@ pub const MIB: u64 = 1 << 20;
 // ---------------------------------------------------------------------------
 // A site: upstream Apache, key, lock
 // ---------------------------------------------------------------------------
+
+/// A big site (≥ 200 MiB of content), its unsplit bundle and a split one, shared by the
+/// tests of one binary: built by the first test that asks and kept while any test holds
+/// it, so that the workspace (≈ 1 GiB with the installs) is removed once they are done.
+pub struct Big {
+    pub site: Site,
+    pub unsplit: PathBuf,
+    /// The split bundle's base path (`split/big.bundle.tar.zst`).
+    pub base: PathBuf,
+    /// What `create --json` said about the split bundle.
+    pub create_json: Value,
+    /// With `clean_web`: a web root with the unsplit bundle installed.
+    pub clean_web: Option<PathBuf>,
+}
+
+/// The [`Big`] kept in `slot`, or a new one of `content` whose split bundle is created
+/// with `split_flags` (and a clean install of the unsplit bundle when `clean_web`).
+pub fn shared_big(
+    slot: &Mutex<Weak<Big>>,
+    content: &[(&str, usize, u64)],
+    split_flags: &[&str],
+    clean_web: bool,
+) -> Arc<Big> {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(big) = slot.upgrade() {
+        return big;
+    }
+    let started = Instant::now();
+    let site = Site::new("big", content);
+    let bytes: u64 = content.iter().map(|(_, n, _)| *n as u64).sum();
+    assert!(bytes >= 200 * MIB, "{bytes} bytes of content");
+    let unsplit = site.create("unsplit/big.bundle.tar.zst", &[]);
+    let base = site.ws.path("split/big.bundle.tar.zst");
+    let mut flags = split_flags.to_vec();
+    flags.push("--json");
+    let run = site.create_at(&base, EPOCH, &flags);
+    run.assert_ok();
+    let create_json: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("create --json is not JSON: {e}\n{}", run.stdout));
+    let clean_web = clean_web.then(|| {
+        let web = site.ws.mkdir("web-clean");
+        install(&unsplit, &site.pubkey, &web, &[]).assert_ok();
+        web
+    });
+    eprintln!(
+        "note: the {} MiB site, its unsplit and its split bundle ({}) took {:.1?}",
+        bytes / MIB,
+        split_flags.join(" "),
+        started.elapsed()
+    );
+    let big = Arc::new(Big {
+        site,
+        unsplit,
+        base,
+        create_json,
+        clean_web,
+    });
+    *slot = Arc::downgrade(&big);
+    big
+}
 
 /// A workspace with an Apache serving `upstream/<rel>`, a site key and a locked manifest
 /// naming every upstream file by its `http://127.0.0.1:PORT/<rel>` URL.
