@@ -35,7 +35,13 @@ const BASE_URL: &str = "http://site.example.org/";
 /// The User-Agent of the tool's requests in a registry's access log.
 const UA: &str = "airgap-bundle/";
 /// The site registry's repositories (the upstream host dropped).
-const REPOS: &[&str] = &["test/app", "test/base"];
+const REPOS: &[&str] = &["test/app", "test/base", "test/tool"];
+/// The images of v1 and v2 (`test/app:v1` changes upstream between them); v3 adds one in a
+/// repository of its own, on the same base layer.
+const IMAGES: &[&str] = &["test/app:v1", "test/base:base"];
+const IMAGES_V3: &[&str] = &["test/app:v1", "test/base:base", "test/tool:v1"];
+/// The repositories of [`IMAGES`].
+const V1_REPOS: &[&str] = &["test/app", "test/base"];
 
 /// Upstream files: (path below the upstream web root, size, seed). About 2.9 MB.
 const FILES: &[(&str, usize, u64)] = &[
@@ -272,17 +278,19 @@ impl Fixture {
         )
     }
 
-    /// Writes the manifest of `version` (every file, both images, the `charts` versions of
+    /// Writes the manifest of `version` (every file, the `images`, the `charts` versions of
     /// demo) and locks it; returns the lock.
-    fn lock(&self, version: &str, charts: &[&str]) -> PathBuf {
+    fn lock(&self, version: &str, images: &[&str], charts: &[&str]) -> PathBuf {
         let mut m = format!("apiVersion: bundle/v1\nname: {NAME}\nversion: '{version}'\nfiles:\n");
         for (rel, _, _) in FILES {
             m.push_str(&format!("  - url: '{}'\n", self.apache.url(rel)));
         }
         let up = self.upstream.host();
-        m.push_str(&format!(
-            "images:\n  - ref: '{up}/test/app:v1'\n  - ref: '{up}/test/base:base'\ncharts:\n"
-        ));
+        m.push_str("images:\n");
+        for image in images {
+            m.push_str(&format!("  - ref: '{up}/{image}'\n"));
+        }
+        m.push_str("charts:\n");
         for chart in charts {
             m.push_str(&format!(
                 "  - {{repo: '{}', name: demo, version: '{chart}'}}\n",
@@ -336,7 +344,7 @@ impl Fixture {
 
     /// v1: every file, both images, demo 1.0.0.
     fn v1(&self) -> Made {
-        let lock = self.lock("1.0.0", &["1.0.0"]);
+        let lock = self.lock("1.0.0", IMAGES, &["1.0.0"]);
         self.made(&lock, "v1.bundle.tar.zst", &[])
     }
 
@@ -351,13 +359,22 @@ impl Fixture {
             &random_bytes(100_000, 201),
         );
         self.push("app-2", "test/app:v1");
-        self.lock("2.0.0", &["1.0.0", "1.1.0"])
+        self.lock("2.0.0", IMAGES, &["1.0.0", "1.1.0"])
     }
 
-    /// Upstream moves on again: one more file changes. Returns v3's lock.
+    /// Upstream moves on again: one more file changes, and `test/tool:v1` joins (the base
+    /// layer plus one of its own, in a repository no earlier version used). Returns v3's
+    /// lock.
     fn upgrade_to_v3(&self) -> PathBuf {
         self.change_file(CHANGED_IN_V3, 303);
-        self.lock("3.0.0", &["1.0.0", "1.1.0"])
+        build_image_with(
+            &self.layout,
+            Some("base"),
+            "tool-1",
+            &random_bytes(50_000, 301),
+        );
+        self.push("tool-1", "test/tool:v1");
+        self.lock("3.0.0", IMAGES_V3, &["1.0.0", "1.1.0"])
     }
 
     /// New bytes (of the same size) at an upstream file's URL.
@@ -382,7 +399,8 @@ impl Fixture {
     /// with `--registry` (and no `--chart-registry`) pushes or expects there.
     fn image_blobs(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for (repo, tag) in [("test/app", "v1"), ("test/base", "base")] {
+        for image in IMAGES {
+            let (repo, tag) = image.split_once(':').unwrap();
             let raw = self.upstream.raw_manifest(repo, tag);
             out.insert(config(&raw));
             out.extend(layers(&raw));
@@ -721,7 +739,11 @@ fn check_delta_format(delta: &Made, full: &Made, expect: &Expect) {
         unmarked(&full.index),
         "{what}: the delta's index must list the whole new set, as the full bundle's does"
     );
-    assert_eq!(delta.in_place(), expect.in_place, "{what}: in-place entries");
+    assert_eq!(
+        delta.in_place(),
+        expect.in_place,
+        "{what}: in-place entries"
+    );
     let base = &delta.index["base"];
     assert_eq!(base["from"], expect.from, "{what}: base {base:#}");
     assert_eq!(hex(&base["sha256"]), expect.base_sha256, "{what}: {base:#}");
@@ -742,7 +764,10 @@ fn check_delta_format(delta: &Made, full: &Made, expect: &Expect) {
         .into_iter()
         .filter(|(_, (_, _, _, in_place))| !in_place)
         .map(|(path, _)| path)
-        .chain(["bundle/index.json".into(), "bundle/index.json.minisig".into()])
+        .chain([
+            "bundle/index.json".into(),
+            "bundle/index.json.minisig".into(),
+        ])
         .collect();
     want.sort();
     assert_eq!(got, want, "{what}: the archive's entries");
@@ -802,7 +827,10 @@ fn check_delta_reports(fx: &Fixture, delta: &Made, expect: &Expect) {
     );
 
     let verified = fx.verify_json(&delta.path);
-    assert_eq!(verified["in_place_entries"], in_place_entries, "{verified:#}");
+    assert_eq!(
+        verified["in_place_entries"], in_place_entries,
+        "{verified:#}"
+    );
     assert_eq!(verified["in_place_bytes"], in_place_bytes, "{verified:#}");
 }
 
@@ -879,9 +907,10 @@ fn deltas_from_the_v1_bundle_and_from_its_index_are_small_and_install_like_the_f
     let lock2 = fx.upgrade_to_v2();
     let full = fx.made(&lock2, "v2.bundle.tar.zst", &[]);
 
-    // From the v1 bundle, with a cache that holds nothing: the files v1 carried unchanged
-    // are not even downloaded.
+    // From the v1 bundle, with a cache that holds nothing: the files and image blobs v1
+    // carried unchanged are not even downloaded.
     let log_before = fx.apache.access_log().lines().count();
+    let registry_log_before = fx.upstream.access_log(UA).len();
     let from_bundle_path = fx.ws.path("v2-from-bundle.bundle.tar.zst");
     fx.create_with_cache(
         &lock2,
@@ -905,6 +934,21 @@ fn deltas_from_the_v1_bundle_and_from_its_index_are_small_and_install_like_the_f
         fetched.len(),
         1,
         "create --base downloaded files the base holds:\n{fetched:#?}"
+    );
+    let blob_gets: Vec<String> = fx.upstream.access_log(UA)[registry_log_before..]
+        .iter()
+        .filter(|(r, _)| r.starts_with("GET ") && r.contains("/blobs/sha256:"))
+        .map(|(r, _)| r.clone())
+        .collect();
+    let top = fx.app_top_layer();
+    assert!(
+        blob_gets.iter().any(|r| r.contains(&top)),
+        "the new layer was not downloaded: {blob_gets:#?}"
+    );
+    let base_layer = fx.base_layer();
+    assert!(
+        !blob_gets.iter().any(|r| r.contains(&base_layer)),
+        "create --base downloaded the layer the base holds: {blob_gets:#?}"
     );
     let from_bundle = Made::read(&from_bundle_path);
 
@@ -1034,9 +1078,14 @@ fn a_delta_from_the_site_export_is_small_and_installs_like_the_full_bundle() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["repository"].as_str().unwrap().to_string(), hex(&m["digest"])))
+        .map(|m| {
+            (
+                m["repository"].as_str().unwrap().to_string(),
+                hex(&m["digest"]),
+            )
+        })
         .collect();
-    for repo in REPOS {
+    for repo in V1_REPOS {
         let tag = &site.registry.tags(repo)[0];
         let digest = site.registry.manifest_digest(repo, tag, None);
         assert!(
@@ -1096,7 +1145,11 @@ fn a_delta_on_an_empty_site_is_refused_naming_every_missing_entry_and_writes_not
         snapshot_diff(&before, &after)
     );
     assert_eq!(empty.tags(), BTreeMap::new(), "tags on the site registry");
-    assert_eq!(empty.writes(), Vec::new(), "the refused install wrote to the registry");
+    assert_eq!(
+        empty.writes(),
+        Vec::new(),
+        "the refused install wrote to the registry"
+    );
 
     // Positive control: the full bundle installs on the same empty site.
     fx.install_ok(&full.path, &empty);
@@ -1213,7 +1266,7 @@ fn a_delta_whose_base_the_site_does_not_hold_is_refused_naming_what_is_missing()
 
     // …or a blob deleted from the registry (from every repository that linked it).
     let layer = fx.base_layer();
-    for repo in REPOS {
+    for repo in V1_REPOS {
         output_ok(Command::new("curl").args([
             "-fsS",
             "-X",
@@ -1321,7 +1374,11 @@ fn a_malformed_base_is_a_usage_error_with_its_position_and_writes_nothing() {
             "",
         ),
     ];
-    let (lock, key, cache) = (ws.path("m.lock.yaml"), ws.path("site.key"), ws.path("cache"));
+    let (lock, key, cache) = (
+        ws.path("m.lock.yaml"),
+        ws.path("site.key"),
+        ws.path("cache"),
+    );
     let create = |base: &Path, out: &Path| {
         run_bundle(
             &[
@@ -1357,8 +1414,15 @@ fn a_malformed_base_is_a_usage_error_with_its_position_and_writes_nothing() {
             "{file}: no column after {at}:\n{}",
             run.stderr
         );
-        for written in [out.clone(), PathBuf::from(format!("{}.minisig", out.display()))] {
-            assert!(!written.exists(), "{file}: {} was written", written.display());
+        for written in [
+            out.clone(),
+            PathBuf::from(format!("{}.minisig", out.display())),
+        ] {
+            assert!(
+                !written.exists(),
+                "{file}: {} was written",
+                written.display()
+            );
         }
     }
 
@@ -1376,8 +1440,8 @@ fn a_malformed_base_is_a_usage_error_with_its_position_and_writes_nothing() {
         let out = ws.path(format!("out-{file}.bundle.tar.zst"));
         create(&base, &out)
             .assert_code(2)
-        .assert_stderr_contains(&base.display().to_string())
-        .assert_stderr_contains(words);
+            .assert_stderr_contains(&base.display().to_string())
+            .assert_stderr_contains(words);
         assert!(!out.exists());
     }
 }
@@ -1406,10 +1470,24 @@ fn a_delta_of_a_delta_installs_like_the_full_bundle() {
         bundles: vec![delta2.as_base_bundle()],
         in_place: held_by(&delta2, &full3),
     };
-    // Only the file changed for v3 is carried, of the content v2 had.
+    // Of what v2 had, only the file changed for v3 is carried; the new image's base layer
+    // is in place (in other repositories than the new one), its own layer carried.
     assert_eq!(expect.in_place, held_by(&full2, &full3));
     assert!(!expect.in_place.contains_key(&fx.web_path(CHANGED_IN_V3)));
     assert!(expect.in_place.contains_key(&fx.web_path(CHANGED_IN_V2)));
+    let tool = fx.upstream.raw_manifest("test/tool", "v1");
+    let tool_layers = layers(&tool);
+    assert_eq!(tool_layers[0], fx.base_layer());
+    assert!(
+        expect
+            .in_place
+            .contains_key(&format!("oci/blobs/sha256/{}", tool_layers[0]))
+    );
+    assert!(
+        !expect
+            .in_place
+            .contains_key(&format!("oci/blobs/sha256/{}", tool_layers[1]))
+    );
     check_delta_format(&delta3, &full3, &expect);
 
     fx.install_ok(&full3.path, &reference);
@@ -1430,9 +1508,8 @@ fn an_in_place_entry_found_in_the_archive_is_a_verification_failure() {
     let delta = fx.delta(&lock2, "v2-delta.bundle.tar.zst", &v1.path);
     let path = fx.web_path(UNCHANGED);
     assert!(delta.in_place().contains_key(&path));
-    let verify = |bundle: &Path| {
-        fx.run(&["verify", bundle.to_str().unwrap(), "--pubkey", "site.pub"])
-    };
+    let verify =
+        |bundle: &Path| fx.run(&["verify", bundle.to_str().unwrap(), "--pubkey", "site.pub"]);
 
     // Positive control: the delta's entries rebuilt unchanged still verify.
     let control = fx.ws.path("control.bundle.tar.zst");
@@ -1457,7 +1534,9 @@ fn an_in_place_entry_found_in_the_archive_is_a_verification_failure() {
     in_order.insert(3, extra);
     for (name, tampered) in [("at-end", at_end), ("in-order", in_order)] {
         for framing in [Framing::Seekable, Framing::Plain] {
-            let out = fx.ws.path(format!("tampered-{name}-{framing:?}.bundle.tar.zst"));
+            let out = fx
+                .ws
+                .path(format!("tampered-{name}-{framing:?}.bundle.tar.zst"));
             fs::write(&out, build_bundle(&tampered, framing)).unwrap();
             verify(&out).assert_code(3).assert_stderr_contains(&path);
         }
