@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
-use crate::error::Result;
-use crate::fs::RootDir;
+use crate::error::{Error, Result};
+use crate::fs::{DirCursor, RootDir, open_file_at};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Receipt {
@@ -49,6 +49,9 @@ pub fn receipt_rel_path(name: &str, version: &str) -> String {
 /// The receipts directory below the web root.
 pub const RECEIPTS_DIR: &str = ".bundle";
 
+/// Upper bound on a receipt's size (it lists every file of its bundle).
+const MAX_RECEIPT_BYTES: u64 = 256 << 20;
+
 /// Every receipt under the web root (to build variables covering all installed bundles),
 /// read without following links.
 pub fn all_receipts(root: &RootDir) -> Vec<Receipt> {
@@ -58,9 +61,60 @@ pub fn all_receipts(root: &RootDir) -> Vec<Receipt> {
     names
         .iter()
         .filter(|n| n.ends_with(".json"))
-        .filter_map(|n| root.read_small(&format!("{RECEIPTS_DIR}/{n}"), 256 << 20))
+        .filter_map(|n| root.read_small(&format!("{RECEIPTS_DIR}/{n}"), MAX_RECEIPT_BYTES))
         .filter_map(|b: Vec<u8>| serde_json::from_slice(&b).ok())
         .collect()
+}
+
+/// Every receipt under the web root, sorted by file name, for the site export: one that
+/// cannot be read in full or does not parse is an error naming it (exit 1), since leaving
+/// it out would export a site without that bundle. Read without following links; a
+/// `.bundle` that is a link or not a directory is refused.
+pub fn all_receipts_strict(root: &RootDir) -> Result<Vec<Receipt>> {
+    use std::io::Read;
+    let names = root
+        .list(RECEIPTS_DIR)
+        .map_err(|e| e.into_error(root.path(), root.role()))?;
+    let mut cursor = DirCursor::new(root.clone());
+    let mut receipts = Vec::new();
+    for name in names.iter().filter(|n| n.ends_with(".json")) {
+        let shown = root.path().join(RECEIPTS_DIR).join(name);
+        let dir = cursor
+            .existing_dir(RECEIPTS_DIR)
+            .map_err(|e| e.into_error(root.path(), root.role()))?
+            .ok_or_else(|| {
+                Error::Runtime(format!(
+                    "{}: removed while it was read",
+                    root.path().join(RECEIPTS_DIR).display()
+                ))
+            })?;
+        let mut bytes = Vec::new();
+        open_file_at(dir, name)
+            .and_then(|f| f.take(MAX_RECEIPT_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(|e| {
+                Error::io("cannot read the receipt", &shown, e).with_hint(format!(
+                    "a receipt is a regular file written by `bundle install`; move `{}` out of {} if it is not one",
+                    shown.display(),
+                    root.path().join(RECEIPTS_DIR).display()
+                ))
+            })?;
+        if bytes.len() as u64 > MAX_RECEIPT_BYTES {
+            return Err(Error::Runtime(format!(
+                "{}: larger than the {MAX_RECEIPT_BYTES} bytes a receipt may have",
+                shown.display()
+            )));
+        }
+        let receipt = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Runtime(format!("{}: not a receipt: {e}", shown.display())).with_hint(
+                format!(
+                    "reinstall its bundle to rewrite it, or move it out of {} if it is not one; nothing was exported",
+                    root.path().join(RECEIPTS_DIR).display()
+                ),
+            )
+        })?;
+        receipts.push(receipt);
+    }
+    Ok(receipts)
 }
 
 impl Receipt {
