@@ -355,6 +355,17 @@ impl RootDir {
         }
     }
 
+    /// Takes a shared `flock` on the root without waiting (readers such as the site export
+    /// may hold it together; an install's exclusive lock excludes them). `Ok(false)` when
+    /// an install holds it.
+    pub fn try_lock_shared(&self) -> io::Result<bool> {
+        match rustix::fs::flock(self.fd(), rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Ok(()) => Ok(true),
+            Err(Errno::WOULDBLOCK) => Ok(false),
+            Err(e) => Err(errno_io(e)),
+        }
+    }
+
     /// The names in directory `rel` below the root (not following links); empty when it
     /// does not exist.
     pub fn list(&self, rel: &str) -> std::result::Result<Vec<String>, WalkError> {

@@ -211,16 +211,15 @@ impl RegistryAccessArgs {
         })
     }
 
-    /// Registry flags without a registry are a usage error.
-    fn check_used(&self, has_registry: bool) -> Result<()> {
+    /// Registry flags without a registry are a usage error (`needs` names the flags that
+    /// give one).
+    fn check_used(&self, has_registry: bool, needs: &str) -> Result<()> {
         for (given, flag) in [
             (self.registry_user.is_some(), "--registry-user"),
             (self.registry_ca.is_some(), "--registry-ca"),
         ] {
             if given && !has_registry {
-                return Err(Error::Usage(format!(
-                    "{flag} needs --registry or --chart-registry"
-                )));
+                return Err(Error::Usage(format!("{flag} needs {needs}")));
             }
         }
         Ok(())
@@ -556,7 +555,10 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
             media,
         } => {
             let key = PublicKey::load(&pubkey)?;
-            registry_access.check_used(registry.is_some() || chart_registry.is_some())?;
+            registry_access.check_used(
+                registry.is_some() || chart_registry.is_some(),
+                "--registry or --chart-registry",
+            )?;
             let registry = registry
                 .as_deref()
                 .map(|h| registry_access.options(h, keep_host))
@@ -652,7 +654,7 @@ fn run(command: Command, json: bool, reporter: &Reporter) -> Result<()> {
                     output,
                 },
         } => {
-            registry_access.check_used(!registry.is_empty())?;
+            registry_access.check_used(!registry.is_empty(), "--registry")?;
             let registries = registry
                 .iter()
                 .map(|h| registry_access.options(h, false))

@@ -137,10 +137,20 @@ pub fn map_on_every_core<T: Sync, R: Send + Default>(
     items: &[T],
     f: impl Fn(&T) -> R + Sync,
 ) -> Vec<R> {
+    map_on_threads(items, default_threads(), f)
+}
+
+/// `f` of every item on `threads` threads (items taken in turn, results in order): for
+/// jobs that wait on something other than the CPU, such as registry requests (`--jobs`).
+pub fn map_on_threads<T: Sync, R: Send + Default>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Mutex<R>> = items.iter().map(|_| Mutex::new(R::default())).collect();
     std::thread::scope(|scope| {
-        for _ in 0..default_threads().min(items.len()) {
+        for _ in 0..threads.max(1).min(items.len()) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

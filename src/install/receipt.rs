@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Sha256Digest;
-use crate::error::Result;
-use crate::fs::RootDir;
+use crate::error::{Error, Result};
+use crate::fs::{DirCursor, RootDir, open_file_at};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Receipt {
@@ -49,6 +49,9 @@ pub fn receipt_rel_path(name: &str, version: &str) -> String {
 /// The receipts directory below the web root.
 pub const RECEIPTS_DIR: &str = ".bundle";
 
+/// Upper bound on a receipt's size (it lists every file of its bundle).
+const MAX_RECEIPT_BYTES: u64 = 256 << 20;
+
 /// Every receipt under the web root (to build variables covering all installed bundles),
 /// read without following links.
 pub fn all_receipts(root: &RootDir) -> Vec<Receipt> {
@@ -58,7 +61,7 @@ pub fn all_receipts(root: &RootDir) -> Vec<Receipt> {
     names
         .iter()
         .filter(|n| n.ends_with(".json"))
-        .filter_map(|n| root.read_small(&format!("{RECEIPTS_DIR}/{n}"), 256 << 20))
+        .filter_map(|n| root.read_small(&format!("{RECEIPTS_DIR}/{n}"), MAX_RECEIPT_BYTES))
         .filter_map(|b: Vec<u8>| serde_json::from_slice(&b).ok())
         .collect()
 }
@@ -72,22 +75,93 @@ pub fn pushed_repositories(receipts: &[Receipt], host: &str) -> Vec<String> {
         .flatten()
         .filter(|report| report.host == host)
         .flat_map(|report| &report.images)
-        .filter_map(|image| {
-            let path = image.name.strip_prefix(host)?.strip_prefix('/')?;
-            let repo = match path.split_once('@') {
-                Some((repo, _)) => repo,
-                // The tag follows the last `:` after the last `/`.
-                None => match path.rsplit_once(':') {
-                    Some((repo, tag)) if !tag.contains('/') => repo,
-                    _ => path,
-                },
-            };
-            Some(repo.to_string())
-        })
+        .filter_map(|image| repository_on(host, &image.name))
         .collect();
     repos.sort();
     repos.dedup();
     repos
+}
+
+/// The repository of a recorded image name on `host` (`HOST/REPOSITORY:TAG` or
+/// `HOST/REPOSITORY@sha256:…`); `None` for anything else. A receipt is a file anyone
+/// able to write the web root can edit, and the repository goes into request paths.
+pub fn repository_on(host: &str, name: &str) -> Option<String> {
+    let (on, rest) = name.split_once('/')?;
+    if !on.eq_ignore_ascii_case(host) {
+        return None;
+    }
+    let repository = match rest.split_once('@') {
+        Some((repository, _)) => repository,
+        None => rest
+            .rsplit_once(':')
+            .map_or(rest, |(repository, _)| repository),
+    };
+    is_repository(repository).then(|| repository.to_string())
+}
+
+/// A repository name as the distribution API allows it: lowercase letters, digits and
+/// `._-` in `/`-separated components, none empty, `.` or `..`.
+fn is_repository(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+                })
+        })
+}
+
+/// Every receipt under the web root, sorted by file name, for the site export: one that
+/// cannot be read in full or does not parse is an error naming it (exit 1), since leaving
+/// it out would export a site without that bundle. Read without following links; a
+/// `.bundle` that is a link or not a directory is refused.
+pub fn all_receipts_strict(root: &RootDir) -> Result<Vec<Receipt>> {
+    use std::io::Read;
+    let names = root
+        .list(RECEIPTS_DIR)
+        .map_err(|e| e.into_error(root.path(), root.role()))?;
+    let mut cursor = DirCursor::new(root.clone());
+    let mut receipts = Vec::new();
+    for name in names.iter().filter(|n| n.ends_with(".json")) {
+        let shown = root.path().join(RECEIPTS_DIR).join(name);
+        let dir = cursor
+            .existing_dir(RECEIPTS_DIR)
+            .map_err(|e| e.into_error(root.path(), root.role()))?
+            .ok_or_else(|| {
+                Error::Runtime(format!(
+                    "{}: removed while it was read",
+                    root.path().join(RECEIPTS_DIR).display()
+                ))
+            })?;
+        let mut bytes = Vec::new();
+        open_file_at(dir, name)
+            .and_then(|f| f.take(MAX_RECEIPT_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(|e| {
+                Error::io("cannot read the receipt", &shown, e).with_hint(format!(
+                    "a receipt is a regular file written by `bundle install`; move `{}` out of {} if it is not one",
+                    shown.display(),
+                    root.path().join(RECEIPTS_DIR).display()
+                ))
+            })?;
+        if bytes.len() as u64 > MAX_RECEIPT_BYTES {
+            return Err(Error::Runtime(format!(
+                "{}: larger than the {MAX_RECEIPT_BYTES} bytes a receipt may have",
+                shown.display()
+            )));
+        }
+        let receipt = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Runtime(format!("{}: not a receipt: {e}", shown.display())).with_hint(
+                format!(
+                    "reinstall its bundle to rewrite it, or move it out of {} if it is not one; nothing was exported",
+                    root.path().join(RECEIPTS_DIR).display()
+                ),
+            )
+        })?;
+        receipts.push(receipt);
+    }
+    Ok(receipts)
 }
 
 impl Receipt {

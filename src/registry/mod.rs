@@ -33,7 +33,7 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const ACCEPTED: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
 /// No manifest or index is larger than this (distribution's own limit is 4 MiB).
-const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
 /// A manifest or index as the registry served it, its bytes checked against its digest.
 #[derive(Debug, Clone)]

@@ -148,9 +148,18 @@ impl RegistryClient {
     /// Pre-flight: the registry answers the distribution API (`GET /v2/`), and this login
     /// may push to `repo` (an upload session opened, then cancelled). Writes nothing.
     pub fn check_push_allowed(&self, repo: Repo<'_>) -> Result<()> {
-        let url = format!("{}/v2/", self.base(repo.registry));
+        self.check_api(repo.registry)?;
+        let location = self.start_upload(repo)?;
+        self.cancel_upload(repo, &location);
+        Ok(())
+    }
+
+    /// Pre-flight: `registry` answers the distribution API (`GET /v2/`) and accepts the
+    /// login (if it asks for one). Writes nothing.
+    pub fn check_api(&self, registry: &str) -> Result<()> {
+        let url = format!("{}/v2/", self.base(registry));
         let api = Repo {
-            registry: repo.registry,
+            registry,
             repository: "",
         };
         let response = self.call(api, &url, "checking the registry API", &|c| c.get(&url))?;
@@ -158,8 +167,6 @@ impl RegistryClient {
             return Err(unexpected(api, "checking the registry API", &response)
                 .with_hint("is HOST:PORT an OCI registry (distribution, Harbor, Zot)?"));
         }
-        let location = self.start_upload(repo)?;
-        self.cancel_upload(repo, &location);
         Ok(())
     }
 
@@ -358,11 +365,32 @@ impl RegistryClient {
         repo: Repo<'_>,
         reference: &str,
     ) -> Result<(Sha256Digest, String, Vec<u8>)> {
+        self.manifest_if_present(repo, reference)?.ok_or_else(|| {
+            Error::Runtime(format!(
+                "{}: reading a manifest{} was answered HTTP {}",
+                repo.registry,
+                in_repository(repo),
+                StatusCode::NOT_FOUND
+            ))
+        })
+    }
+
+    /// Like [`RegistryClient::manifest_bytes`], but `None` when `repo` does not have it
+    /// (404). At most [`super::MAX_MANIFEST_BYTES`] + 1 bytes are read: more means a body
+    /// no registry serves as a manifest, which the caller refuses.
+    pub fn manifest_if_present(
+        &self,
+        repo: Repo<'_>,
+        reference: &str,
+    ) -> Result<Option<(Sha256Digest, String, Vec<u8>)>> {
         let url = self.url(repo, &format!("manifests/{reference}"));
         let accept = ACCEPTED.join(", ");
         let response = self.call(repo, &url, "reading a manifest", &|c| {
             c.get(&url).header(ACCEPT, &accept)
         })?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !response.status().is_success() {
             return Err(unexpected(repo, "reading a manifest", &response));
         }
@@ -378,7 +406,7 @@ impl RegistryClient {
                 url: repo.to_string(),
                 message: format!("reading a manifest: {e}"),
             })?;
-        Ok((Sha256Digest::of_bytes(&bytes), media_type, bytes))
+        Ok(Some((Sha256Digest::of_bytes(&bytes), media_type, bytes)))
     }
 
     /// Puts a manifest under `reference` (its digest, or a tag). The registry must store
