@@ -928,8 +928,9 @@ if [[ $DELTA == 1 ]]; then
         "$(mib "$V2_BUNDLE_BYTES")" "${WALL[delta_full_create]}" "$(kib_mib "${RSS[delta_full_create]}")"
     printf '  delta bundle    %10s MiB  create %8s s  peak RSS %7s MiB\n' \
         "$(mib "$DELTA_BUNDLE_BYTES")" "${WALL[delta_create]}" "$(kib_mib "${RSS[delta_create]}")"
-    printf '  delta / full    %10s size     %8s time\n' \
-        "$(ratio "$DELTA_BUNDLE_BYTES" "$V2_BUNDLE_BYTES")" "$(ratio "${WALL[delta_create]}" "${WALL[delta_full_create]}")"
+    printf '  delta / full    size %s %%, create time %s\n' \
+        "$(awk -v a="$DELTA_BUNDLE_BYTES" -v b="$V2_BUNDLE_BYTES" 'BEGIN {printf "%.2f", 100 * a / b}')" \
+        "$(ratio "${WALL[delta_create]}" "${WALL[delta_full_create]}")"
     printf '  install over v1: delta %8s s  vs full v2 %8s s  ratio %5s  peak RSS %7s MiB\n' \
         "${WALL[delta_install]}" "${WALL[delta_full_install]}" "$(ratio "${WALL[delta_install]}" "${WALL[delta_full_install]}")" \
         "$(kib_mib "${RSS[delta_install]}")"
