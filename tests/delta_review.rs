@@ -1,0 +1,112 @@
+//! Delta bundles under review (SPEC §3 "Delta bundles"): a base that does not say what the
+//! lock says, bases that are not regular files, and what a refused delta install may touch.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::install::*;
+use common::tamper::{decompress, read_tar};
+use common::*;
+use serde_json::{Value, json};
+
+/// The signed index of `bundle`, parsed.
+fn index_of(bundle: &Path) -> Value {
+    let tar = decompress(&fs::read(bundle).unwrap());
+    let entry = read_tar(&tar)
+        .into_iter()
+        .find(|e| e.path() == "bundle/index.json")
+        .expect("an index");
+    serde_json::from_slice(&entry.data).unwrap()
+}
+
+/// The lock and cache [`make_bundle`] left beside `built`.
+fn lock_and_cache(built: &Built) -> (PathBuf, PathBuf) {
+    let dir = built.bundle.parent().unwrap();
+    (dir.join("manifest.lock.yaml"), dir.join("cache"))
+}
+
+/// `create LOCK -o OUT --key site.key --cache CACHE --base BASE` for `built`'s lock.
+fn create_delta(ws: &Workspace, built: &Built, base: &Path, out: &str) -> (Run, PathBuf) {
+    let (lock, cache) = lock_and_cache(built);
+    let out = ws.path(out);
+    let run = create_from_cache(
+        &lock,
+        &out,
+        &ws.path("site.key"),
+        &cache,
+        &["--base", base.to_str().unwrap()],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    (run, out)
+}
+
+/// A site export of one installed bundle holding `files` (path, sha256, size).
+fn site_export(built: &Built, files: &[(String, String, u64)]) -> Value {
+    json!({
+        "airgap_bundle_site": 1,
+        "bundles": [{
+            "name": built.name,
+            "version": built.version,
+            "index_sha256": "0".repeat(64),
+            "manifest_sha256": "1".repeat(64),
+        }],
+        "files": files
+            .iter()
+            .map(|(path, sha256, size)| json!({"path": path, "sha256": sha256, "size": size}))
+            .collect::<Vec<_>>(),
+        "registries": [],
+    })
+}
+
+/// A base (a stale or hand-edited site export) that records a file with the lock's sha256
+/// but another size does not hold that file: the delta carries it, with the size the lock
+/// and the bytes say. It was left out with the base's size in the signed index (a delta no
+/// site could install, and `inspect` reporting bytes that were never saved), and a size
+/// near 2^64 made `create` panic adding the sizes up.
+#[test]
+fn a_base_recording_another_size_for_the_same_sha256_does_not_hold_the_file() {
+    let ws = Workspace::new();
+    let built = small_bundle(&ws, "v1", "demo", 11);
+    let (path, (_, sha256, size)) = built
+        .files
+        .iter()
+        .find(|(p, _)| p.ends_with("bin/kubeadm"))
+        .map(|(p, f)| (p.clone(), f.clone()))
+        .unwrap();
+    for claimed in [5u64, size + 1, u64::MAX] {
+        let export = site_export(&built, &[(path.clone(), sha256.clone(), claimed)]);
+        let base = ws.write(format!("site-{claimed}.json"), export.to_string());
+        let (run, out) = create_delta(&ws, &built, &base, &format!("d-{claimed}.bundle.tar.zst"));
+        run.assert_ok();
+        let index = index_of(&out);
+        let entry = index["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path.as_str())
+            .unwrap();
+        assert_eq!(entry["size"], size, "base size {claimed}: {entry}");
+        assert_eq!(
+            entry["in_place"],
+            Value::Null,
+            "base size {claimed}: {entry}"
+        );
+        assert_eq!(entry["sha256"], sha256.as_str());
+    }
+    // The same export with the right size leaves it out (the base is otherwise good).
+    let export = site_export(&built, &[(path.clone(), sha256.clone(), size)]);
+    let base = ws.write("site-right.json", export.to_string());
+    let (run, out) = create_delta(&ws, &built, &base, "d-right.bundle.tar.zst");
+    run.assert_ok();
+    let index = index_of(&out);
+    let entry = index["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == path.as_str())
+        .unwrap();
+    assert_eq!(entry["in_place"], true, "{entry}");
+    assert_eq!(entry["size"], size);
+}
