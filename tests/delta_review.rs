@@ -5,6 +5,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::install::*;
 use common::tamper::{decompress, read_tar};
@@ -109,4 +110,45 @@ fn a_base_recording_another_size_for_the_same_sha256_does_not_hold_the_file() {
         .unwrap();
     assert_eq!(entry["in_place"], true, "{entry}");
     assert_eq!(entry["size"], size);
+}
+
+/// `--base` that is not a regular file (a directory, a FIFO nobody writes to, a character
+/// device) is a usage error (exit 2) naming it, at once: a FIFO made `create` wait forever
+/// for a writer, a directory was exit 1.
+#[test]
+fn a_base_that_is_not_a_regular_file_is_a_usage_error_at_once() {
+    let ws = Workspace::new();
+    let built = small_bundle(&ws, "v1", "demo", 12);
+    let dir = ws.mkdir("base-dir");
+    let fifo = ws.path("base-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (lock, cache) = lock_and_cache(&built);
+    let key = ws.path("site.key");
+    let out = ws.path("never.bundle.tar.zst");
+    for base in [dir.as_path(), fifo.as_path(), Path::new("/dev/null")] {
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "create".as_ref(),
+            lock.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+            "--key".as_ref(),
+            key.as_os_str(),
+            "--cache".as_ref(),
+            cache.as_os_str(),
+            "--base".as_ref(),
+            base.as_os_str(),
+        ];
+        let run = run_bundle_with_deadline(ws.root(), &args, &[], Duration::from_secs(60));
+        let run = run
+            .run
+            .unwrap_or_else(|| panic!("--base {} hangs", base.display()));
+        run.assert_code(2)
+            .assert_stderr_contains(&base.display().to_string())
+            .assert_stderr_contains("not a regular file");
+        assert!(!out.exists());
+    }
 }
