@@ -152,3 +152,59 @@ fn a_base_that_is_not_a_regular_file_is_a_usage_error_at_once() {
         assert!(!out.exists());
     }
 }
+
+/// A delta refused because what it expects is not in place (SPEC §3: before any data
+/// moves) leaves what an interrupted install of another bundle kept staged: it was removed
+/// first, so the operator who tried the wrong delta lost the sticks already read. A delta
+/// whose pre-flight passes removes it, as any install of another bundle does (§6).
+#[test]
+fn a_refused_delta_keeps_what_another_bundle_kept_staged() {
+    let ws = Workspace::new();
+    let built = small_bundle(&ws, "v1", "demo", 13);
+    let web = ws.mkdir("web");
+    install(&built.bundle, &built.pubkey, &web, &[]).assert_ok();
+    let export = ws.path("site.json");
+    run_bundle(
+        &[
+            "receipt".as_ref(),
+            "export".as_ref(),
+            "--web-root".as_ref(),
+            web.as_os_str(),
+            "-o".as_ref(),
+            export.as_os_str(),
+        ],
+        &[],
+    )
+    .assert_ok();
+    let (run, delta) = create_delta(&ws, &built, &export, "d.bundle.tar.zst");
+    run.assert_ok();
+    let other_staging = |root: &Path| {
+        let dir = root.join(".bundle-staging-0123456789abcdef");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        fs::write(dir.join("c1"), b"verified bytes of another bundle").unwrap();
+        dir
+    };
+
+    let empty = ws.mkdir("empty");
+    let kept = other_staging(&empty);
+    let before = tree_snapshot(&empty);
+    install(&delta, &built.pubkey, &empty, &[])
+        .assert_code(1)
+        .assert_stderr_contains("of what it expects in place are missing")
+        .assert_stderr_contains("nothing was installed");
+    assert_eq!(
+        tree_snapshot(&empty),
+        before,
+        "a refused delta changed the web root"
+    );
+    assert!(kept.join("c1").exists());
+
+    let kept = other_staging(&web);
+    install(&delta, &built.pubkey, &web, &[]).assert_ok();
+    assert!(
+        !kept.exists(),
+        "a delta that installed left another bundle's staging"
+    );
+    assert_no_staging(&web);
+}
