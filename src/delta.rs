@@ -115,6 +115,15 @@ impl Base {
         if looks_split(path) {
             return Self::from_bundle(path);
         }
+        // Opening a FIFO waits for a writer; a directory or device is no base either.
+        let meta =
+            std::fs::metadata(path).map_err(|e| Error::io("cannot read the base", path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Usage(format!(
+                "--base {}: not a regular file (give a bundle, its index.json, or a site export)",
+                path.display()
+            )));
+        }
         let mut head = [0u8; 4];
         let n = std::fs::File::open(path)
             .and_then(|mut f| f.read(&mut head))

@@ -102,8 +102,13 @@ pub fn create(
         .iter()
         .zip(&dests)
         .map(|(f, dest)| {
-            let sha256 = f.sha256?;
-            let size = base.as_ref()?.holds(dest, EntryKind::File, &sha256)?;
+            // Only with the size the lock records: a base that records another size
+            // for this sha256 (stale, hand-edited) does not hold the file, and its size
+            // must never reach the signed index.
+            let (sha256, size) = (f.sha256?, f.size?);
+            if base.as_ref()?.holds(dest, EntryKind::File, &sha256)? != size {
+                return None;
+            }
             Some(Fetched {
                 sha256,
                 size,

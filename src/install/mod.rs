@@ -493,7 +493,11 @@ pub fn install(
                 for registry in [&t.registry, &t.chart_registry].into_iter().flatten() {
                     missing.extend(registry.missing_in_place(&v.index));
                 }
-                delta::refuse_if_missing(&v.index, missing)
+                delta::refuse_if_missing(&v.index, missing)?;
+                for sink in [&t.web, &t.oci_dir].into_iter().flatten() {
+                    sink.remove_other_staging();
+                }
+                Ok(())
             },
             &mut LateSink(&targets),
         )

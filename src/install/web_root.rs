@@ -337,7 +337,12 @@ impl Staging {
         index_sha256: &Sha256Digest,
     ) -> Result<Staging> {
         let name = format!("{STAGING_PREFIX}{}", &index_sha256.hex()[..16]);
-        remove_stale_staging(root, Some(&name));
+        // A delta may yet be refused for what is not in place (SPEC §3: before any data
+        // moves): other bundles' staging goes only once it is not
+        // ([`WebRootSink::remove_other_staging`]).
+        if index.base.is_none() {
+            remove_stale_staging(root, Some(&name));
+        }
         let cannot = |e: io::Error| {
             Error::Runtime(format!(
                 "the {} {} is not writable: {e}",
@@ -471,6 +476,11 @@ impl WebRootSink {
     /// The install stopped early: keep what verified for the next run of this bundle.
     pub fn keep_verified(&mut self) {
         self.staging.keep_verified = true;
+    }
+
+    /// Removes every other bundle's staging directory (a delta's pre-flight passed).
+    pub fn remove_other_staging(&self) {
+        remove_stale_staging(&self.root, Some(&self.staging.name));
     }
 
     /// What has been staged or found in place so far.
