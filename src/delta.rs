@@ -142,9 +142,16 @@ impl Base {
             )));
         }
         let sha256 = Sha256Digest::of_bytes(&bytes);
-        let probe: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| at_position(path, &e))?;
-        if probe.get("airgap_bundle_site").is_some() {
+        // Which document it is, from its top-level keys (values skipped, not built: a
+        // tree of a big export would cost many times its size).
+        #[derive(Deserialize)]
+        struct Probe {
+            airgap_bundle_site: Option<serde::de::IgnoredAny>,
+            format: Option<serde::de::IgnoredAny>,
+            entries: Option<serde::de::IgnoredAny>,
+        }
+        let probe: Probe = serde_json::from_slice(&bytes).map_err(|e| at_position(path, &e))?;
+        if probe.airgap_bundle_site.is_some() {
             let site: SiteExport =
                 serde_json::from_slice(&bytes).map_err(|e| at_position(path, &e))?;
             if site.airgap_bundle_site != SITE_EXPORT_VERSION {
@@ -156,7 +163,7 @@ impl Base {
             }
             return Ok(Self::from_site(site, sha256));
         }
-        if probe.get("entries").is_some() && probe.get("format").is_some() {
+        if probe.entries.is_some() && probe.format.is_some() {
             // Parsed once for the position of a syntax error, once for the checks.
             serde_json::from_slice::<Index>(&bytes).map_err(|e| at_position(path, &e))?;
             let index = Index::from_signed_bytes(&bytes)

@@ -286,6 +286,20 @@ fn an_install_stopped_by_a_missing_volume_keeps_what_verified_and_the_next_run_r
     );
     assert_eq!(content(&web), Default::default(), "files under final names");
 
+    // A run refused by a later pre-flight (here an OCI directory whose index.json is not
+    // one) keeps what the earlier run verified.
+    let oci = ws.mkdir("oci");
+    fs::write(oci.join("index.json"), b"not an index").unwrap();
+    let oci_arg = oci.to_str().unwrap();
+    install(&split, &built.pubkey, &web, &["--oci-dir", oci_arg])
+        .assert_code(1)
+        .assert_stderr_contains("not an OCI image index");
+    assert_eq!(
+        staged_entries(&web),
+        staged,
+        "a refused run threw kept entries away"
+    );
+
     // With every volume at hand (another directory: the same signed index), the install
     // reuses all of them and reads on from there.
     let resumed = install_json(&split, &built.pubkey, &web);

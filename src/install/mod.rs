@@ -494,8 +494,9 @@ pub fn install(
                     missing.extend(registry.missing_in_place(&v.index));
                 }
                 delta::refuse_if_missing(&v.index, missing)?;
-                for sink in [&t.web, &t.oci_dir].into_iter().flatten() {
-                    sink.remove_other_staging();
+                let t = &mut *t;
+                for sink in [&mut t.web, &mut t.oci_dir].into_iter().flatten() {
+                    sink.take_over();
                 }
                 Ok(())
             },

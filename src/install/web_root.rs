@@ -445,10 +445,8 @@ impl WebRootSink {
         layout: Layout,
         in_place: HashSet<String>,
         index: &Index,
-        mut staging: Staging,
+        staging: Staging,
     ) -> Result<Self> {
-        // From here on only an interruption keeps the staged entries.
-        staging.keep_verified = false;
         let positions = index
             .entries
             .iter()
@@ -478,9 +476,13 @@ impl WebRootSink {
         self.staging.keep_verified = true;
     }
 
-    /// Removes every other bundle's staging directory (a delta's pre-flight passed).
-    pub fn remove_other_staging(&self) {
+    /// Pre-flight passed, the read starts: every other bundle's staging directory goes (a
+    /// delta keeps them until then), and from here on only an interruption keeps what is
+    /// staged. Until then a refusal (a delta's missing entries, a registry that does not
+    /// answer) leaves an earlier run's kept entries for the next run.
+    pub fn take_over(&mut self) {
         remove_stale_staging(&self.root, Some(&self.staging.name));
+        self.staging.keep_verified = false;
     }
 
     /// What has been staged or found in place so far.
