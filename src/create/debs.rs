@@ -18,7 +18,7 @@ use crate::bundle::index::{Artifact, EntryKind};
 use crate::bundle::writer::{ContentEntry, ContentSource};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::fetch::{Download, Fetcher};
+use crate::fetch::{Download, Fetched, Fetcher};
 use crate::manifest::{Manifest, SourceUrl};
 use crate::progress::Reporter;
 
@@ -63,10 +63,12 @@ fn generated(path: String, bytes: Vec<u8>, artifact: usize, origin: &str) -> Con
 }
 
 /// Collects every repository of `m.debs`; `first` is the index of the first artifact.
+/// A deb a delta's base holds (`in_place(dest, sha256, size)`) is not downloaded.
 pub fn collect(
     m: &Manifest,
     fetcher: &Fetcher,
     first: usize,
+    in_place: &dyn Fn(&str, EntryKind, &Sha256Digest, u64) -> bool,
     reporter: &Reporter,
 ) -> Result<CarriedDebs> {
     let mut carried = CarriedDebs::default();
@@ -195,11 +197,30 @@ pub fn collect(
             .chain(&deb_downloads)
             .cloned()
             .collect();
-        let total = all.iter().filter_map(|d| d.expected_size).sum();
+        // The indexes are always carried; a deb the base holds is left out.
+        let left_out: Vec<bool> = std::iter::repeat_n(false, index_downloads.len())
+            .chain(repo.packages.iter().map(|p| {
+                let dest = safe_filename(p.filename.as_deref().unwrap_or_default())
+                    .map(|f| format!("{dir}/{f}"));
+                match (dest, p.sha256, p.size) {
+                    (Ok(dest), Some(sha256), Some(size)) => {
+                        in_place(&dest, EntryKind::Deb, &sha256, size)
+                    }
+                    _ => false,
+                }
+            }))
+            .collect();
+        let total = all
+            .iter()
+            .zip(&left_out)
+            .filter(|(_, out)| !**out)
+            .filter_map(|(d, _)| d.expected_size)
+            .sum();
         let bar = reporter.bytes_bar(total, "debs");
-        let fetched = fetcher.fetch_all(&all, &bar)?;
+        let fetched = fetcher.fetch_all_but(&all, &left_out, &bar)?;
         bar.finish_and_clear();
         let (index_fetched, deb_fetched) = fetched.split_at(index_downloads.len());
+        let index_fetched: Vec<Fetched> = index_fetched.iter().flatten().cloned().collect();
 
         carried.artifacts.push(Artifact {
             kind: EntryKind::AptIndex,
@@ -213,7 +234,7 @@ pub fn collect(
                 .map(|e| format!("{} needed by {}: {}", e.relation, e.required_by, e.reason))
                 .collect(),
         });
-        for ((path, digest), f) in index_paths.iter().zip(index_fetched) {
+        for ((path, digest), f) in index_paths.iter().zip(&index_fetched) {
             let mut at = vec![release_rel(path)];
             if by_hash {
                 let (dir_part, _) = path.rsplit_once('/').unwrap_or(("", path));
@@ -241,25 +262,38 @@ pub fn collect(
                 .map_err(|e| Error::Usage(format!("debs `{}` {}: {e}", repo.name, p.name)))?;
             let dest = format!("{dir}/{filename}");
             let artifact = first + carried.artifacts.len();
-            reporter.detail(format!(
-                "{} {} -> {dest}",
-                if f.from_cache { "cached " } else { "fetched" },
-                d.canonical
-            ));
+            let (source, sha256, size, how) = match (f, d.expected_sha256, d.expected_size) {
+                (Some(f), _, _) => (
+                    ContentSource::File(f.path.clone()),
+                    f.sha256,
+                    f.size,
+                    if f.from_cache { "cached  " } else { "fetched " },
+                ),
+                (None, Some(sha256), Some(size)) => {
+                    (ContentSource::InPlace, sha256, size, "in place")
+                }
+                (None, _, _) => {
+                    return Err(Error::Runtime(format!(
+                        "debs `{}` {}: left out without a pinned sha256 and size",
+                        repo.name, p.name
+                    )));
+                }
+            };
+            reporter.detail(format!("{how} {} -> {dest}", d.canonical));
             carried.artifacts.push(Artifact {
                 kind: EntryKind::Deb,
                 source: d.canonical.to_string(),
                 dest: dest.clone(),
-                sha256: Some(f.sha256),
-                size: f.size,
+                sha256: Some(sha256),
+                size,
                 external: Vec::new(),
             });
             carried.contents.push(ContentEntry {
                 path: dest,
                 kind: EntryKind::Deb,
-                source: ContentSource::File(f.path.clone()),
-                size: f.size,
-                sha256: f.sha256,
+                source,
+                size,
+                sha256,
                 artifacts: vec![artifact],
                 origin: d.canonical.to_string(),
             });

@@ -12,6 +12,7 @@ use crate::bundle::index::{Artifact, EntryKind, blob_path};
 use crate::bundle::signing::SecretKey;
 use crate::bundle::writer::{BundlePlan, ContentEntry, ContentSource, WrittenBundle, write_bundle};
 use crate::delta::Base;
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fetch::{Cache, Download, FetchOptions, Fetched, Fetcher};
 use crate::manifest;
@@ -172,6 +173,11 @@ pub fn create(
         });
     }
     let created_epoch = crate::timefmt::build_epoch();
+    // What the base holds at this path with this sha256 and size is not downloaded.
+    let held_by_base = |path: &str, kind: EntryKind, sha256: &Sha256Digest, size: u64| {
+        base.as_ref()
+            .is_some_and(|b| b.holds(path, kind, sha256) == Some(size))
+    };
     if !m.images.is_empty() || !m.charts.is_empty() {
         let registry = RegistryClient::new(
             &options.fetch,
@@ -186,11 +192,7 @@ pub fn create(
             &fetcher,
             &cache,
             artifacts.len(),
-            &|digest, size| {
-                base.as_ref().is_some_and(|b| {
-                    b.holds(&blob_path(digest), EntryKind::OciBlob, digest) == Some(size)
-                })
-            },
+            &|digest, size| held_by_base(&blob_path(digest), EntryKind::OciBlob, digest, size),
             reporter,
         )?;
         let mut layout = carried.layout;
@@ -218,12 +220,12 @@ pub fn create(
         contents.extend(images::layout_entries(layout, named)?);
     }
     if !m.debs.is_empty() {
-        let carried = debs::collect(m, &fetcher, artifacts.len(), reporter)?;
+        let carried = debs::collect(m, &fetcher, artifacts.len(), &held_by_base, reporter)?;
         artifacts.extend(carried.artifacts);
         contents.extend(carried.contents);
     }
     if m.python.is_some() {
-        let carried = python::collect(m, &fetcher, artifacts.len(), reporter)?;
+        let carried = python::collect(m, &fetcher, artifacts.len(), &held_by_base, reporter)?;
         artifacts.extend(carried.artifacts);
         contents.extend(carried.contents);
     }

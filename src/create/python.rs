@@ -5,6 +5,7 @@
 
 use crate::bundle::index::{Artifact, EntryKind};
 use crate::bundle::writer::{ContentEntry, ContentSource};
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::fetch::{Download, Fetcher};
 use crate::lock::python::{file_name_of, fold};
@@ -20,10 +21,12 @@ pub struct CarriedPython {
 }
 
 /// Collects `m.python`; `first` is the index of the first artifact.
+/// A file a delta's base holds (`in_place(path, kind, sha256, size)`) is not downloaded.
 pub fn collect(
     m: &Manifest,
     fetcher: &Fetcher,
     first: usize,
+    in_place: &dyn Fn(&str, EntryKind, &Sha256Digest, u64) -> bool,
     reporter: &Reporter,
 ) -> Result<CarriedPython> {
     let mut carried = CarriedPython::default();
@@ -108,32 +111,59 @@ pub fn collect(
         .iter()
         .filter_map(|d| d.expected_size)
         .fold(0u64, u64::saturating_add);
+    // A wheel or sdist the base holds is left out (its small metadata file is carried).
+    let left_out: Vec<bool> = planned
+        .iter()
+        .map(
+            |(d, path, _, _)| match (d.expected_sha256, d.expected_size) {
+                (Some(sha256), Some(size)) => in_place(path, EntryKind::Python, &sha256, size),
+                _ => false,
+            },
+        )
+        .chain(
+            planned
+                .iter()
+                .filter(|(_, _, _, m)| m.is_some())
+                .map(|_| false),
+        )
+        .collect();
     let bar = reporter.bytes_bar(total, "python");
-    let fetched = fetcher.fetch_all(&downloads, &bar)?;
+    let fetched = fetcher.fetch_all_but(&downloads, &left_out, &bar)?;
     bar.finish_and_clear();
     let (files, metadata) = fetched.split_at(planned.len());
-    let mut metadata = metadata.iter();
+    let mut metadata = metadata.iter().flatten();
     for ((d, path, project, meta), f) in planned.into_iter().zip(files) {
-        reporter.detail(format!(
-            "{} {} -> {path}",
-            if f.from_cache { "cached " } else { "fetched" },
-            d.canonical
-        ));
+        let (source, sha256, size, how) = match (f, d.expected_sha256, d.expected_size) {
+            (Some(f), _, _) => (
+                ContentSource::File(f.path.clone()),
+                f.sha256,
+                f.size,
+                if f.from_cache { "cached  " } else { "fetched " },
+            ),
+            (None, Some(sha256), Some(size)) => (ContentSource::InPlace, sha256, size, "in place"),
+            (None, _, _) => {
+                return Err(Error::Runtime(format!(
+                    "python package {}: left out without a pinned sha256 and size",
+                    d.canonical
+                )));
+            }
+        };
+        reporter.detail(format!("{how} {} -> {path}", d.canonical));
         let artifact = first + carried.artifacts.len();
         carried.artifacts.push(Artifact {
             kind: EntryKind::Python,
             source: d.canonical.to_string(),
             dest: format!("simple/{project}/"),
-            sha256: Some(f.sha256),
-            size: f.size,
+            sha256: Some(sha256),
+            size,
             external: Vec::new(),
         });
         carried.contents.push(ContentEntry {
             path,
             kind: EntryKind::Python,
-            source: ContentSource::File(f.path.clone()),
-            size: f.size,
-            sha256: f.sha256,
+            source,
+            size,
+            sha256,
             artifacts: vec![artifact],
             origin: d.canonical.to_string(),
         });

@@ -561,6 +561,27 @@ impl Fetcher {
         Ok(slot_of.into_iter().map(|i| fetched[i].clone()).collect())
     }
 
+    /// Like [`Fetcher::fetch_all`], but the downloads `left_out` says a delta's base holds
+    /// are not fetched: `None` in their place.
+    pub fn fetch_all_but(
+        &self,
+        downloads: &[Download],
+        left_out: &[bool],
+        bar: &ProgressBar,
+    ) -> Result<Vec<Option<Fetched>>> {
+        let wanted: Vec<Download> = downloads
+            .iter()
+            .zip(left_out)
+            .filter(|(_, out)| !**out)
+            .map(|(d, _)| d.clone())
+            .collect();
+        let mut fetched = self.fetch_all(&wanted, bar)?.into_iter();
+        Ok(left_out
+            .iter()
+            .map(|out| if *out { None } else { fetched.next() })
+            .collect())
+    }
+
     fn fetch_unique(&self, downloads: &[Download], bar: &ProgressBar) -> Result<Vec<Fetched>> {
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
