@@ -19,15 +19,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use airgap_bundle::inspect::human_bytes;
+use common::delta::{
+    EPOCH, Made, Reader, create_in, hex, install_in, lock_in, push_on_base, run_in, site_workspace,
+    upstream_images,
+};
 use common::helm::{package_chart, write_index};
 use common::install::make_world_readable;
-use common::registry::{Registry, build_image_with, config, layers};
+use common::registry::{Registry, config, layers};
 use common::tamper::{Framing, RawEntry, build_bundle, decompress, read_tar, rebuild_unchanged};
 use common::*;
 use serde_json::Value;
 
-/// `SOURCE_DATE_EPOCH` of every run (bundles made from the same lock compare equal).
-const EPOCH: &str = "1700000000";
 /// The bundle's name (every version has the same one, as a site's upgrades do).
 const NAME: &str = "k8s";
 /// The URL the site's web root is served under (what the Kubespray variables name).
@@ -85,29 +87,8 @@ struct Fixture {
     layout: PathBuf,
 }
 
-/// A bundle on disk and its signed index.
-struct Made {
-    path: PathBuf,
-    index_bytes: Vec<u8>,
-    index: Value,
-}
-
+/// What only these tests ask of a bundle (see [`common::delta::Made`]).
 impl Made {
-    fn read(path: &Path) -> Made {
-        let index_bytes = bundle_index_bytes(path);
-        let index = serde_json::from_slice(&index_bytes)
-            .unwrap_or_else(|e| panic!("index.json of {} is not JSON: {e}", path.display()));
-        Made {
-            path: path.to_path_buf(),
-            index_bytes,
-            index,
-        }
-    }
-
-    fn size(&self) -> u64 {
-        fs::metadata(&self.path).unwrap().len()
-    }
-
     fn index_sha256(&self) -> String {
         sha256_bytes(&self.index_bytes)
     }
@@ -130,35 +111,6 @@ impl Made {
         }
     }
 
-    /// Every entry of the index: path → (kind, sha256, size, in_place).
-    fn entries(&self) -> BTreeMap<String, (String, String, u64, bool)> {
-        self.index["entries"]
-            .as_array()
-            .expect("entries")
-            .iter()
-            .map(|e| {
-                (
-                    e["path"].as_str().unwrap().to_string(),
-                    (
-                        e["kind"].as_str().unwrap().to_string(),
-                        hex(&e["sha256"]),
-                        e["size"].as_u64().unwrap(),
-                        e["in_place"].as_bool().unwrap_or(false),
-                    ),
-                )
-            })
-            .collect()
-    }
-
-    /// The entries the index marks in place: path → size.
-    fn in_place(&self) -> BTreeMap<String, u64> {
-        self.entries()
-            .into_iter()
-            .filter(|(_, (_, _, _, in_place))| *in_place)
-            .map(|(path, (_, _, size, _))| (path, size))
-            .collect()
-    }
-
     /// The sum of every entry's size (the whole set the index lists).
     fn total_bytes(&self) -> u64 {
         self.entries().values().map(|(_, _, size, _)| size).sum()
@@ -174,6 +126,20 @@ struct BaseBundle {
     manifest_sha256: String,
 }
 
+/// The base bundles `record` (a delta's `base`, or the `delta` of `inspect --json`) names,
+/// sorted.
+#[track_caller]
+fn base_bundles(record: &Value, name: &str, what: &dyn std::fmt::Display) -> Vec<BaseBundle> {
+    let mut bundles: Vec<BaseBundle> = record["bundles"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: {name} without bundles: {record:#}"))
+        .iter()
+        .map(BaseBundle::from_json)
+        .collect();
+    bundles.sort();
+    bundles
+}
+
 impl BaseBundle {
     fn from_json(v: &Value) -> BaseBundle {
         BaseBundle {
@@ -185,37 +151,12 @@ impl BaseBundle {
     }
 }
 
-/// A digest as lowercase hex, with or without its `sha256:` prefix in the JSON.
-fn hex(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a digest string: {v}"))
-        .trim_start_matches("sha256:")
-        .to_string()
-}
-
-/// The bytes of `bundle/index.json`, the first entry of a bundle (stock zstd decoding).
-fn bundle_index_bytes(bundle: &Path) -> Vec<u8> {
-    let entries = read_tar(&decompress(&fs::read(bundle).unwrap()));
-    let first = entries.first().expect("an empty bundle");
-    assert_eq!(first.path(), "bundle/index.json", "{}", bundle.display());
-    first.data.clone()
-}
-
-/// Every entry path in a bundle's tar stream, in order.
-fn archive_paths(bundle: &Path) -> Vec<String> {
-    read_tar(&decompress(&fs::read(bundle).unwrap()))
-        .iter()
-        .map(|e| e.path())
-        .collect()
-}
-
 impl Fixture {
     /// Keys, the upstream files and charts served by Apache, and the upstream registry
     /// with `test/base:base` (one 400 KB layer) and `test/app:v1` (that layer plus a
     /// 100 KB one).
     fn new() -> Fixture {
-        let ws = Workspace::new();
-        keygen(&ws.path("site"));
+        let ws = site_workspace();
         let www = ws.mkdir("www");
         for (rel, len, seed) in FILES {
             write_file(www.join(rel), random_bytes(*len, *seed));
@@ -232,30 +173,14 @@ impl Fixture {
         let apache = Apache::start(&www);
         let host = format!("127.0.0.1:{}", apache.port);
 
-        let upstream = Registry::start(&ws.path("upstream"), None);
-        let layout = ws.path("oci-src");
-        build_image_with(&layout, None, "base", &random_bytes(400_000, 100));
-        build_image_with(&layout, Some("base"), "app-1", &random_bytes(100_000, 101));
-        let fx = Fixture {
+        let (upstream, layout) = upstream_images(&ws, 400_000);
+        Fixture {
             apache,
             upstream,
             ws,
             host,
             layout,
-        };
-        fx.push("base", "test/base:base");
-        fx.push("app-1", "test/app:v1");
-        fx
-    }
-
-    /// Pushes the image `oci:LAYOUT:TAG` to the upstream registry as `REPO:TAG`.
-    fn push(&self, tag: &str, dest: &str) {
-        output_ok(
-            Command::new("skopeo")
-                .args(["copy", "--quiet", "--dest-tls-verify=false"])
-                .arg(format!("oci:{}:{tag}", self.layout.display()))
-                .arg(format!("docker://{}/{dest}", self.upstream.host())),
-        );
+        }
     }
 
     /// `files/127.0.0.1:PORT/<rel>`: where an upstream file lands in the web root.
@@ -263,19 +188,9 @@ impl Fixture {
         format!("files/{}/{rel}", self.host)
     }
 
-    /// Runs `bundle ARGS…` in the workspace, with HOME and XDG_RUNTIME_DIR in it (no auth
-    /// file of the machine's user may leak into a test) and a fixed `SOURCE_DATE_EPOCH`.
+    /// Runs `bundle ARGS…` in the workspace (see [`run_in`]).
     fn run(&self, args: &[&str]) -> Run {
-        let root = self.ws.root().to_str().unwrap();
-        run_bundle_in(
-            self.ws.root(),
-            args,
-            &[
-                ("HOME", root),
-                ("XDG_RUNTIME_DIR", root),
-                ("SOURCE_DATE_EPOCH", EPOCH),
-            ],
-        )
+        run_in(&self.ws, args)
     }
 
     /// Writes the manifest of `version` (every file, the `images`, the `charts` versions of
@@ -299,34 +214,14 @@ impl Fixture {
         }
         let manifest = self.ws.write(format!("m-{version}.yaml"), m);
         let lock = self.ws.path(format!("m-{version}.lock.yaml"));
-        self.run(&[
-            "lock",
-            manifest.to_str().unwrap(),
-            "-o",
-            lock.to_str().unwrap(),
-            "--cache",
-            "cache",
-            "--plain-http",
-        ])
-        .assert_ok();
+        lock_in(&self.ws, &manifest, &lock, &["--plain-http"]);
         lock
     }
 
     /// `bundle create LOCK -o OUT --key site.key --cache CACHE --plain-http EXTRA…`.
     fn create_with_cache(&self, lock: &Path, out: &Path, cache: &str, extra: &[&str]) -> Run {
-        let mut args = vec![
-            "create",
-            lock.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--key",
-            "site.key",
-            "--cache",
-            cache,
-            "--plain-http",
-        ];
-        args.extend_from_slice(extra);
-        self.run(&args)
+        let args = [&["--plain-http"], extra].concat();
+        create_in(&self.ws, lock, out, cache, &args)
     }
 
     /// A successful create into `<name>` (with the shared cache).
@@ -334,7 +229,7 @@ impl Fixture {
         let out = self.ws.path(name);
         self.create_with_cache(lock, &out, "cache", extra)
             .assert_ok();
-        Made::read(&out)
+        Made::read(&out, Reader::Decoder)
     }
 
     /// A delta of `lock` made against `base` (a bundle, an index.json or a site export).
@@ -351,30 +246,36 @@ impl Fixture {
     /// Upstream moves on: one file gets new bytes, `test/app:v1` a new manifest whose
     /// top layer changed (the base layer is kept), and demo 1.1.0 joins. Returns v2's lock.
     fn upgrade_to_v2(&self) -> PathBuf {
-        self.change_file(CHANGED_IN_V2, 202);
-        build_image_with(
-            &self.layout,
-            Some("base"),
-            "app-2",
-            &random_bytes(100_000, 201),
-        );
-        self.push("app-2", "test/app:v1");
-        self.lock("2.0.0", IMAGES, &["1.0.0", "1.1.0"])
+        self.upgrade(
+            (CHANGED_IN_V2, 202),
+            (("app-2", 100_000, 201), "test/app:v1"),
+            ("2.0.0", IMAGES),
+        )
     }
 
     /// Upstream moves on again: one more file changes, and `test/tool:v1` joins (the base
     /// layer plus one of its own, in a repository no earlier version used). Returns v3's
     /// lock.
     fn upgrade_to_v3(&self) -> PathBuf {
-        self.change_file(CHANGED_IN_V3, 303);
-        build_image_with(
-            &self.layout,
-            Some("base"),
-            "tool-1",
-            &random_bytes(50_000, 301),
-        );
-        self.push("tool-1", "test/tool:v1");
-        self.lock("3.0.0", IMAGES_V3, &["1.0.0", "1.1.0"])
+        self.upgrade(
+            (CHANGED_IN_V3, 303),
+            (("tool-1", 50_000, 301), "test/tool:v1"),
+            ("3.0.0", IMAGES_V3),
+        )
+    }
+
+    /// One step upstream: the file `rel` gets new bytes (from `seed`), the image `build`
+    /// (tag, layer size, seed: a layer on the base) is pushed as `dest`, and `version` is
+    /// locked with `images` and demo 1.0.0 and 1.1.0. Returns the lock.
+    fn upgrade(
+        &self,
+        (rel, seed): (&str, u64),
+        (build, dest): ((&str, usize, u64), &str),
+        (version, images): (&str, &[&str]),
+    ) -> PathBuf {
+        self.change_file(rel, seed);
+        push_on_base(&self.layout, &self.upstream, build, dest);
+        self.lock(version, images, &["1.0.0", "1.1.0"])
     }
 
     /// New bytes (of the same size) at an upstream file's URL.
@@ -467,20 +368,19 @@ impl Fixture {
     /// --plain-http --base-url http://site.example.org/`.
     fn install(&self, bundle: &Path, site: &Site) -> Run {
         let host = site.registry.host();
-        self.run(&[
-            "--json",
-            "install",
-            bundle.to_str().unwrap(),
-            "--pubkey",
-            "site.pub",
-            "--web-root",
-            site.web.to_str().unwrap(),
-            "--registry",
-            &host,
-            "--plain-http",
-            "--base-url",
-            BASE_URL,
-        ])
+        install_in(
+            &self.ws,
+            bundle,
+            &[
+                "--web-root",
+                site.web.to_str().unwrap(),
+                "--registry",
+                &host,
+                "--plain-http",
+                "--base-url",
+                BASE_URL,
+            ],
+        )
     }
 
     /// An install that must succeed: its `--json` report.
@@ -606,13 +506,11 @@ impl Site {
     }
 }
 
-/// What must be the same in two receipts (not the time, the bundle path, the index digest
-/// of a delta vs a full bundle, or whether a file was written or found): name, version,
-/// the locked manifest, and every file with its sha256 and size.
-fn receipt_gist(receipt: &Value) -> Value {
-    let mut files: Vec<(String, String, u64)> = receipt["files"]
+/// The `files` a receipt or a site export records: (path, sha256, size), in its order.
+fn file_records(record: &Value) -> Vec<(String, String, u64)> {
+    record["files"]
         .as_array()
-        .unwrap_or_else(|| panic!("a receipt without files: {receipt:#}"))
+        .unwrap_or_else(|| panic!("without files: {record:#}"))
         .iter()
         .map(|f| {
             (
@@ -621,7 +519,14 @@ fn receipt_gist(receipt: &Value) -> Value {
                 f["size"].as_u64().unwrap(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// What must be the same in two receipts (not the time, the bundle path, the index digest
+/// of a delta vs a full bundle, or whether a file was written or found): name, version,
+/// the locked manifest, and every file with its sha256 and size.
+fn receipt_gist(receipt: &Value) -> Value {
+    let mut files = file_records(receipt);
     files.sort();
     serde_json::json!({
         "name": receipt["name"],
@@ -629,6 +534,32 @@ fn receipt_gist(receipt: &Value) -> Value {
         "manifest_sha256": hex(&receipt["manifest_sha256"]),
         "files": files,
     })
+}
+
+/// The web root of `site` is what `before` snapshotted (`after` is its snapshot now), its
+/// registry has the tags `tags` and (unless `writes_before` is `None`) no write of the tool
+/// after the first `writes_before`.
+#[track_caller]
+fn assert_site_kept(
+    site: &Site,
+    (before, after): (&BTreeMap<String, String>, &BTreeMap<String, String>),
+    tags: &BTreeMap<String, String>,
+    writes_before: Option<usize>,
+    what: &str,
+) {
+    assert!(
+        before == after,
+        "{what} changed the web root:\n{}",
+        snapshot_diff(before, after)
+    );
+    assert_eq!(&site.tags(), tags, "{what}: tags");
+    if let Some(writes_before) = writes_before {
+        assert_eq!(
+            site.writes_since(writes_before),
+            Vec::new(),
+            "{what} wrote to the registry"
+        );
+    }
 }
 
 /// `got` holds what `want` holds: the same web root (every file, its bytes and mode, apart
@@ -688,6 +619,12 @@ fn held_by(base: &Made, new: &Made) -> BTreeMap<String, u64> {
         .into_iter()
         .map(|(path, (_, sha, _, _))| (path, sha))
         .collect();
+    held_of(new, &held)
+}
+
+/// The entries of `new` that `held` lists (path, sha256), of the kinds a delta leaves out:
+/// path → size.
+fn held_of(new: &Made, held: &BTreeSet<(String, String)>) -> BTreeMap<String, u64> {
     new.entries()
         .into_iter()
         .filter(|(path, (kind, sha, _, _))| {
@@ -712,13 +649,7 @@ fn held_by_site(export: &Value, new: &Made) -> BTreeMap<String, u64> {
             held.insert((format!("oci/blobs/sha256/{hex}"), hex));
         }
     }
-    new.entries()
-        .into_iter()
-        .filter(|(path, (kind, sha, _, _))| {
-            IN_PLACE_KINDS.contains(&kind.as_str()) && held.contains(&(path.clone(), sha.clone()))
-        })
-        .map(|(path, (_, _, size, _))| (path, size))
-        .collect()
+    held_of(new, &held)
 }
 
 /// The index entries without their `in_place` mark.
@@ -771,17 +702,14 @@ fn check_delta_format(delta: &Made, full: &Made, expect: &Expect) {
     let base = &delta.index["base"];
     assert_eq!(base["from"], expect.from, "{what}: base {base:#}");
     assert_eq!(hex(&base["sha256"]), expect.base_sha256, "{what}: {base:#}");
-    let mut bundles: Vec<BaseBundle> = base["bundles"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: base without bundles: {base:#}"))
-        .iter()
-        .map(BaseBundle::from_json)
-        .collect();
-    bundles.sort();
-    assert_eq!(bundles, expect.bundles, "{what}: base bundles");
+    assert_eq!(
+        base_bundles(base, "base", &what),
+        expect.bundles,
+        "{what}: base bundles"
+    );
 
     // The archive: the index, its signature, and every entry not in place, once each.
-    let mut got = archive_paths(&delta.path);
+    let mut got = delta.archive_paths();
     got.sort();
     let mut want: Vec<String> = delta
         .entries()
@@ -816,14 +744,11 @@ fn check_delta_reports(fx: &Fixture, delta: &Made, expect: &Expect) {
     let d = &report["delta"];
     assert_eq!(d["from"], expect.from, "{what}: inspect {d:#}");
     assert_eq!(hex(&d["base_sha256"]), expect.base_sha256, "{what}: {d:#}");
-    let mut bundles: Vec<BaseBundle> = d["bundles"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: inspect --json has no delta.bundles: {report:#}"))
-        .iter()
-        .map(BaseBundle::from_json)
-        .collect();
-    bundles.sort();
-    assert_eq!(bundles, expect.bundles, "{what}: inspect delta.bundles");
+    assert_eq!(
+        base_bundles(d, "inspect --json delta", &what),
+        expect.bundles,
+        "{what}: inspect delta.bundles"
+    );
     assert_eq!(d["in_place_entries"], in_place_entries, "{what}: {d:#}");
     assert_eq!(d["in_place_bytes"], in_place_bytes, "{what}: {d:#}");
     assert_eq!(
@@ -974,14 +899,11 @@ fn deltas_from_the_v1_bundle_and_from_its_index_are_small_and_install_like_the_f
         !blob_gets.iter().any(|r| r.contains(&base_layer)),
         "create --base downloaded the layer the base holds: {blob_gets:#?}"
     );
-    let from_bundle = Made::read(&from_bundle_path);
+    let from_bundle = Made::read(&from_bundle_path, Reader::Decoder);
 
     // From v1's index.json, as `zstd -dc B | tar -xO bundle/index.json` extracts it.
     let index_json = fx.ws.path("v1.index.json");
-    let extracted = output_ok(Command::new("sh").arg("-c").arg(format!(
-        "zstd -dc '{}' | tar -xO bundle/index.json",
-        v1.path.display()
-    )));
+    let extracted = Made::read(&v1.path, Reader::Stock).index_bytes;
     assert_eq!(extracted, v1.index_bytes);
     fs::write(&index_json, &extracted).unwrap();
     let from_index = fx.delta(&lock2, "v2-from-index.bundle.tar.zst", &index_json);
@@ -1005,10 +927,7 @@ fn deltas_from_the_v1_bundle_and_from_its_index_are_small_and_install_like_the_f
     check_delta_format(&from_bundle, &full, &expect("bundle"));
     check_delta_format(&from_index, &full, &expect("index"));
     // The same delta whichever way the base came in, but for the record of it.
-    assert_eq!(
-        archive_paths(&from_bundle.path),
-        archive_paths(&from_index.path)
-    );
+    assert_eq!(from_bundle.archive_paths(), from_index.archive_paths());
 
     // Installed over copies of the v1 site, each delta gives what the full v2 gives.
     let reference = fx.copy_site(&site, "reference");
@@ -1062,18 +981,7 @@ fn a_delta_from_the_site_export_is_small_and_installs_like_the_full_bundle() {
         .map(BaseBundle::from_json)
         .collect();
     assert_eq!(bundles, vec![v1.as_base_bundle()], "{export:#}");
-    let files: BTreeSet<(String, String, u64)> = export["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["path"].as_str().unwrap().to_string(),
-                hex(&f["sha256"]),
-                f["size"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let files: BTreeSet<(String, String, u64)> = file_records(&export).into_iter().collect();
     let web_entries: BTreeSet<(String, String, u64)> = v1
         .entries()
         .into_iter()
@@ -1214,17 +1122,12 @@ fn a_delta_installed_twice_changes_nothing_the_second_time_but_its_receipt() {
 
     let second = fx.install_ok(&delta.path, &site);
     check_install_report(&second, &in_place);
-    let after = without_receipt(&site);
-    assert!(
-        before == after,
-        "the second install changed the web root:\n{}",
-        snapshot_diff(&before, &after)
-    );
-    assert_eq!(site.tags(), tags);
-    assert_eq!(
-        site.writes_since(writes_before),
-        Vec::new(),
-        "the second install wrote to the registry"
+    assert_site_kept(
+        &site,
+        (&before, &without_receipt(&site)),
+        &tags,
+        Some(writes_before),
+        "the second install",
     );
     let receipt: Value =
         serde_json::from_str(&fs::read_to_string(site.web.join(&receipt)).unwrap()).unwrap();
@@ -1261,21 +1164,13 @@ fn a_delta_whose_base_the_site_does_not_hold_is_refused_naming_what_is_missing()
             format!("sha256:{}", fx.base_layer()),
         ],
     );
-    let unchanged = |what: &str| {
-        let after = tree_snapshot(&site.web);
-        assert!(
-            web_before == after,
-            "{what}: the refused install changed the web root:\n{}",
-            snapshot_diff(&web_before, &after)
-        );
-        assert_eq!(site.tags(), tags_before, "{what}: tags");
-        assert_eq!(
-            site.writes_since(writes_before),
-            Vec::new(),
-            "{what}: registry writes"
-        );
-    };
-    unchanged("delta from the wrong base");
+    assert_site_kept(
+        &site,
+        (&web_before, &tree_snapshot(&site.web)),
+        &tags_before,
+        Some(writes_before),
+        "the refused install of a delta from the wrong base",
+    );
 
     // The right base, but the site lost something since: a file edited in the web root…
     let edited = site.web.join(fx.web_path(UNCHANGED));
@@ -1290,13 +1185,13 @@ fn a_delta_whose_base_the_site_does_not_hold_is_refused_naming_what_is_missing()
         &[fx.web_path(UNCHANGED)],
         &[fx.web_path("dl/bin/kubelet"), KEPT_CHART.to_string()],
     );
-    let after = tree_snapshot(&site.web);
-    assert!(
-        web_before == after,
-        "the refused install changed the web root:\n{}",
-        snapshot_diff(&web_before, &after)
+    assert_site_kept(
+        &site,
+        (&web_before, &tree_snapshot(&site.web)),
+        &tags_before,
+        None,
+        "the refused install",
     );
-    assert_eq!(site.tags(), tags_before);
     fs::write(&edited, &original).unwrap();
 
     // …or a blob deleted from the registry (from every repository that linked it).
@@ -1320,17 +1215,12 @@ fn a_delta_whose_base_the_site_does_not_hold_is_refused_naming_what_is_missing()
         &[format!("sha256:{layer}")],
         &[fx.web_path(UNCHANGED)],
     );
-    let after = tree_snapshot(&site.web);
-    assert!(
-        web_before == after,
-        "the refused install changed the web root:\n{}",
-        snapshot_diff(&web_before, &after)
-    );
-    assert_eq!(site.tags(), tags_before);
-    assert_eq!(
-        site.writes_since(writes_before),
-        Vec::new(),
-        "registry writes"
+    assert_site_kept(
+        &site,
+        (&web_before, &tree_snapshot(&site.web)),
+        &tags_before,
+        Some(writes_before),
+        "the refused install",
     );
 }
 
@@ -1415,19 +1305,12 @@ fn a_malformed_base_is_a_usage_error_with_its_position_and_writes_nothing() {
         ws.path("cache"),
     );
     let create = |base: &Path, out: &Path| {
-        run_bundle(
-            &[
-                "create".as_ref(),
-                lock.as_os_str(),
-                "-o".as_ref(),
-                out.as_os_str(),
-                "--key".as_ref(),
-                key.as_os_str(),
-                "--cache".as_ref(),
-                cache.as_os_str(),
-                "--base".as_ref(),
-                base.as_os_str(),
-            ],
+        create_from_cache(
+            &lock,
+            out,
+            &key,
+            &cache,
+            &["--base", base.to_str().unwrap()],
             &[("SOURCE_DATE_EPOCH", EPOCH)],
         )
     };

@@ -21,13 +21,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::apt::{AptClient, AptRepo, AptRepoOptions};
+use common::delta::{
+    Made, Reader, create_in, hex, install_in, lock_in, push_on_base, run_in, site_workspace,
+    upstream_images,
+};
 use common::pypi::{self, Api, PyIndex};
-use common::registry::{Registry, build_image_with, config, layers, sh_ok};
+use common::registry::{Registry, config, layers, sh_ok};
 use common::*;
 use serde_json::Value;
 
-/// `SOURCE_DATE_EPOCH` of every run.
-const EPOCH: &str = "1700000000";
 /// The bundle's name (every version has the same one).
 const NAME: &str = "site";
 /// The apt repository's name in the manifest (`debs/<REPO>/` in the web root).
@@ -39,95 +41,15 @@ const DEBS: &[&str] = &["jq", "hello"];
 const FILE: &str = "dl/tool.bin";
 
 // ---------------------------------------------------------------------------
-// Bundles and their signed indexes
+// Bundles and their signed indexes (read as stock tools read them: [`Reader::Stock`])
 // ---------------------------------------------------------------------------
-
-/// A bundle on disk and its signed index.
-struct Made {
-    path: PathBuf,
-    index_bytes: Vec<u8>,
-    index: Value,
-}
-
-impl Made {
-    /// Reads the index as a stock pipeline extracts it:
-    /// `zstd -dc B | tar -xO bundle/index.json`.
-    fn read(path: &Path) -> Made {
-        let index_bytes = output_ok(Command::new("sh").arg("-c").arg(format!(
-            "zstd -dc '{}' | tar -xO bundle/index.json",
-            path.display()
-        )));
-        let index = serde_json::from_slice(&index_bytes)
-            .unwrap_or_else(|e| panic!("index.json of {} is not JSON: {e}", path.display()));
-        Made {
-            path: path.to_path_buf(),
-            index_bytes,
-            index,
-        }
-    }
-
-    fn size(&self) -> u64 {
-        fs::metadata(&self.path).unwrap().len()
-    }
-
-    /// Every entry of the index: path → (kind, sha256, in_place).
-    fn entries(&self) -> BTreeMap<String, (String, String, bool)> {
-        self.index["entries"]
-            .as_array()
-            .expect("entries")
-            .iter()
-            .map(|e| {
-                (
-                    e["path"].as_str().unwrap().to_string(),
-                    (
-                        e["kind"].as_str().unwrap().to_string(),
-                        hex(&e["sha256"]),
-                        e["in_place"].as_bool().unwrap_or(false),
-                    ),
-                )
-            })
-            .collect()
-    }
-
-    /// The paths the index marks `"in_place": true`.
-    fn in_place(&self) -> BTreeSet<String> {
-        self.entries()
-            .into_iter()
-            .filter(|(_, (_, _, in_place))| *in_place)
-            .map(|(p, _)| p)
-            .collect()
-    }
-
-    /// The entry paths of the archive (`zstd -dc B | tar -t`).
-    fn archive_paths(&self) -> BTreeSet<String> {
-        let out = output_ok(
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("zstd -dc '{}' | tar -t", self.path.display())),
-        );
-        String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| l.trim_end_matches('/').to_string())
-            .filter(|l| !l.is_empty())
-            .collect()
-    }
-}
-
-/// A digest as lowercase hex, with or without its `sha256:` prefix.
-fn hex(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("not a digest string: {v}"))
-        .trim_start_matches("sha256:")
-        .to_string()
-}
 
 /// The entries of `new` that `held` (path → sha256) has with the same sha256, of the kinds
 /// a delta leaves out.
 fn expected_in_place(held: &BTreeMap<String, String>, new: &Made) -> BTreeSet<String> {
     new.entries()
         .into_iter()
-        .filter(|(path, (kind, sha, _))| {
+        .filter(|(path, (kind, sha, _, _))| {
             ["file", "oci-blob", "deb", "chart", "python"].contains(&kind.as_str())
                 && held.get(path) == Some(sha)
         })
@@ -139,7 +61,7 @@ fn expected_in_place(held: &BTreeMap<String, String>, new: &Made) -> BTreeSet<St
 fn held_by_bundle(base: &Made) -> BTreeMap<String, String> {
     base.entries()
         .into_iter()
-        .map(|(p, (_, sha, _))| (p, sha))
+        .map(|(p, (_, sha, _, _))| (p, sha))
         .collect()
 }
 
@@ -159,7 +81,7 @@ fn check_delta(
     let unmarked = |m: &Made| -> BTreeMap<String, (String, String)> {
         m.entries()
             .into_iter()
-            .map(|(p, (k, s, _))| (p, (k, s)))
+            .map(|(p, (k, s, _, _))| (p, (k, s)))
             .collect()
     };
     assert_eq!(
@@ -167,12 +89,16 @@ fn check_delta(
         unmarked(full),
         "{what}: the delta's index must list the whole new set"
     );
-    assert_eq!(&delta.in_place(), in_place, "{what}: in-place entries");
+    assert_eq!(
+        &delta.in_place_paths(),
+        in_place,
+        "{what}: in-place entries"
+    );
     let base = &delta.index["base"];
     assert_eq!(base["from"], from, "{what}: base {base:#}");
     assert_eq!(hex(&base["sha256"]), base_sha256, "{what}: base {base:#}");
     let archive = delta.archive_paths();
-    for (path, (_, _, marked)) in delta.entries() {
+    for (path, (_, _, _, marked)) in delta.entries() {
         assert_eq!(
             archive.contains(&path),
             !marked,
@@ -234,8 +160,7 @@ struct Upstream {
 
 impl Upstream {
     fn new() -> Upstream {
-        let ws = Workspace::new();
-        keygen(&ws.path("site"));
+        let ws = site_workspace();
         let repo = AptRepo::build(
             &ws,
             AptRepoOptions {
@@ -256,16 +181,7 @@ impl Upstream {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let root = self.ws.root().to_str().unwrap();
-        run_bundle_in(
-            self.ws.root(),
-            args,
-            &[
-                ("HOME", root),
-                ("XDG_RUNTIME_DIR", root),
-                ("SOURCE_DATE_EPOCH", EPOCH),
-            ],
-        )
+        run_in(&self.ws, args)
     }
 
     /// Writes and locks version `version`: [`FILE`], [`DEBS`] (and their closure) from the
@@ -291,34 +207,15 @@ impl Upstream {
         );
         let m = self.ws.write(format!("m-{version}.yaml"), manifest);
         let lock = self.ws.path(format!("m-{version}.lock.yaml"));
-        self.run(&[
-            "lock",
-            m.to_str().unwrap(),
-            "-o",
-            lock.to_str().unwrap(),
-            "--cache",
-            "cache",
-        ])
-        .assert_ok();
+        lock_in(&self.ws, &m, &lock, &[]);
         lock
     }
 
     /// `create LOCK -o NAME --key site.key --cache cache EXTRA…`, which must succeed.
     fn made(&self, lock: &Path, name: &str, extra: &[&str]) -> Made {
         let out = self.ws.path(name);
-        let mut args = vec![
-            "create",
-            lock.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--key",
-            "site.key",
-            "--cache",
-            "cache",
-        ];
-        args.extend_from_slice(extra);
-        self.run(&args).assert_ok();
-        Made::read(&out)
+        create_in(&self.ws, lock, &out, "cache", extra).assert_ok();
+        Made::read(&out, Reader::Stock)
     }
 
     /// v1: hello as upstream has it, jmespath 1.0.0.
@@ -366,17 +263,11 @@ impl Upstream {
 
     /// `install BUNDLE --pubkey site.pub --web-root WEB --base-url BASE`.
     fn install(&self, bundle: &Path, web: &Path, base: &str) -> Run {
-        self.run(&[
-            "--json",
-            "install",
-            bundle.to_str().unwrap(),
-            "--pubkey",
-            "site.pub",
-            "--web-root",
-            web.to_str().unwrap(),
-            "--base-url",
-            base,
-        ])
+        install_in(
+            &self.ws,
+            bundle,
+            &["--web-root", web.to_str().unwrap(), "--base-url", base],
+        )
     }
 
     /// The web path of a deb at `filename` below the repository root.
@@ -487,7 +378,7 @@ fn debs_and_wheels_deltas_install_like_the_full_bundle_and_stock_apt_and_pip_rea
     let export_sha = sha256_file(&export_path);
     check_delta(&from_site, &full, &in_place, "site", &export_sha);
     // The apt indexes are carried (v2's repository was re-signed).
-    for (path, (kind, _, marked)) in from_bundle.entries() {
+    for (path, (kind, _, _, marked)) in from_bundle.entries() {
         if kind == "apt-index" {
             assert!(!marked, "{path} marked in place");
         }
@@ -680,7 +571,7 @@ fn a_debs_delta_on_a_web_root_missing_an_in_place_deb_is_refused_and_writes_noth
     let libjq1 = up.deb_path(&up.repo.package("libjq1").filename);
     let six = format!("python/{}", pypi::SIX);
     for p in [&jq, &libjq1, &six] {
-        assert!(delta.in_place().contains(p), "{p} not in place");
+        assert!(delta.in_place().contains_key(p), "{p} not in place");
     }
 
     // One in-place deb deleted from the site.
@@ -737,42 +628,13 @@ struct Images {
 
 impl Images {
     fn new() -> Images {
-        let ws = Workspace::new();
-        keygen(&ws.path("site"));
-        let upstream = Registry::start(&ws.path("upstream"), None);
-        let layout = ws.path("oci-src");
-        build_image_with(&layout, None, "base", &random_bytes(2_000_000, 100));
-        build_image_with(&layout, Some("base"), "app-1", &random_bytes(100_000, 101));
-        let im = Images {
+        let ws = site_workspace();
+        let (upstream, layout) = upstream_images(&ws, 2_000_000);
+        Images {
             upstream,
             ws,
             layout,
-        };
-        im.push("base", "test/base:base");
-        im.push("app-1", "test/app:v1");
-        im
-    }
-
-    fn push(&self, tag: &str, dest: &str) {
-        output_ok(
-            Command::new("skopeo")
-                .args(["copy", "--quiet", "--dest-tls-verify=false"])
-                .arg(format!("oci:{}:{tag}", self.layout.display()))
-                .arg(format!("docker://{}/{dest}", self.upstream.host())),
-        );
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let root = self.ws.root().to_str().unwrap();
-        run_bundle_in(
-            self.ws.root(),
-            args,
-            &[
-                ("HOME", root),
-                ("XDG_RUNTIME_DIR", root),
-                ("SOURCE_DATE_EPOCH", EPOCH),
-            ],
-        )
+        }
     }
 
     /// Locks and bundles both images as version `version` into `<out>`; `extra` for create.
@@ -786,44 +648,16 @@ impl Images {
         );
         let lock = self.ws.path(format!("i-{version}.lock.yaml"));
         if !lock.exists() {
-            self.run(&[
-                "lock",
-                m.to_str().unwrap(),
-                "-o",
-                lock.to_str().unwrap(),
-                "--cache",
-                "cache",
-                "--plain-http",
-            ])
-            .assert_ok();
+            lock_in(&self.ws, &m, &lock, &["--plain-http"]);
         }
         let path = self.ws.path(out);
-        let mut args = vec![
-            "create",
-            lock.to_str().unwrap(),
-            "-o",
-            path.to_str().unwrap(),
-            "--key",
-            "site.key",
-            "--cache",
-            "cache",
-            "--plain-http",
-        ];
-        args.extend_from_slice(extra);
-        self.run(&args).assert_ok();
-        Made::read(&path)
+        let args = [&["--plain-http"], extra].concat();
+        create_in(&self.ws, &lock, &path, "cache", &args).assert_ok();
+        Made::read(&path, Reader::Stock)
     }
 
     fn install(&self, bundle: &Path, oci_dir: &Path) -> Run {
-        self.run(&[
-            "--json",
-            "install",
-            bundle.to_str().unwrap(),
-            "--pubkey",
-            "site.pub",
-            "--oci-dir",
-            oci_dir.to_str().unwrap(),
-        ])
+        install_in(&self.ws, bundle, &["--oci-dir", oci_dir.to_str().unwrap()])
     }
 }
 
@@ -860,13 +694,12 @@ fn an_oci_dir_delta_installs_like_the_full_bundle_and_refuses_a_missing_blob() {
     copy_tree(&site, &broken);
 
     // Upstream, test/app:v1 gets a new top layer on the same base.
-    build_image_with(
+    push_on_base(
         &im.layout,
-        Some("base"),
-        "app-2",
-        &random_bytes(100_000, 201),
+        &im.upstream,
+        ("app-2", 100_000, 201),
+        "test/app:v1",
     );
-    im.push("app-2", "test/app:v1");
     let app = im.upstream.raw_manifest("test/app", "v1");
     let app_digest = sha256_bytes(&app);
     let new_layer = layers(&app).last().unwrap().clone();

@@ -22,6 +22,16 @@ fn index_of(bundle: &Path) -> Value {
     serde_json::from_slice(&entry.data).unwrap()
 }
 
+/// The entry of `index` (a signed index) at `path`.
+fn entry_at<'a>(index: &'a Value, path: &str) -> &'a Value {
+    index["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == path)
+        .unwrap_or_else(|| panic!("no entry {path}: {index:#}"))
+}
+
 /// The lock and cache [`make_bundle`] left beside `built`.
 fn lock_and_cache(built: &Built) -> (PathBuf, PathBuf) {
     let dir = built.bundle.parent().unwrap();
@@ -82,12 +92,7 @@ fn a_base_recording_another_size_for_the_same_sha256_does_not_hold_the_file() {
         let (run, out) = create_delta(&ws, &built, &base, &format!("d-{claimed}.bundle.tar.zst"));
         run.assert_ok();
         let index = index_of(&out);
-        let entry = index["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["path"] == path.as_str())
-            .unwrap();
+        let entry = entry_at(&index, &path);
         assert_eq!(entry["size"], size, "base size {claimed}: {entry}");
         assert_eq!(
             entry["in_place"],
@@ -102,12 +107,7 @@ fn a_base_recording_another_size_for_the_same_sha256_does_not_hold_the_file() {
     let (run, out) = create_delta(&ws, &built, &base, "d-right.bundle.tar.zst");
     run.assert_ok();
     let index = index_of(&out);
-    let entry = index["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["path"] == path.as_str())
-        .unwrap();
+    let entry = entry_at(&index, &path);
     assert_eq!(entry["in_place"], true, "{entry}");
     assert_eq!(entry["size"], size);
 }
@@ -130,18 +130,8 @@ fn a_base_that_is_not_a_regular_file_is_a_usage_error_at_once() {
     let key = ws.path("site.key");
     let out = ws.path("never.bundle.tar.zst");
     for base in [dir.as_path(), fifo.as_path(), Path::new("/dev/null")] {
-        let args: Vec<&std::ffi::OsStr> = vec![
-            "create".as_ref(),
-            lock.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-            "--key".as_ref(),
-            key.as_os_str(),
-            "--cache".as_ref(),
-            cache.as_os_str(),
-            "--base".as_ref(),
-            base.as_os_str(),
-        ];
+        let extra = ["--base", base.to_str().unwrap()];
+        let args = create_args(&lock, &out, &key, &cache, &extra);
         let run = run_bundle_with_deadline(ws.root(), &args, &[], Duration::from_secs(60));
         let run = run
             .run

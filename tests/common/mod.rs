@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod apt;
+pub mod delta;
 pub mod helm;
 pub mod install;
 pub mod net;
@@ -236,6 +237,17 @@ pub fn create_from_cache(
     extra: &[&str],
     envs: &[(&str, &str)],
 ) -> Run {
+    run_bundle(&create_args(lock, out, key, cache, extra), envs)
+}
+
+/// The arguments `create LOCK -o OUT --key KEY --cache CACHE extra…`.
+pub fn create_args<'a>(
+    lock: &'a Path,
+    out: &'a Path,
+    key: &'a Path,
+    cache: &'a Path,
+    extra: &[&'a str],
+) -> Vec<&'a OsStr> {
     let mut args: Vec<&OsStr> = vec![
         "create".as_ref(),
         lock.as_os_str(),
@@ -246,8 +258,8 @@ pub fn create_from_cache(
         "--cache".as_ref(),
         cache.as_os_str(),
     ];
-    args.extend(extra.iter().map(OsStr::new));
-    run_bundle(&args, envs)
+    args.extend(extra.iter().map(|a| OsStr::new(*a)));
+    args
 }
 
 /// Like [`run_bundle`] but with working directory `cwd`.
