@@ -262,23 +262,7 @@ pub fn collect(
                 .map_err(|e| Error::Usage(format!("debs `{}` {}: {e}", repo.name, p.name)))?;
             let dest = format!("{dir}/{filename}");
             let artifact = first + carried.artifacts.len();
-            let (source, sha256, size, how) = match (f, d.expected_sha256, d.expected_size) {
-                (Some(f), _, _) => (
-                    ContentSource::File(f.path.clone()),
-                    f.sha256,
-                    f.size,
-                    if f.from_cache { "cached  " } else { "fetched " },
-                ),
-                (None, Some(sha256), Some(size)) => {
-                    (ContentSource::InPlace, sha256, size, "in place")
-                }
-                (None, _, _) => {
-                    return Err(Error::Runtime(format!(
-                        "debs `{}` {}: left out without a pinned sha256 and size",
-                        repo.name, p.name
-                    )));
-                }
-            };
+            let (source, sha256, size, how) = super::fetched_or_in_place(f.as_ref(), d)?;
             reporter.detail(format!("{how} {} -> {dest}", d.canonical));
             carried.artifacts.push(Artifact {
                 kind: EntryKind::Deb,

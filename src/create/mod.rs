@@ -82,6 +82,28 @@ fn preflight(
     Ok((loaded, dests, base))
 }
 
+/// Where a download's bytes come from in the bundle: the fetched file, or nothing (`None`:
+/// a delta's base holds it, so it is left out with its pinned sha256 and size). Also how
+/// the detail line names it.
+fn fetched_or_in_place(
+    fetched: Option<&Fetched>,
+    download: &Download,
+) -> Result<(ContentSource, Sha256Digest, u64, &'static str)> {
+    match (fetched, download.expected_sha256, download.expected_size) {
+        (Some(f), _, _) => Ok((
+            ContentSource::File(f.path.clone()),
+            f.sha256,
+            f.size,
+            if f.from_cache { "cached  " } else { "fetched " },
+        )),
+        (None, Some(sha256), Some(size)) => Ok((ContentSource::InPlace, sha256, size, "in place")),
+        (None, _, _) => Err(Error::Runtime(format!(
+            "{}: left out of the delta without a pinned sha256 and size",
+            download.canonical
+        ))),
+    }
+}
+
 /// The lock as the bundle carries it: canonical YAML without `mirrors`, so a bundle made
 /// through a mirror is identical to one made without, and no proxy URL crosses the gap.
 fn carried_lock(m: &manifest::Manifest) -> Result<Vec<u8>> {

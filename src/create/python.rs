@@ -133,21 +133,7 @@ pub fn collect(
     let (files, metadata) = fetched.split_at(planned.len());
     let mut metadata = metadata.iter().flatten();
     for ((d, path, project, meta), f) in planned.into_iter().zip(files) {
-        let (source, sha256, size, how) = match (f, d.expected_sha256, d.expected_size) {
-            (Some(f), _, _) => (
-                ContentSource::File(f.path.clone()),
-                f.sha256,
-                f.size,
-                if f.from_cache { "cached  " } else { "fetched " },
-            ),
-            (None, Some(sha256), Some(size)) => (ContentSource::InPlace, sha256, size, "in place"),
-            (None, _, _) => {
-                return Err(Error::Runtime(format!(
-                    "python package {}: left out without a pinned sha256 and size",
-                    d.canonical
-                )));
-            }
-        };
+        let (source, sha256, size, how) = super::fetched_or_in_place(f.as_ref(), &d)?;
         reporter.detail(format!("{how} {} -> {path}", d.canonical));
         let artifact = first + carried.artifacts.len();
         carried.artifacts.push(Artifact {
