@@ -117,7 +117,9 @@ pub(super) fn still_in_place(
 /// Whether the regular file at `path` (reached without following a link) has one of the
 /// recorded (sha256, size). A file of none of the recorded sizes is not hashed.
 fn check(cursor: &mut DirCursor, path: &str, versions: &[(Sha256Digest, u64)]) -> Found {
-    if !stays_below(path) {
+    // A receipt is a file in the web root, which anyone able to write there can edit: its
+    // paths are checked as a bundle's entry paths are.
+    if crate::bundle::check_entry_path(path).is_err() {
         return Found::Refused("not a path below the web root".into());
     }
     let (parent, name) = split_parent(path);
@@ -157,25 +159,14 @@ fn check(cursor: &mut DirCursor, path: &str, versions: &[(Sha256Digest, u64)]) -
     }
 }
 
-/// A receipt's path names something below the web root: relative, and no component empty,
-/// `.` or `..` (a receipt is a file in the web root, which anyone able to write there can
-/// edit).
-fn stays_below(path: &str) -> bool {
-    !path.is_empty()
-        && !path.contains('\0')
-        && path
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::stays_below;
+    use crate::bundle::check_entry_path;
 
     #[test]
     fn only_paths_below_the_root_are_read() {
-        assert!(stays_below("files/example.org/a/b.tgz"));
-        assert!(stays_below("charts/a-1.0.0.tgz"));
+        assert!(check_entry_path("files/example.org/a/b.tgz").is_ok());
+        assert!(check_entry_path("charts/a-1.0.0.tgz").is_ok());
         for bad in [
             "",
             "/etc/passwd",
@@ -185,7 +176,7 @@ mod tests {
             "files/a/",
             "..",
         ] {
-            assert!(!stays_below(bad), "{bad}");
+            assert!(check_entry_path(bad).is_err(), "{bad}");
         }
     }
 }
