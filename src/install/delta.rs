@@ -2,19 +2,17 @@
 //! out must be where it expects it (the base's receipts, web-root files with their sha256,
 //! registry blobs); otherwise the install is refused, naming what is missing.
 
+use super::receipt::{self, Receipt};
+use super::web_root;
 use crate::bundle::index::Index;
 use crate::error::{Error, Result};
-use crate::fs::RootDir;
-
-use super::receipt;
-use super::web_root;
 
 /// How many missing entries a refusal names (the count says the rest).
 const NAMED: usize = 12;
 
 /// The receipts of the base's bundles that the web root lacks, when the delta expects web
 /// content in place: a receipt of the same name, version and locked manifest.
-pub fn missing_receipts(root: &RootDir, index: &Index) -> Vec<String> {
+pub fn missing_receipts(receipts: &[Receipt], index: &Index) -> Vec<String> {
     let Some(base) = &index.base else {
         return Vec::new();
     };
@@ -25,7 +23,6 @@ pub fn missing_receipts(root: &RootDir, index: &Index) -> Vec<String> {
     {
         return Vec::new();
     }
-    let receipts = receipt::all_receipts(root);
     base.bundles
         .iter()
         .filter(|b| {

@@ -364,6 +364,8 @@ pub fn install(
                 let mut t = targets.borrow_mut();
                 // What a delta expects in place and the destinations do not hold.
                 let mut missing: Vec<String> = Vec::new();
+                // The receipts of the bundles installed before, read once for pre-flight.
+                let receipts = root.as_ref().map(receipt::all_receipts).unwrap_or_default();
                 let images = registry_images(v, options, oci_root.is_some())?;
                 let mut web_entries: std::collections::BTreeMap<&str, usize> = Default::default();
                 for e in v.index.entries.iter().filter(|e| web_root::is_web_entry(e)) {
@@ -386,8 +388,8 @@ pub fn install(
                             .filter(|a| a.kind == EntryKind::AptIndex)
                             .map(|a| format!("{}.sources", a.dest))
                             .collect();
-                        check_shared_apt_repos(root, &v.index)?;
-                        missing.extend(delta::missing_receipts(root, &v.index));
+                        check_shared_apt_repos(root, &receipts, &v.index)?;
+                        missing.extend(delta::missing_receipts(&receipts, &v.index));
                         let pypi_pages = pypi::generated_paths(&v.index)?;
                         let mut generated: Vec<&str> = vec![&receipt, VARS_PATH];
                         if v.index.entries.iter().any(|e| e.kind == EntryKind::Chart) {
@@ -456,11 +458,7 @@ pub fn install(
                     )?);
                 }
                 // Repositories earlier installs pushed to each registry, from the receipts.
-                let pushed_before = |host: &str| {
-                    root.as_ref()
-                        .map(|root| receipt::pushed_repositories(&receipt::all_receipts(root), host))
-                        .unwrap_or_default()
-                };
+                let pushed_before = |host: &str| receipt::pushed_repositories(&receipts, host);
                 if let (Some(images), Some(r)) = (images, &options.registry) {
                     let client = RegistryClient::new(&r.net, r.plain_http, r.credentials.clone())?;
                     t.registry = Some(RegistryTarget::preflight(
@@ -625,8 +623,11 @@ impl Registries {
 /// Pre-flight: a carried apt repository may replace one another bundle (by name) installed
 /// only with the same signed Release; otherwise its indexes would hide that bundle's
 /// packages from apt (exit 1, naming both). A newer version of the same bundle may.
-fn check_shared_apt_repos(root: &RootDir, index: &crate::bundle::index::Index) -> Result<()> {
-    let receipts = receipt::all_receipts(root);
+fn check_shared_apt_repos(
+    root: &RootDir,
+    receipts: &[Receipt],
+    index: &crate::bundle::index::Index,
+) -> Result<()> {
     for artifact in index
         .artifacts
         .iter()
