@@ -343,6 +343,21 @@ mod tests {
         (VolumeList::parse(&text).unwrap(), text, vols)
     }
 
+    /// [`three`]'s list and volumes, and an empty directory for them.
+    fn three_in_a_directory() -> (VolumeList, Vec<(String, Vec<u8>)>, tempfile::TempDir) {
+        let (list, _, vols) = three();
+        (list, vols, tempfile::tempdir().unwrap())
+    }
+
+    /// Asks for volume `number` of `list` in `dir`.
+    fn wanted<'a>(list: &'a VolumeList, dir: &'a tempfile::TempDir, number: usize) -> Wanted<'a> {
+        Wanted {
+            list,
+            dir: dir.path(),
+            number,
+        }
+    }
+
     /// Plays the operator: on each request, takes the previous volume out of the mount
     /// point and puts the wanted one in, noting whether the reader still held the previous
     /// one open.
@@ -423,13 +438,8 @@ mod tests {
 
     #[test]
     fn look_checks_size_then_sha256_and_names_other_volumes() {
-        let (list, _, vols) = three();
-        let dir = tempfile::tempdir().unwrap();
-        let want = Wanted {
-            list: &list,
-            dir: dir.path(),
-            number: 1,
-        };
+        let (list, vols, dir) = three_in_a_directory();
+        let want = wanted(&list, &dir, 1);
         let mut hashed = 0;
         std::fs::write(dir.path().join("b.000"), &vols[0].1).unwrap();
         assert_eq!(
@@ -457,13 +467,8 @@ mod tests {
 
     #[test]
     fn without_a_terminal_a_missing_volume_is_exit_1_and_a_wrong_one_exit_3() {
-        let (list, _, vols) = three();
-        let dir = tempfile::tempdir().unwrap();
-        let want = Wanted {
-            list: &list,
-            dir: dir.path(),
-            number: 2,
-        };
+        let (list, vols, dir) = three_in_a_directory();
+        let want = wanted(&list, &dir, 2);
         let e = InDirectory.supply(&want).unwrap_err();
         assert_eq!(e.exit_code(), 1);
         assert!(e.is_interrupted());
@@ -481,13 +486,8 @@ mod tests {
 
     #[test]
     fn the_prompt_repeats_until_the_right_medium_and_q_aborts() {
-        let (list, _, vols) = three();
-        let dir = tempfile::tempdir().unwrap();
-        let want = Wanted {
-            list: &list,
-            dir: dir.path(),
-            number: 1,
-        };
+        let (list, vols, dir) = three_in_a_directory();
+        let want = wanted(&list, &dir, 1);
         // The operator presses Enter with the wrong medium in, then q.
         std::fs::write(dir.path().join("b.000"), &vols[0].1).unwrap();
         let mut asked = Prompting::new(&b"\nq\n"[..], Vec::new());
