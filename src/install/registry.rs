@@ -755,20 +755,12 @@ fn find_elsewhere(
     pushed_before: &[String],
     jobs: usize,
 ) -> HashMap<Sha256Digest, String> {
-    let stray: Vec<(Sha256Digest, &Vec<String>)> = index
-        .entries
-        .iter()
-        .filter(|e| e.in_place && e.kind == EntryKind::OciBlob)
-        .filter_map(|e| Some((e.sha256, blob_repos.get(&e.sha256)?)))
-        .filter(|(d, repos)| !repos.iter().any(|r| present.contains(&(r.clone(), *d))))
-        .collect();
-    let probes: Vec<(String, Sha256Digest)> = stray
-        .iter()
-        .flat_map(|(d, own)| {
+    let probes: Vec<(String, Sha256Digest)> = strays(index, blob_repos, present)
+        .flat_map(|(e, own)| {
             pushed_before
                 .iter()
                 .filter(|r| !own.contains(r))
-                .map(|r| (r.clone(), *d))
+                .map(|r| (r.clone(), e.sha256))
         })
         .collect();
     // Receipts are files a local user who can write the web root could inflate: at most
@@ -786,6 +778,25 @@ fn find_elsewhere(
         elsewhere.entry(digest).or_insert(repo);
     }
     elsewhere
+}
+
+/// The blobs a delta left out that none of their own repositories holds (pre-flight's
+/// `HEAD`), with those repositories.
+fn strays<'a>(
+    index: &'a Index,
+    blob_repos: &'a HashMap<Sha256Digest, Vec<String>>,
+    present: &'a HashSet<(String, Sha256Digest)>,
+) -> impl Iterator<Item = (&'a IndexEntry, &'a Vec<String>)> {
+    index
+        .entries
+        .iter()
+        .filter(|e| e.in_place && e.kind == EntryKind::OciBlob)
+        .filter_map(|e| Some((e, blob_repos.get(&e.sha256)?)))
+        .filter(|(e, repos)| {
+            !repos
+                .iter()
+                .any(|r| present.contains(&(r.clone(), e.sha256)))
+        })
 }
 
 /// An upload worker: takes jobs until the channel closes.
@@ -930,24 +941,15 @@ impl RegistryTarget {
     /// The blobs a delta left out that none of their repositories on this registry holds
     /// (pre-flight's `HEAD`), named for the refusal.
     pub fn missing_in_place(&self, index: &Index) -> Vec<String> {
-        index
-            .entries
-            .iter()
-            .filter(|e| e.in_place && e.kind == EntryKind::OciBlob)
-            .filter_map(|e| {
-                let repos = self.blob_repos.get(&e.sha256)?;
-                let there = self.elsewhere.contains_key(&e.sha256)
-                    || repos
-                        .iter()
-                        .any(|r| self.found.present.contains(&(r.clone(), e.sha256)));
-                (!there).then(|| {
-                    format!(
-                        "blob sha256:{} (for {}) on {}",
-                        e.sha256,
-                        repos.join(", "),
-                        self.host
-                    )
-                })
+        strays(index, &self.blob_repos, &self.found.present)
+            .filter(|(e, _)| !self.elsewhere.contains_key(&e.sha256))
+            .map(|(e, repos)| {
+                format!(
+                    "blob sha256:{} (for {}) on {}",
+                    e.sha256,
+                    repos.join(", "),
+                    self.host
+                )
             })
             .collect()
     }
